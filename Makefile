@@ -1,0 +1,37 @@
+# Two commands do everything:  `make lab` (set up, open the tutorials)  and  `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup lab demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	# torch first, pinned: an unpinned torch pulls gigabytes of CUDA wheels.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+lab: setup
+	$(BIN)/jupyter lab notebooks/
+
+demo: setup
+	$(BIN)/python -m ppdl_nb.demo
+
+test: setup
+	bash .ci/browser-deps.sh
+	$(BIN)/ruff check ppdl_nb magics tests benchmarks
+	$(BIN)/python -m pytest -q --durations=15 tests
+	$(BIN)/python -m pytest -q --nbval --nbval-sanitize-with notebooks/sanitize.cfg notebooks
+
+lint: setup
+	$(BIN)/ruff check ppdl_nb magics tests benchmarks
+
+bench: setup
+	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,48 @@
+"""ppdl_nb: privacy-preserving deep learning in PyTorch, inside Jupyter.
+
+Workers hold data; the notebook holds pointers to it. Federated learning, secret
+sharing (SPDZ) and differential privacy are built on those pointers.
+
+>>> import torch, ppdl_nb
+>>> alice = ppdl_nb.VirtualWorker("alice")
+>>> x = ppdl_nb.send(torch.tensor([1.0, 2.0, 3.0]), alice)
+>>> (x + x).get()
+tensor([2., 4., 6.])
+
+In Jupyter: ``%load_ext ppdl_nb`` then ``%ppdl help``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import WorkerMismatchError, WorkerUnavailableError
+from .tensors.chain import chain_of
+from .tensors.pointer import ModulePointer, PointerTensor, send
+from .workers import handlers as _handlers  # noqa: F401  (registers the message vocabulary)
+from .workers.virtual import VirtualWorker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ModulePointer",
+    "PointerTensor",
+    "VirtualWorker",
+    "WorkerMismatchError",
+    "WorkerUnavailableError",
+    "chain_of",
+    "send",
+]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext ppdl_nb``: register the ``%ppdl`` / ``%%ppdl`` magics."""
+    from .magics import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    from .magics import unload_ipython_extension as unload
+
+    unload(ipython)

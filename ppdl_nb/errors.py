@@ -1,0 +1,82 @@
+"""Exceptions of ppdl_nb, each rooted in a builtin so ``except ValueError`` still works.
+
+Messages say what went wrong, why, and what to do about it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CodecError",
+    "RemoteError",
+    "WorkerMismatchError",
+    "WorkerUnavailableError",
+    "remote_exception",
+]
+
+
+class CodecError(ValueError):
+    """A message could not be encoded or decoded (malformed, truncated, oversized, bad dtype)."""
+
+
+class WorkerMismatchError(ValueError):
+    """An operation mixed objects that live on different workers."""
+
+
+class WorkerUnavailableError(ConnectionError):
+    """A worker is not running, died, or did not answer in time."""
+
+
+class RemoteError(Exception):
+    """Mixin for errors raised on a worker and re-raised in the caller.
+
+    ``worker`` names where it happened; ``remote_traceback`` is the worker's traceback
+    (also attached as a note, so it prints under the local traceback).
+    """
+
+    worker: str = "?"
+    remote_traceback: str = ""
+
+
+# Only these exception types are re-created from a worker's error reply; anything else
+# becomes a RuntimeError. The name comes from a peer, so it is looked up, never imported.
+_REMOTE_TYPES: dict[str, type[Exception]] = {
+    t.__name__: t
+    for t in (
+        ValueError,
+        TypeError,
+        KeyError,
+        IndexError,
+        PermissionError,
+        RuntimeError,
+        NotImplementedError,
+        ZeroDivisionError,
+        OverflowError,
+        MemoryError,
+        TimeoutError,
+        ConnectionError,
+        LookupError,
+        ArithmeticError,
+        AttributeError,
+    )
+}
+_REMOTE_CLASSES: dict[type[Exception], type[Exception]] = {}
+
+
+def remote_exception(type_name: str, message: str, worker: str, traceback: str = "") -> Exception:
+    """Build the local exception for an error a worker reported.
+
+    >>> e = remote_exception("PermissionError", "no", "alice")
+    >>> isinstance(e, PermissionError), e.worker
+    (True, 'alice')
+    """
+    base = _REMOTE_TYPES.get(type_name, RuntimeError)
+    cls = _REMOTE_CLASSES.get(base)
+    if cls is None:
+        cls = type(f"Remote{base.__name__}", (RemoteError, base), {})
+        _REMOTE_CLASSES[base] = cls
+    exc = cls(f"[on worker {worker}] {message}")
+    exc.worker = worker
+    exc.remote_traceback = traceback
+    if traceback:
+        exc.add_note(f"--- traceback on worker {worker} ---\n{traceback.rstrip()}")
+    return exc

@@ -1,0 +1,308 @@
+"""Pointers: local handles on objects that live on a worker.
+
+A :class:`PointerTensor` knows where its tensor lives, its id there, and its shape and
+dtype (so ``.shape`` needs no round trip). Torch functions and operators on pointers
+run on the owning worker through ``__torch_function__`` and return pointers; torch
+itself is never patched. When the last pointer to a remote object is garbage
+collected, the worker is told to free it (batched with the next request).
+
+>>> from ppdl_nb import VirtualWorker, send
+>>> alice = VirtualWorker("alice")
+>>> x = send(torch.tensor([1.0, 2.0]), alice)
+>>> (x * 2).get()
+tensor([2., 4.])
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ..errors import WorkerMismatchError
+from ..workers import codec
+from ..workers.codec import Ref
+from ..workers.modules import RebuiltModule, module_from_spec, module_to_spec
+from ..workers.ops import op_name
+
+__all__ = ["ModulePointer", "Pointer", "PointerTensor", "send"]
+
+_local_ids = itertools.count(1)
+
+
+class Pointer:
+    """Base of remote handles: location, id there, metadata, lifetime."""
+
+    def __init__(self, location: Any, id_at_location: int, meta: dict[str, Any], *,
+                 owner: Any) -> None:
+        self.location = location
+        self.id_at_location = id_at_location
+        self.meta = meta
+        self.owner = owner
+        self.local_id = next(_local_ids)
+        self._owns = True  # responsible for freeing the remote object
+        self._gone: str | None = None  # why this pointer may no longer be used
+
+    # ---- identity and lifetime ---------------------------------------------------------
+    @property
+    def private(self) -> bool:
+        return bool(self.meta.get("private", False))
+
+    def _check(self) -> None:
+        if self._gone is not None:
+            raise ValueError(f"this pointer can no longer be used: {self._gone}")
+
+    def disown(self) -> None:
+        """Stop answering for the remote object (it was handed to another party)."""
+        self._owns = False
+
+    def __del__(self) -> None:
+        if getattr(self, "_owns", False):
+            try:
+                self.location.schedule_delete(self.id_at_location)
+            except Exception:  # interpreter shutdown: nothing left to free
+                pass
+
+    def describe(self) -> dict[str, Any]:
+        """Metadata of this pointer as seen by whoever holds it (for chains)."""
+        return {"kind": "pointer", "location": self.location.name, "id": self.id_at_location,
+                "shape": self.meta.get("shape"), "dtype": self.meta.get("dtype"),
+                "next": self.meta}
+
+    def __repr__(self) -> str:
+        from .chain import chain_text
+
+        return chain_text(self)
+
+    # ---- moving objects ----------------------------------------------------------------
+    def get(self) -> Any:
+        """Bring the object here; it is removed from the worker (refused if private)."""
+        self._check()
+        reply = self.location.request({"kind": "fetch", "id": self.id_at_location})
+        self._owns, self._gone = False, "its object was fetched with .get()"
+        return self._unwrap(reply)
+
+    def _unwrap(self, reply: dict[str, Any]) -> Any:
+        return reply["value"]
+
+    def copy(self) -> Pointer:
+        """A new remote copy on the same worker (private stays private)."""
+        self._check()
+        return _call("object.copy", (self,), {})
+
+    def move(self, worker: Any) -> Pointer:
+        """Move the object to ``worker``, directly from its current worker; returns self."""
+        self._check()
+        target = _client(worker, self.owner)
+        if target.name == self.location.name:
+            return self
+        reply = self.location.request(
+            {"kind": "send", "id": self.id_at_location, "to": target.name, "move": True}
+        )
+        self.location, self.id_at_location, self.meta = target, reply["id"], reply["meta"]
+        return self
+
+    def send(self, worker: Any) -> Pointer:
+        """Hand this pointer to ``worker``: returns a pointer to that pointer (a chain)."""
+        self._check()
+        target = _client(worker, self.owner)
+        reply = target.request({"kind": "store", "obj": self})
+        self._owns, self._gone = False, f"it was sent to {target.name}; use the returned pointer"
+        return _wrap(target, reply, self.owner)
+
+
+class PointerTensor(Pointer):
+    """A pointer to a tensor (or to a pointer, forming a chain) on a worker."""
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size(self.meta["shape"])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return codec.DTYPES[self.meta["dtype"]]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.meta["shape"])
+
+    def size(self, dim: int | None = None) -> Any:
+        return self.shape if dim is None else self.shape[dim]
+
+    def dim(self) -> int:
+        return self.ndim
+
+    def numel(self) -> int:
+        return self.shape.numel()
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __bool__(self) -> bool:
+        raise TypeError(
+            "a pointer's value lives on a worker, so Python cannot branch on it here; "
+            "compute the condition remotely and .get() it if you are allowed to"
+        )
+
+    def __iter__(self) -> Any:
+        return (self[i] for i in range(len(self)))
+
+    @classmethod
+    def __torch_function__(cls, func: Callable[..., Any], types: Any, args: tuple = (),
+                           kwargs: dict | None = None) -> Any:
+        name = op_name(func)
+        if name is None:
+            fname = getattr(func, "__qualname__", repr(func))
+            raise TypeError(
+                f"{fname} is not supported on pointers: workers run only allowlisted "
+                "operations (ppdl_nb.workers.ops.OPS). Fetch the tensor with .get() if "
+                "you may, or use an allowlisted equivalent"
+            )
+        return _call(name, args, kwargs or {})
+
+    @property
+    def T(self) -> PointerTensor:
+        return _call("attr", (self, "T"), {})
+
+    @property
+    def grad(self) -> PointerTensor | None:
+        return _call("attr", (self, "grad"), {})
+
+
+def _method(name: str, *, inplace: bool = False) -> Callable[..., Any]:
+    key = f"Tensor.{name}"
+
+    def method(self: PointerTensor, *args: Any, **kwargs: Any) -> Any:
+        result = _call(key, (self, *args), kwargs)
+        return self if inplace else result
+
+    method.__name__ = name
+    method.__doc__ = f"Remote ``torch.Tensor.{name}``: runs on the worker, returns a pointer."
+    return method
+
+
+for _name in """__add__ __radd__ __sub__ __rsub__ __mul__ __rmul__ __truediv__ __rtruediv__
+    __floordiv__ __matmul__ __rmatmul__ __pow__ __rpow__ __mod__ __neg__ __abs__ __eq__ __ne__
+    __lt__ __le__ __gt__ __ge__ __and__ __or__ __xor__ __invert__ __getitem__
+    abs add argmax argmin backward bool byte clamp clone contiguous cos cumsum detach div double
+    eq exp expand flatten float ge gt half int le log long lt masked_fill matmul max mean min mm
+    mul ne neg norm permute pow prod relu repeat reshape round sigmoid sign sin softmax sqrt
+    square squeeze std sub sum t tanh to transpose type_as unsqueeze var view view_as""".split():
+    setattr(PointerTensor, _name, _method(_name))
+for _name in "zero_ add_ sub_ mul_ div_ clamp_ requires_grad_".split():
+    setattr(PointerTensor, _name, _method(_name, inplace=True))
+PointerTensor.__hash__ = object.__hash__  # __eq__ is remote; identity hashing stays
+
+
+class ModulePointer(Pointer):
+    """A pointer to a model on a worker: call it on pointers, fetch it back with ``.get()``."""
+
+    def __init__(self, *args: Any, origin: torch.nn.Module | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._origin = origin
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self._check()
+        return _call("module.call", (self, *args), kwargs)
+
+    def _unwrap(self, reply: dict[str, Any]) -> torch.nn.Module:
+        rebuilt = module_from_spec(reply["module"])
+        if self._origin is None:
+            return rebuilt
+        import copy
+
+        model = copy.deepcopy(self._origin)  # the user's own class, with the new weights
+        model.load_state_dict(rebuilt.state_dict())
+        return model
+
+
+# ---- plumbing --------------------------------------------------------------------------
+def _client(worker: Any, party: Any) -> Any:
+    if isinstance(worker, str):
+        return party.client_for(worker)
+    if not hasattr(type(worker), "request"):
+        raise TypeError(f"expected a worker (or its name), got {type(worker).__name__}")
+    return worker
+
+
+def _wrap(location: Any, result: Any, owner: Any, origin: Any = None) -> Any:
+    if result is None:
+        return None
+    if isinstance(result, list):
+        return tuple(_wrap(location, r, owner) for r in result)
+    meta = result["meta"]
+    if meta.get("kind") == "module":
+        return ModulePointer(location, result["id"], meta, owner=owner, origin=origin)
+    return PointerTensor(location, result["id"], meta, owner=owner)
+
+
+def _call(name: str, args: tuple, kwargs: dict[str, Any]) -> Any:
+    found: list[Pointer] = []
+    wire_args = _to_refs(list(args), found)
+    wire_kwargs = _to_refs(kwargs, found)
+    location = found[0].location
+    for p in found[1:]:
+        if p.location.name != location.name:
+            raise WorkerMismatchError(
+                f"{name} mixes a tensor on {location.name} with one on {p.location.name}; "
+                f"move one of them first, e.g. ptr.move({location.name})"
+            )
+    reply = location.request({"kind": "call", "fn": name, "args": wire_args,
+                              "kwargs": wire_kwargs})
+    return _wrap(location, reply, found[0].owner)
+
+
+def _to_refs(value: Any, found: list[Pointer]) -> Any:
+    if isinstance(value, Pointer):
+        value._check()
+        found.append(value)
+        return Ref(value.id_at_location)
+    if isinstance(value, list | tuple):
+        items = [_to_refs(v, found) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, dict):
+        return {k: _to_refs(v, found) for k, v in value.items()}
+    return value
+
+
+def send(obj: Any, worker: Any, *, private: bool = False, allow: tuple[str, ...] = ()) -> Pointer:
+    """Send a tensor, model or pointer to ``worker`` and return a pointer to it.
+
+    ``private=True`` stores it as the worker's private data: ``.get()`` is refused for
+    anyone not in ``allow``, and so is anything computed from it.
+    """
+    if isinstance(obj, Pointer):
+        return obj.send(worker)
+    if isinstance(obj, torch.nn.Module):
+        reply = worker.request({"kind": "store_module", "spec": module_to_spec(obj),
+                                "private": private})
+        origin = None if isinstance(obj, RebuiltModule) else obj
+        return _wrap(worker, reply, worker.context, origin)
+    if not isinstance(obj, torch.Tensor):
+        raise TypeError(f"send() takes a tensor, an nn.Module or a pointer, not "
+                        f"{type(obj).__name__}")
+    reply = worker.request({"kind": "store", "obj": obj, "private": private,
+                            "allow": list(allow)})
+    return _wrap(worker, reply, worker.context)
+
+
+def _pointer_to_wire(p: Pointer) -> list[Any]:
+    p._check()
+    return [p.location.name, p.id_at_location, p.meta]
+
+
+def _pointer_from_wire(payload: Any, context: Any) -> PointerTensor:
+    if not (isinstance(payload, list) and len(payload) == 3 and isinstance(payload[0], str)
+            and type(payload[1]) is int and isinstance(payload[2], dict)):
+        raise codec.CodecError("a pointer must be [worker name, id, metadata]")
+    if context is None:
+        raise codec.CodecError("a pointer arrived where no party can hold it")
+    location = context.client_for(payload[0])
+    return PointerTensor(location, payload[1], payload[2], owner=context)
+
+
+codec.register_type(16, PointerTensor, _pointer_to_wire, _pointer_from_wire)

@@ -1,0 +1,306 @@
+"""The wire format: msgpack headers plus raw tensor buffers, and nothing executable.
+
+A message is a tree of None, bool, int, float, str, bytes, lists, tuples, str-keyed dicts,
+slices, ``...``, torch dtypes and tensors of allowlisted dtypes. It is encoded as a list
+of frames: frame 0 is the msgpack header; each tensor's bytes follow as its own frame,
+so large tensors are never copied into the header (zero-copy on the way out). Decoding
+checks everything a peer could get wrong: frame count, header size, dtype, that a
+declared shape matches its buffer, and a total size limit. Other layers may register
+extra object types (e.g. pointer descriptors) with :func:`register_type`.
+
+>>> import torch
+>>> frames = encode({"kind": "store", "obj": torch.arange(3)})
+>>> decode(frames)["obj"]
+tensor([0, 1, 2])
+"""
+
+from __future__ import annotations
+
+import struct
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import torch
+
+from ..errors import CodecError
+
+__all__ = [
+    "DTYPES",
+    "MAX_MESSAGE_BYTES",
+    "Ref",
+    "decode",
+    "encode",
+    "frames_nbytes",
+    "join_frames",
+    "register_type",
+    "split_frames",
+]
+
+MAX_MESSAGE_BYTES = 4 << 30
+MAX_HEADER_BYTES = 16 << 20
+MAX_FRAMES = 65536
+
+DTYPES: dict[str, torch.dtype] = {
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "int8": torch.int8,
+    "int16": torch.int16,
+    "int32": torch.int32,
+    "int64": torch.int64,
+    "uint8": torch.uint8,
+    "bool": torch.bool,
+}
+_DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+
+_EXT_TENSOR, _EXT_TUPLE, _EXT_SLICE, _EXT_ELLIPSIS, _EXT_DTYPE, _EXT_REF = 1, 2, 3, 4, 5, 6
+_FIRST_USER_CODE = 16
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A reference to an object in the receiving worker's store, by id."""
+
+    id: int
+
+
+@dataclass(frozen=True)
+class _ExtraType:
+    code: int
+    cls: type
+    to_wire: Callable[[Any], Any]
+    from_wire: Callable[[Any, Any], Any]
+
+
+_EXTRA_BY_CODE: dict[int, _ExtraType] = {}
+_EXTRA_BY_CLASS: dict[type, _ExtraType] = {}
+
+
+def register_type(
+    code: int, cls: type, to_wire: Callable[[Any], Any], from_wire: Callable[[Any, Any], Any]
+) -> None:
+    """Let the codec carry ``cls`` as plain data: ``to_wire(obj)`` gives an encodable value,
+    ``from_wire(value, context)`` rebuilds it on the receiver (``context`` is the decoder's).
+    """
+    if code < _FIRST_USER_CODE or code > 127:
+        raise ValueError(f"extension code {code} must be in [{_FIRST_USER_CODE}, 127]")
+    entry = _ExtraType(code, cls, to_wire, from_wire)
+    _EXTRA_BY_CODE[code] = entry
+    _EXTRA_BY_CLASS[cls] = entry
+
+
+def _tensor_bytes(t: torch.Tensor) -> memoryview:
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    if t.is_conj() or t.is_neg():
+        t = t.resolve_conj().resolve_neg()
+    flat = t.contiguous().reshape(-1)
+    return memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else memoryview(b"")
+
+
+def encode(message: Any) -> list[bytes | memoryview]:
+    """Encode ``message`` into frames: ``[header, buffer0, buffer1, ...]``."""
+    buffers: list[memoryview] = []
+
+    def pack(value: Any) -> bytes:
+        return msgpack.packb(value, default=default, use_bin_type=True, strict_types=True)
+
+    def default(obj: Any) -> msgpack.ExtType:
+        if isinstance(obj, torch.Tensor):
+            if obj.dtype not in _DTYPE_NAMES:
+                raise CodecError(
+                    f"cannot send a tensor of dtype {obj.dtype}: allowed dtypes are "
+                    f"{sorted(DTYPES)}; convert it first, e.g. t.float()"
+                )
+            if obj.layout != torch.strided:
+                raise CodecError("only dense tensors can be sent; call .to_dense() first")
+            buffers.append(_tensor_bytes(obj))
+            meta = [_DTYPE_NAMES[obj.dtype], list(obj.shape), len(buffers)]
+            return msgpack.ExtType(_EXT_TENSOR, pack(meta))
+        if isinstance(obj, tuple):  # torch.Size is a tuple too
+            return msgpack.ExtType(_EXT_TUPLE, pack(list(obj)))
+        if isinstance(obj, slice):
+            return msgpack.ExtType(_EXT_SLICE, pack([obj.start, obj.stop, obj.step]))
+        if obj is Ellipsis:
+            return msgpack.ExtType(_EXT_ELLIPSIS, b"")
+        if isinstance(obj, torch.dtype):
+            if obj not in _DTYPE_NAMES:
+                raise CodecError(f"dtype {obj} is not in the allowlist {sorted(DTYPES)}")
+            return msgpack.ExtType(_EXT_DTYPE, _DTYPE_NAMES[obj].encode())
+        if isinstance(obj, Ref):
+            return msgpack.ExtType(_EXT_REF, pack(obj.id))
+        for plain in (bool, int, float, str):  # subclasses: IntEnum, numpy.float64, ...
+            if isinstance(obj, plain):
+                return plain(obj)
+        extra = _EXTRA_BY_CLASS.get(type(obj))
+        if extra is not None:
+            return msgpack.ExtType(extra.code, pack(extra.to_wire(obj)))
+        raise CodecError(
+            f"cannot send an object of type {type(obj).__name__}: messages carry only "
+            "tensors, numbers, strings, bytes, lists, tuples, dicts, slices and dtypes"
+        )
+
+    try:
+        header = pack(message)
+    except CodecError:
+        raise
+    except (OverflowError, ValueError, TypeError, RecursionError) as exc:
+        raise CodecError(f"cannot encode message: {type(exc).__name__}: {exc}") from None
+    return [header, *buffers]
+
+
+def frames_nbytes(frames: Sequence[Any]) -> int:
+    """Total size in bytes of a list of frames."""
+    return sum(memoryview(f).nbytes for f in frames)
+
+
+def decode(
+    frames: Sequence[Any], *, context: Any = None, max_bytes: int = MAX_MESSAGE_BYTES
+) -> Any:
+    """Decode frames made by :func:`encode`; raise :class:`CodecError` on anything malformed."""
+    if not isinstance(frames, list | tuple) or not frames:
+        raise CodecError("a message must be a non-empty list of frames (header first)")
+    if len(frames) > MAX_FRAMES:
+        raise CodecError(f"message has {len(frames)} frames; the limit is {MAX_FRAMES}")
+    try:
+        views = [memoryview(f).cast("B") for f in frames]
+    except TypeError as exc:
+        raise CodecError(f"frames must be bytes-like: {exc}") from None
+    total = sum(v.nbytes for v in views)
+    if total > max_bytes:
+        raise CodecError(
+            f"message of {total} bytes exceeds the limit of {max_bytes} bytes; "
+            "send large data in parts"
+        )
+    if views[0].nbytes > MAX_HEADER_BYTES:
+        raise CodecError(f"header of {views[0].nbytes} bytes exceeds {MAX_HEADER_BYTES}")
+    used: set[int] = set()
+
+    def unpack(data: bytes) -> Any:
+        return msgpack.unpackb(
+            data, ext_hook=ext_hook, raw=False, strict_map_key=True, use_list=True
+        )
+
+    def ext_hook(code: int, data: bytes) -> Any:
+        if code == _EXT_TENSOR:
+            return _decode_tensor(unpack(data), views, used)
+        if code == _EXT_TUPLE:
+            items = unpack(data)
+            if not isinstance(items, list):
+                raise CodecError("tuple payload is not a list")
+            return tuple(items)
+        if code == _EXT_SLICE:
+            parts = unpack(data)
+            if not (isinstance(parts, list) and len(parts) == 3):
+                raise CodecError("slice payload must be [start, stop, step]")
+            if not all(p is None or type(p) is int for p in parts):
+                raise CodecError("slice bounds must be integers or None")
+            return slice(*parts)
+        if code == _EXT_ELLIPSIS:
+            return Ellipsis
+        if code == _EXT_DTYPE:
+            name = data.decode("ascii", "replace")
+            if name not in DTYPES:
+                raise CodecError(f"dtype {name!r} is not allowed; allowed: {sorted(DTYPES)}")
+            return DTYPES[name]
+        if code == _EXT_REF:
+            ref = unpack(data)
+            if type(ref) is not int or ref < 0:
+                raise CodecError("a reference must be a non-negative integer id")
+            return Ref(ref)
+        extra = _EXTRA_BY_CODE.get(code)
+        if extra is None:
+            raise CodecError(f"unknown extension type {code} in message")
+        return extra.from_wire(unpack(data), context)
+
+    try:
+        message = unpack(views[0])
+    except CodecError:
+        raise
+    except Exception as exc:  # msgpack raises its own (ExtraData, StackError, ...)
+        raise CodecError(f"malformed message header: {type(exc).__name__}: {exc}") from None
+    if len(used) != len(views) - 1:
+        raise CodecError(
+            f"message carries {len(views) - 1} buffers but its header uses {len(used)}"
+        )
+    return message
+
+
+def _decode_tensor(meta: Any, views: list[memoryview], used: set[int]) -> torch.Tensor:
+    if not (isinstance(meta, list) and len(meta) == 3):
+        raise CodecError("tensor header must be [dtype, shape, buffer index]")
+    dtype_name, shape, index = meta
+    if dtype_name not in DTYPES:
+        raise CodecError(f"tensor dtype {dtype_name!r} is not allowed; allowed: {sorted(DTYPES)}")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise CodecError(f"tensor shape {shape!r} must be a list of non-negative integers")
+    if len(shape) > 32:
+        raise CodecError(f"tensor has {len(shape)} dimensions; at most 32 are allowed")
+    if type(index) is not int or not 1 <= index < len(views) or index in used:
+        raise CodecError(f"tensor buffer index {index!r} is missing or used twice")
+    used.add(index)
+    dtype = DTYPES[dtype_name]
+    numel = 1
+    for d in shape:
+        numel *= d
+    expected = numel * torch.empty((), dtype=dtype).element_size()
+    buf = views[index]
+    if buf.nbytes != expected:
+        raise CodecError(
+            f"tensor of shape {tuple(shape)} and dtype {dtype_name} needs {expected} bytes "
+            f"but its buffer has {buf.nbytes} (truncated or wrong shape)"
+        )
+    if expected == 0:
+        return torch.empty(shape, dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # bytearray is writable; no warning expected
+        raw = torch.frombuffer(bytearray(buf), dtype=torch.uint8)
+    return raw.view(dtype).reshape(shape)
+
+
+_LEN = struct.Struct("<Q")
+_MAGIC = b"PPDL\x01"
+
+
+def join_frames(frames: Sequence[Any]) -> bytes:
+    """Pack frames into one byte string (for byte-stream transports and tests)."""
+    parts = [_MAGIC, _LEN.pack(len(frames))]
+    for f in frames:
+        parts.append(_LEN.pack(memoryview(f).nbytes))
+    parts.extend(bytes(f) if isinstance(f, memoryview) else f for f in frames)
+    return b"".join(parts)
+
+
+def split_frames(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> list[memoryview]:
+    """Inverse of :func:`join_frames`; raises :class:`CodecError` if ``data`` is malformed."""
+    view = memoryview(data)
+    if view[: len(_MAGIC)] != _MAGIC:
+        raise CodecError("not a ppdl message (bad magic or version)")
+    pos = len(_MAGIC)
+    if view.nbytes < pos + 8:
+        raise CodecError("truncated message: missing frame count")
+    (count,) = _LEN.unpack_from(view, pos)
+    pos += 8
+    if count == 0 or count > MAX_FRAMES:
+        raise CodecError(f"frame count {count} out of range 1..{MAX_FRAMES}")
+    if view.nbytes < pos + 8 * count:
+        raise CodecError("truncated message: missing frame lengths")
+    lengths = [_LEN.unpack_from(view, pos + 8 * i)[0] for i in range(count)]
+    pos += 8 * count
+    if sum(lengths) > max_bytes:
+        raise CodecError(f"message declares {sum(lengths)} bytes; the limit is {max_bytes}")
+    if view.nbytes != pos + sum(lengths):
+        raise CodecError(
+            f"message length {view.nbytes} does not match its frame table "
+            f"({pos + sum(lengths)} bytes): truncated or padded"
+        )
+    frames = []
+    for n in lengths:
+        frames.append(view[pos : pos + n])
+        pos += n
+    return frames

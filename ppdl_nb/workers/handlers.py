@@ -1,0 +1,147 @@
+"""Handlers for the core message kinds: store, fetch, delete, call, send, info, step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from . import modules, ops
+from .codec import Ref
+from .messages import STEPS, message
+from .store import Entry
+from .worker import Worker, describe
+
+__all__ = ["stored_result"]
+
+
+def _store_one(worker: Worker, obj: Any, private: bool, allowed: frozenset[str]) -> dict:
+    obj_id = worker.store.put(obj, private=private, allow=allowed)
+    return {"id": obj_id, "meta": describe(obj, private=private)}
+
+
+def stored_result(
+    worker: Worker, result: Any, private: bool = False, allowed: frozenset[str] = frozenset()
+) -> Any:
+    """Store an op's result (tensors, or tuples of them) and describe it for the caller."""
+    if result is None:
+        return None
+    if isinstance(result, tuple | list):
+        return [stored_result(worker, r, private, allowed) for r in result]
+    return _store_one(worker, result, private, allowed)
+
+
+@message("ping")
+def _ping(worker: Worker, msg: dict, caller: str) -> str:
+    return "pong"
+
+
+@message("info")
+def _info(worker: Worker, msg: dict, caller: str) -> dict:
+    return {
+        "name": worker.name,
+        "objects": len(worker.store),
+        "bytes": worker.store.nbytes(),
+        **worker.counters.as_dict(),
+    }
+
+
+@message("store", optional={"private": bool, "allow": list}, obj=object)
+def _store(worker: Worker, msg: dict, caller: str) -> dict:
+    allow = msg.get("allow", [])
+    if not all(isinstance(a, str) for a in allow):
+        raise TypeError("'allow' must be a list of worker names")
+    return _store_one(worker, msg["obj"], msg.get("private", False), frozenset(allow))
+
+
+@message("store_module", optional={"private": bool}, spec=dict)
+def _store_module(worker: Worker, msg: dict, caller: str) -> dict:
+    module = modules.module_from_spec(msg["spec"])
+    return _store_one(worker, module, msg.get("private", False), frozenset())
+
+
+@message("fetch", id=int, optional={"keep": bool})
+def _fetch(worker: Worker, msg: dict, caller: str) -> dict:
+    entry = worker.store.check_fetch(msg["id"], caller)
+    obj = entry.obj
+    reply = {"module": modules.module_to_spec(obj)} if isinstance(obj, torch.nn.Module) else {
+        "value": obj
+    }
+    if not msg.get("keep", False):
+        worker.store.pop(msg["id"])
+        _disown(obj)  # the fetcher now answers for anything the object pointed to
+    return reply
+
+
+@message("describe", id=int)
+def _describe(worker: Worker, msg: dict, caller: str) -> dict:
+    entry = worker.store.entry(msg["id"])
+    return describe(entry.obj, private=entry.private)
+
+
+@message("delete", ids=list)
+def _delete(worker: Worker, msg: dict, caller: str) -> int:
+    return worker.store.delete(i for i in msg["ids"] if type(i) is int)
+
+
+@message("call", fn=str, args=list, optional={"kwargs": dict})
+def _call(worker: Worker, msg: dict, caller: str) -> Any:
+    fn = ops.resolve(msg["fn"])
+    inputs: list[Entry] = []
+    args = _resolve_refs(worker, msg["args"], inputs)
+    kwargs = _resolve_refs(worker, msg.get("kwargs", {}), inputs)
+    private = any(e.private for e in inputs)
+    allowed = frozenset.intersection(*[e.allowed for e in inputs if e.private]) if private else (
+        frozenset()
+    )
+    return stored_result(worker, fn(*args, **kwargs), private, allowed)
+
+
+@message("send", id=int, to=str, optional={"move": bool})
+def _send(worker: Worker, msg: dict, caller: str) -> dict:
+    to = msg["to"]
+    entry = worker.store.entry(msg["id"])
+    if not entry.may_leave_to(to):
+        worker.store.check_fetch(msg["id"], to)  # raises the explanatory PermissionError
+    peer = worker.client_for(to)
+    if isinstance(entry.obj, torch.nn.Module):
+        request = {"kind": "store_module", "spec": modules.module_to_spec(entry.obj)}
+    else:
+        request = {"kind": "store", "obj": entry.obj}
+    request["private"] = entry.private
+    if entry.private and request["kind"] == "store":
+        request["allow"] = sorted(entry.allowed)
+    result = peer.request(request)
+    if msg.get("move", False):
+        worker.store.pop(msg["id"])
+        _disown(entry.obj)
+    return result
+
+
+@message("step", name=str, optional={"kwargs": dict})
+def _step(worker: Worker, msg: dict, caller: str) -> Any:
+    name = msg["name"]
+    if name not in STEPS:
+        raise KeyError(f"protocol step {name!r} is not installed on {worker.name}; "
+                       f"installed: {sorted(STEPS)}")
+    return STEPS[name](worker, caller, **msg.get("kwargs", {}))
+
+
+def _resolve_refs(worker: Worker, value: Any, inputs: list[Entry]) -> Any:
+    if isinstance(value, Ref):
+        entry = worker.store.entry(value.id)
+        inputs.append(entry)
+        return entry.obj
+    if isinstance(value, list):
+        return [_resolve_refs(worker, v, inputs) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_resolve_refs(worker, v, inputs) for v in value)
+    if isinstance(value, dict):
+        return {k: _resolve_refs(worker, v, inputs) for k, v in value.items()}
+    return value
+
+
+def _disown(obj: Any) -> None:
+    disown = getattr(type(obj), "disown", None)  # our pointer types; a fixed method name
+    if disown is not None:
+        disown(obj)

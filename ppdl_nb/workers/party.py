@@ -1,0 +1,48 @@
+"""The notebook as a party: its name and the workers it is connected to.
+
+Pointers decoded from a reply belong to a party (the notebook, or a worker holding a
+pointer onwards), which must know how to reach the worker a pointer points to. A
+:class:`Worker` answers ``client_for(name)`` itself; in the notebook that role is
+played by the :class:`LocalParty` returned by :func:`local_party`.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+__all__ = ["LocalParty", "local_party"]
+
+
+class LocalParty:
+    """The notebook's identity (``"me"``) and its clients, by worker name."""
+
+    def __init__(self, name: str = "me") -> None:
+        self.name = name
+        self._clients: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+
+    def register(self, client: Any) -> None:
+        self._clients[client.name] = client
+
+    def unregister(self, name: str) -> None:
+        self._clients.pop(name, None)
+
+    def client_for(self, name: str) -> Any:
+        client = self._clients.get(name)
+        if client is None:
+            raise ConnectionError(
+                f"the notebook is not connected to a worker named {name!r} "
+                f"(connected: {sorted(self._clients)}); launch or connect it first"
+            )
+        return client
+
+    def workers(self) -> list[Any]:
+        return [self._clients[k] for k in sorted(self._clients)]
+
+
+_LOCAL = LocalParty()
+
+
+def local_party() -> LocalParty:
+    """The notebook's party (one per process)."""
+    return _LOCAL

@@ -1,0 +1,103 @@
+"""In-process workers: the same protocol and codec as a kernel worker, without sockets.
+
+Every request is encoded to frames, handed to the worker's handler and decoded again,
+so what works here works between processes. Virtual workers find each other through a
+:class:`VirtualNetwork` (one per notebook by default), so ``ptr.move(bob)`` goes from
+alice's handler straight to bob's.
+
+>>> alice = VirtualWorker("alice")
+>>> alice.info()["objects"]
+0
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+from .client import WorkerClient
+from .party import local_party
+from .worker import Worker
+
+__all__ = ["LocalConnection", "VirtualNetwork", "VirtualWorker"]
+
+
+class LocalConnection(WorkerClient):
+    """A client for an in-process :class:`Worker`, speaking as ``caller``."""
+
+    kind = "virtual"
+
+    def __init__(self, server: Worker, *, caller: str, context: Any) -> None:
+        super().__init__(server.name, caller=caller, context=context)
+        self._server_ref = weakref.ref(server)
+
+    @property
+    def server(self) -> Worker:
+        server = self._server_ref()
+        if server is None:
+            raise ConnectionError(f"virtual worker {self.name} no longer exists")
+        return server
+
+    def _roundtrip(self, frames: list[Any], timeout: float | None) -> Sequence[Any]:
+        # bytes() copies, as a socket would: the worker never aliases the caller's memory.
+        wire = [bytes(f) for f in frames]
+        return self.server.handle(wire, caller=self.caller)
+
+
+class VirtualNetwork:
+    """Names to in-process workers, so virtual workers can reach each other."""
+
+    def __init__(self) -> None:
+        self._workers: dict[str, Worker] = {}
+        self._links: dict[tuple[str, str], LocalConnection] = {}
+
+    def add(self, worker: Worker) -> None:
+        self._workers[worker.name] = worker
+        for key in [k for k in self._links if worker.name in k]:
+            del self._links[key]
+
+    def remove(self, name: str) -> None:
+        self._workers.pop(name, None)
+
+    def connect(self, caller: Worker, name: str) -> LocalConnection:
+        if name not in self._workers:
+            raise ConnectionError(
+                f"{caller.name} cannot reach a worker named {name!r}: no such virtual worker "
+                f"(known: {sorted(self._workers)})"
+            )
+        key = (caller.name, name)
+        link = self._links.get(key)
+        if link is None or link._server_ref() is not self._workers[name]:
+            link = LocalConnection(self._workers[name], caller=caller.name, context=caller)
+            self._links[key] = link
+        return link
+
+
+DEFAULT_NETWORK = VirtualNetwork()
+
+
+class VirtualWorker(LocalConnection):
+    """An in-process worker and the notebook's connection to it.
+
+    ``worker.owner`` is the worker itself (the data owner's side): use it to store
+    private data or release results, as code running on that worker would.
+    """
+
+    def __init__(
+        self, name: str, *, network: VirtualNetwork | None = None, caller: str = "me",
+        context: Any = None,
+    ) -> None:
+        net = network or DEFAULT_NETWORK
+        server = Worker(name, connect=lambda peer: net.connect(server, peer))
+        net.add(server)
+        self.owner = server  # the strong reference keeps the worker alive
+        self.network = net
+        party = context or local_party()
+        super().__init__(server, caller=caller, context=party)
+        party.register(self)
+
+    def shutdown(self) -> None:
+        """Drop everything the worker holds and take it off the network."""
+        self.network.remove(self.name)
+        self.owner.store.delete(self.owner.store.ids())

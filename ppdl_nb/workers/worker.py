@@ -1,0 +1,148 @@
+"""A worker: an object store, a handler for the message vocabulary, and counters.
+
+The same :class:`Worker` runs in-process (a virtual worker, for speed and debugging)
+and inside a separate kernel process; only the transport in front of it differs.
+Every request arrives as encoded frames, goes through the codec, and is answered
+with encoded frames: an error becomes an error reply, and the worker keeps serving
+with everything it held.
+
+>>> w = Worker("alice")
+>>> from ppdl_nb.workers.codec import decode, encode
+>>> decode(w.handle(encode({"kind": "info"}), caller="me"))["result"]["objects"]
+0
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from . import codec
+from .messages import MessageError, validate
+from .store import ObjectStore
+
+__all__ = ["Counters", "Worker", "describe"]
+
+
+@dataclass
+class Counters:
+    """Traffic a party has seen: requests handled and sent, with their bytes."""
+
+    messages_in: int = 0
+    messages_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    requests_sent: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def describe(obj: Any, *, private: bool = False) -> dict[str, Any]:
+    """What a pointer may know about a remote object without fetching it."""
+    own = getattr(type(obj), "describe", None)  # our own types (pointers) describe themselves
+    if own is not None and not isinstance(obj, torch.Tensor | torch.nn.Module):
+        meta = own(obj)
+    elif isinstance(obj, torch.Tensor):
+        meta = {
+            "kind": "tensor",
+            "shape": list(obj.shape),
+            "dtype": str(obj.dtype).removeprefix("torch."),
+            "requires_grad": obj.requires_grad,
+        }
+    elif isinstance(obj, torch.nn.Module):
+        meta = {
+            "kind": "module",
+            "type": type(obj).__name__,
+            "parameters": sum(p.numel() for p in obj.parameters()),
+        }
+    else:
+        meta = {"kind": "object", "type": type(obj).__name__}
+    meta["private"] = private
+    return meta
+
+
+class Worker:
+    """The server side of a party: holds objects and answers messages.
+
+    ``connect(name)`` returns a client for another worker (worker-to-worker traffic
+    goes directly between the two, not through the notebook).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        connect: Callable[[str], Any] | None = None,
+        max_message_bytes: int = codec.MAX_MESSAGE_BYTES,
+    ) -> None:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(
+                f"worker name {name!r} must be a Python identifier (letters, digits, _), "
+                "so that it can be bound as a notebook variable"
+            )
+        self.name = name
+        self.store = ObjectStore(name)
+        self.counters = Counters()
+        self.max_message_bytes = max_message_bytes
+        self._connect = connect
+        self._lock = threading.RLock()
+        self.state: dict[str, Any] = {}  # per-protocol state (budgets, seeds), keyed by layer
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.name}: {len(self.store)} objects>"
+
+    # ---- the owner's side (code running on this worker) -------------------------------
+    def put(self, obj: Any, *, private: bool = False, allow: Iterable[str] = ()) -> int:
+        """Store ``obj`` as the owner; returns its id."""
+        with self._lock:
+            return self.store.put(obj, private=private, allow=allow)
+
+    def release(self, obj_id: int, *, to: Iterable[str] | str) -> None:
+        """As the owner, let ``to`` fetch object ``obj_id``."""
+        with self._lock:
+            self.store.release(obj_id, to=to)
+
+    def client_for(self, name: str) -> Any:
+        """A client for worker ``name``, speaking as this worker."""
+        if self._connect is None:
+            raise ConnectionError(f"worker {self.name} has no route to other workers")
+        if name == self.name:
+            raise ValueError(f"worker {self.name} cannot send to itself")
+        return self._connect(name)
+
+    # ---- the transport's side -----------------------------------------------------------
+    def handle(self, frames: Sequence[Any], caller: str) -> list[Any]:
+        """Answer one request (encoded frames) from ``caller``; never raises."""
+        nbytes = codec.frames_nbytes(frames) if isinstance(frames, list | tuple) else 0
+        with self._lock:
+            self.counters.messages_in += 1
+            self.counters.bytes_in += nbytes
+            try:
+                msg = codec.decode(frames, context=self, max_bytes=self.max_message_bytes)
+                kind = validate(msg)
+                self._collect(msg.get("gc", ()))
+                reply = {"ok": True, "result": kind.handler(self, msg, caller)}
+                out = codec.encode(reply)
+            except Exception as exc:  # every failure becomes an error reply
+                out = codec.encode(self._error_reply(exc))
+            self.counters.messages_out += 1
+            self.counters.bytes_out += codec.frames_nbytes(out)
+            return out
+
+    def _collect(self, ids: Iterable[Any]) -> None:
+        self.store.delete(i for i in ids if type(i) is int)
+
+    def _error_reply(self, exc: BaseException) -> dict[str, Any]:
+        tb = "" if isinstance(exc, MessageError | codec.CodecError) else traceback.format_exc()
+        return {
+            "ok": False,
+            "error": {"type": type(exc).__name__, "message": str(exc), "traceback": tb},
+        }
