@@ -11,6 +11,7 @@ __all__ = [
     "WorkerMismatchError",
     "WorkerUnavailableError",
     "remote_exception",
+    "wire_type",
 ]
 
 
@@ -60,6 +61,14 @@ _REMOTE_TYPES: dict[str, type[Exception]] = {
     )
 }
 _REMOTE_CLASSES: dict[type[Exception], type[Exception]] = {}
+
+
+def wire_type(exc: BaseException) -> str:
+    """The builtin type a caller should see for ``exc`` (its nearest allowlisted base)."""
+    for cls in type(exc).__mro__:
+        if cls.__name__ in _REMOTE_TYPES and _REMOTE_TYPES[cls.__name__] is cls:
+            return cls.__name__
+    return "RuntimeError"
 
 
 def remote_exception(type_name: str, message: str, worker: str, traceback: str = "") -> Exception:

@@ -17,12 +17,12 @@ tensor([0, 1, 2])
 from __future__ import annotations
 
 import struct
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+import numpy as np
 import torch
 
 from ..errors import CodecError
@@ -121,6 +121,8 @@ def encode(message: Any) -> list[bytes | memoryview]:
                 raise CodecError("only dense tensors can be sent; call .to_dense() first")
             buffers.append(_tensor_bytes(obj))
             meta = [_DTYPE_NAMES[obj.dtype], list(obj.shape), len(buffers)]
+            if obj.requires_grad:
+                meta.append(True)
             return msgpack.ExtType(_EXT_TENSOR, pack(meta))
         if isinstance(obj, tuple):  # torch.Size is a tuple too
             return msgpack.ExtType(_EXT_TUPLE, pack(list(obj)))
@@ -232,9 +234,10 @@ def decode(
 
 
 def _decode_tensor(meta: Any, views: list[memoryview], used: set[int]) -> torch.Tensor:
-    if not (isinstance(meta, list) and len(meta) == 3):
-        raise CodecError("tensor header must be [dtype, shape, buffer index]")
-    dtype_name, shape, index = meta
+    if not (isinstance(meta, list) and len(meta) in (3, 4)):
+        raise CodecError("tensor header must be [dtype, shape, buffer index, (requires_grad)]")
+    dtype_name, shape, index = meta[:3]
+    requires_grad = len(meta) == 4 and meta[3] is True
     if dtype_name not in DTYPES:
         raise CodecError(f"tensor dtype {dtype_name!r} is not allowed; allowed: {sorted(DTYPES)}")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
@@ -256,11 +259,16 @@ def _decode_tensor(meta: Any, views: list[memoryview], used: set[int]) -> torch.
             f"but its buffer has {buf.nbytes} (truncated or wrong shape)"
         )
     if expected == 0:
-        return torch.empty(shape, dtype=dtype)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # bytearray is writable; no warning expected
-        raw = torch.frombuffer(bytearray(buf), dtype=torch.uint8)
-    return raw.view(dtype).reshape(shape)
+        tensor = torch.empty(shape, dtype=dtype)
+    else:
+        # one copy, so the tensor never aliases the sender's or the socket's memory
+        raw = torch.from_numpy(np.frombuffer(buf, dtype=np.uint8).copy())
+        tensor = raw.view(dtype).reshape(shape)
+    if requires_grad:
+        if not tensor.is_floating_point():
+            raise CodecError("only floating-point tensors can require gradients")
+        tensor.requires_grad_(True)
+    return tensor
 
 
 _LEN = struct.Struct("<Q")

@@ -94,7 +94,16 @@ def _call(worker: Worker, msg: dict, caller: str) -> Any:
     allowed = frozenset.intersection(*[e.allowed for e in inputs if e.private]) if private else (
         frozenset()
     )
-    return stored_result(worker, fn(*args, **kwargs), private, allowed)
+    wrappers = [a for a in (*args, *kwargs.values()) if _is_wrapper(a)]
+    if wrappers:  # pointers onwards (a chain): let their __torch_function__ run the op
+        result = torch.overrides.handle_torch_function(fn, wrappers, *args, **kwargs)
+    else:
+        result = fn(*args, **kwargs)
+    return stored_result(worker, result, private, allowed)
+
+
+def _is_wrapper(value: Any) -> bool:
+    return not isinstance(value, torch.Tensor) and hasattr(type(value), "__torch_function__")
 
 
 @message("send", id=int, to=str, optional={"move": bool})

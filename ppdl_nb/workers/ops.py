@@ -111,7 +111,9 @@ TENSOR_ATTRS: dict[str, Callable[[torch.Tensor], Any]] = {
 def tensor_attr(obj: torch.Tensor, name: str) -> Any:
     """Read one allowlisted attribute of a tensor."""
     if name not in TENSOR_ATTRS:
-        raise KeyError(f"attribute {name!r} is not readable remotely; allowed: {sorted(TENSOR_ATTRS)}")
+        raise KeyError(
+            f"attribute {name!r} is not readable remotely; allowed: {sorted(TENSOR_ATTRS)}"
+        )
     return TENSOR_ATTRS[name](obj)
 
 

@@ -1,0 +1,58 @@
+"""Build a tutorial notebook from a plain list of cells, then execute it in place.
+
+    python tools/nbbuild.py notebooks/01_pointers.py
+
+The source ``.py`` file holds cells separated by ``# %%`` (code) and ``# %% [markdown]``
+lines; the notebook is written next to it with outputs, ready for ``pytest --nbval``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+
+def parse(text: str) -> list:
+    cells, kind, lines = [], None, []
+
+    def flush() -> None:
+        if kind is None:
+            return
+        body = "\n".join(lines).strip("\n")
+        if kind == "markdown":
+            body = "\n".join(line[2:] if line.startswith("# ") else line.lstrip("#")
+                             for line in body.split("\n"))
+            cells.append(nbformat.v4.new_markdown_cell(body))
+        else:
+            cells.append(nbformat.v4.new_code_cell(body))
+
+    for line in text.split("\n"):
+        if line.startswith("# %%"):
+            flush()
+            kind, lines = ("markdown" if "[markdown]" in line else "code"), []
+        else:
+            lines.append(line)
+    flush()
+    return cells
+
+
+def build(src: Path) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = parse(src.read_text())
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    out = src.with_suffix(".ipynb")
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(src.parent)}}).execute()
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"{src.stem.replace('_', '-')}-{i:02d}"  # stable ids, stable diffs
+    nbformat.write(nb, out)
+    return out
+
+
+if __name__ == "__main__":
+    for arg in sys.argv[1:]:
+        print("built", build(Path(arg)))
