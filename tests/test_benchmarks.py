@@ -18,6 +18,6 @@ def test_benchmark_smoke(script, tmp_path):
     run = subprocess.run([sys.executable, str(script), "--quick", "--json", str(out)],
                          capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert "---" in run.stdout  # a table was printed
+    assert len(run.stdout.strip().splitlines()) >= 3  # a table was printed
     doc = json.loads(out.read_text())
     assert doc["rows"] or doc.get("skipped")

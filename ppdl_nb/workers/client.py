@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import remote_exception
-from . import codec
+from . import codec, tracing
 
 __all__ = ["WorkerClient"]
 
@@ -28,6 +28,7 @@ class WorkerClient:
     """
 
     kind = "abstract"
+    pid: int | None = None  # the worker's OS process, when it has its own
 
     def __init__(self, name: str, *, caller: str, context: Any) -> None:
         self.name = name
@@ -54,7 +55,10 @@ class WorkerClient:
             self.requests += 1
             self.bytes_sent += codec.frames_nbytes(frames)
             reply_frames = self._roundtrip(frames, timeout)
-            self.bytes_received += codec.frames_nbytes(reply_frames)
+            received = codec.frames_nbytes(reply_frames)
+            self.bytes_received += received
+            tracing.record(self.caller, self.name, tracing.label_of(message),
+                           codec.frames_nbytes(frames), received)
         reply = codec.decode(reply_frames, context=self.context)
         if not isinstance(reply, dict) or "ok" not in reply:
             raise ConnectionError(f"worker {self.name} sent a reply that is not a ppdl reply")

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from . import modules, ops
+from . import modules, ops, tracing
 from .codec import Ref
 from .messages import STEPS, message
 from .store import Entry
@@ -154,3 +154,21 @@ def _disown(obj: Any) -> None:
     disown = getattr(type(obj), "disown", None)  # our pointer types; a fixed method name
     if disown is not None:
         disown(obj)
+
+
+@message("trace", action=str)
+def _trace(worker: Worker, msg: dict, caller: str) -> Any:
+    """Start or stop recording the requests this worker's process makes to its peers."""
+    recorder = worker.state.get("trace")
+    if msg["action"] == "start":
+        if recorder is None:
+            recorder = worker.state["trace"] = tracing.Recorder()
+            tracing.start(recorder)
+        return None
+    if msg["action"] == "stop":
+        if recorder is None:
+            return []
+        tracing.stop(recorder)
+        del worker.state["trace"]
+        return recorder.records
+    raise ValueError(f"trace action must be 'start' or 'stop', not {msg['action']!r}")

@@ -16,6 +16,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import WorkerUnavailableError
 from .client import WorkerClient
 from .party import local_party
 from .worker import Worker
@@ -87,16 +88,40 @@ class VirtualWorker(LocalConnection):
         self, name: str, *, network: VirtualNetwork | None = None, caller: str = "me",
         context: Any = None,
     ) -> None:
-        net = network or DEFAULT_NETWORK
-        server = Worker(name, connect=lambda peer: net.connect(server, peer))
-        net.add(server)
+        self.network = network or DEFAULT_NETWORK
+        server = self._new_server(name)
         self.owner = server  # the strong reference keeps the worker alive
-        self.network = net
         party = context or local_party()
         super().__init__(server, caller=caller, context=party)
+        self._running = True
         party.register(self)
+
+    def _new_server(self, name: str) -> Worker:
+        net = self.network
+        server = Worker(name, connect=lambda peer: net.connect(server, peer))
+        net.add(server)
+        return server
+
+    def _roundtrip(self, frames: list[Any], timeout: float | None) -> Sequence[Any]:
+        if not self._running:
+            raise WorkerUnavailableError(
+                f"worker {self.name} was shut down; restart it with {self.name}.restart()"
+            )
+        return super()._roundtrip(frames, timeout)
+
+    def status(self) -> str:
+        """'running' or 'shut down'."""
+        return "running" if self._running else "shut down"
 
     def shutdown(self) -> None:
         """Drop everything the worker holds and take it off the network."""
         self.network.remove(self.name)
         self.owner.store.delete(self.owner.store.ids())
+        self._running = False
+
+    def restart(self) -> None:
+        """A fresh, empty worker under the same name (like restarting a kernel)."""
+        self.shutdown()
+        self.owner = self._new_server(self.name)
+        self._server_ref = weakref.ref(self.owner)
+        self._running = True
