@@ -18,20 +18,29 @@ from typing import Any
 
 from .errors import WorkerMismatchError, WorkerUnavailableError
 from .tensors.chain import chain_of
+from .tensors.fixed import FixedPrecisionTensor, fix_precision, share
 from .tensors.pointer import ModulePointer, PointerTensor, send
+from .tensors.shared import SharedTensor
+from .viz.trace import trace
 from .workers import handlers as _handlers  # noqa: F401  (registers the message vocabulary)
+from .workers import mpc_steps as _mpc_steps  # noqa: F401  (registers the SPDZ steps)
 from .workers.virtual import VirtualWorker
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "FixedPrecisionTensor",
     "ModulePointer",
     "PointerTensor",
+    "SharedTensor",
     "VirtualWorker",
     "WorkerMismatchError",
     "WorkerUnavailableError",
     "chain_of",
+    "fix_precision",
     "send",
+    "share",
+    "trace",
 ]
 
 

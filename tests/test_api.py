@@ -8,13 +8,18 @@ import sys
 import ppdl_nb
 
 PINNED = [
+    "FixedPrecisionTensor",
     "ModulePointer",
     "PointerTensor",
+    "SharedTensor",
     "VirtualWorker",
     "WorkerMismatchError",
     "WorkerUnavailableError",
     "chain_of",
+    "fix_precision",
     "send",
+    "share",
+    "trace",
 ]
 
 

@@ -105,3 +105,4 @@ def chain_text(obj: Any) -> str:
 
     emit(chain_of(obj), 0)
     return "\n".join(lines)
+

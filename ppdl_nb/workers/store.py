@@ -98,10 +98,11 @@ class ObjectStore:
         if not entry.may_leave_to(party):
             allowed = ", ".join(sorted(entry.allowed)) or "nobody"
             raise PermissionError(
-                f"{self.owner}:{obj_id} is private to {self.owner} (or computed from private "
-                f"data there); {self.owner} allows {allowed}, not {party!r}. Ask the data owner "
-                f"to release it (on {self.owner}: worker.release({obj_id}, to={party!r})), or "
-                "reveal it safely: secret-share it or ask for a differentially private result"
+                f"{self.owner}:{obj_id} is private to {self.owner} (private data, something "
+                f"computed from it, or a secret share); only {allowed} may fetch it, not "
+                f"{party!r}. Ask the data owner to release it (on {self.owner}: "
+                f"worker.release({obj_id}, to={party!r})), or reveal it safely: secret-share "
+                "it or ask for a differentially private result"
             )
         return entry
 
