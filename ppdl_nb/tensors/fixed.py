@@ -292,16 +292,27 @@ def fp_sum(a: FixedPrecisionTensor, dim: Any = None, keepdim: bool = False
     return a._map(lambda t: t.sum(dim, keepdim=keepdim))
 
 
+DIV_EXTRA_BITS = 12
+
+
 @implements(torch.div, torch.Tensor.div, torch.Tensor.__truediv__)
 def div(a: FixedPrecisionTensor, b: Any) -> FixedPrecisionTensor:
-    """Division by a public number: multiply by its encoded inverse and truncate."""
+    """Division by a public number: multiply by its inverse, held with extra precision.
+
+    The inverse carries ``frac_bits + 12`` fractional bits, so the result is within one
+    unit in the last place for ``|a / 2^12| < 2^(46 - frac_bits)`` (|a| < 2^18 at 16 bits).
+    """
     if isinstance(b, FixedPrecisionTensor):
         raise TypeError("division by a fixed-precision/shared tensor is not supported; "
                         "divide by a public number")
     b = torch.as_tensor(b, dtype=torch.float64)
     if (b == 0).any():
         raise ZeroDivisionError("division of a fixed-precision tensor by zero")
-    return mul(a, 1.0 / b)
+    bits = a.frac_bits + DIV_EXTRA_BITS
+    inverse = torch.round(torch.ldexp(1.0 / b, torch.tensor(bits))).to(torch.int64)
+    if a.shared:
+        return FixedPrecisionTensor(a.child.mul_public(inverse).truncate(bits), a.frac_bits)
+    return FixedPrecisionTensor(_local_truncate(a.child * inverse, bits), a.frac_bits)
 
 
 @implements(torch.mean, torch.Tensor.mean)

@@ -1,0 +1,125 @@
+"""The anchor: CrypTen 0.4.1 timings for the ops of bench_mpc_math.py, 2 parties.
+
+CrypTen lives in its own virtual environment (it pins old torch APIs); see the
+docstring of ``shared/bench/crypten_shim.py`` for how to make ``.venv-crypten``. Run
+this script with any interpreter: without CrypTen it re-runs itself under
+``.venv-crypten/bin/python`` when that exists, and otherwise says so and exits 0.
+
+    python benchmarks/crypten_bench.py [--repeats 5] [--json out.json] [--shim DIR]
+
+Each figure is the median over repeats of the time party 0 sees for the whole private
+op (CrypTen's default trusted-first-party triples included, as a user would see them),
+with both parties as local processes talking over loopback (gloo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_SHIM = REPO.parent / "shared" / "bench"
+CRYPTEN_PYTHON = REPO / ".venv-crypten" / "bin" / "python"
+
+
+def _import_crypten(shim: Path):
+    sys.path.insert(0, str(shim))
+    importlib.import_module("crypten_shim")  # patches torch.onnx; must come before crypten
+    return importlib.import_module("crypten")
+
+
+def _median_ms(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def _party(repeats: int, out_path: str) -> None:
+    import crypten
+    import crypten.communicator as comm
+    import torch
+
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)  # benchmark data only
+    rows = {}
+
+    def measure(name, fn):
+        crypten.cfg.communicator.verbose = True  # count one run, time the others quietly
+        comm.get().reset_communication_stats()
+        fn()
+        stats = comm.get().get_communication_stats()
+        crypten.cfg.communicator.verbose = False
+        # CrypTen counts what a party sends AND receives, so halve it for 2 parties
+        rows[name] = {"ms": _median_ms(fn, repeats), "rounds": int(stats["rounds"]),
+                      "bytes_per_party": int(stats["bytes"]) // 2}
+
+    x = crypten.cryptensor(torch.randn(256, 256, generator=g))
+    y = crypten.cryptensor(torch.randn(256, 256, generator=g))
+    measure("2PC matmul+trunc 256x256", lambda: x.matmul(y))
+    u = crypten.cryptensor(torch.randn(100_000, generator=g))
+    v = crypten.cryptensor(torch.randn(100_000, generator=g))
+    measure("2PC mul+trunc 100000", lambda: u * v)
+    dims = [784, 128, 128, 10]
+    xin = crypten.cryptensor(torch.randn(64, 784, generator=g))
+    ws = [crypten.cryptensor(torch.randn(dims[i], dims[i + 1], generator=g) * 0.05)
+          for i in range(3)]
+    measure("2PC linear 784-128-128-10 b64",
+            lambda: xin.matmul(ws[0]).matmul(ws[1]).matmul(ws[2]))
+    measure("2PC relu 100000", lambda: u.relu())
+    if comm.get().get_rank() == 0:
+        Path(out_path).write_text(json.dumps(rows))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    p.add_argument("--shim", type=Path, default=DEFAULT_SHIM,
+                   help="folder holding crypten_shim.py (default: ../shared/bench)")
+    args = p.parse_args(argv)
+    try:
+        crypten = _import_crypten(args.shim)
+    except ImportError as exc:
+        if CRYPTEN_PYTHON.exists() and not os.environ.get("PPDL_CRYPTEN_REEXEC"):
+            os.environ["PPDL_CRYPTEN_REEXEC"] = "1"  # once: never loop between interpreters
+            os.execv(str(CRYPTEN_PYTHON), [str(CRYPTEN_PYTHON), __file__, *(argv or sys.argv[1:])])
+        msg = (f"CrypTen is not available ({exc}); skipping. Make .venv-crypten as the "
+               f"docstring of {args.shim / 'crypten_shim.py'} says to run this anchor.")
+        print(msg)
+        if args.json:
+            args.json.write_text(json.dumps({"skipped": msg, "rows": []}))
+        return 0
+
+    import torch
+    from crypten import mpc
+
+    torch.set_num_threads(1)  # run_multiprocess forks: a threaded parent can hang it
+    crypten.init()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "rows.json")
+        mpc.run_multiprocess(world_size=2)(_party)(args.repeats, out)
+        rows = json.loads(Path(out).read_text())
+    results = {"crypten": "0.4.1", "torch": torch.__version__, "n_parties": 2,
+               "repeats": args.repeats, "rows": [{"op": k, **v} for k, v in rows.items()]}
+    print(f"{'CrypTen 0.4.1 operation':34} {'median ms':>10} {'rounds':>7} {'B sent/party':>13}")
+    for name, r in rows.items():
+        print(f"{name:34} {r['ms']:10.2f} {r['rounds']:7d} {r['bytes_per_party']:13,d}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Protocol math for SPDZ-style additive secret sharing, as pure functions over torch tensors.
+
+Nothing here sends a message: each function is one party's local step, and the layer above
+(``ppdl_nb.tensors.SharedTensor``) ships openings between workers. Modules, bottom up:
+
+* ``ring`` / ``encoding``: Z_2^64 in int64, fixed-point encode / exact decode.
+* ``prg``: AES-CTR generator for shares and masks; seeds shared by parties give equal streams.
+* ``sharing``: share / reconstruct, local linear ops, pack one round's openings.
+* ``limbs``: exact mod-2^64 matmul and conv2d, via float64 limbs where that is faster.
+* ``dealer``: Beaver triples, square pairs, truncation masks from seeds plus one correction.
+* ``beaver`` / ``truncation``: the open / finish steps of multiplication and truncation.
+* ``simulate``: all parties in one process, for tests, benchmarks and teaching.
+"""
+
+from .beaver import (
+    beaver_conv2d_finish,
+    beaver_matmul_finish,
+    beaver_mul_finish,
+    beaver_open,
+    beaver_square_finish,
+    beaver_square_open,
+)
+from .dealer import deal, dealer_seeds, expand
+from .encoding import DEFAULT_FRAC_BITS, decode, encode
+from .limbs import ring_conv2d, ring_matmul
+from .prg import PRG, fixed_seeds, new_seed
+from .sharing import (
+    add,
+    add_public,
+    mul_public,
+    neg,
+    pack,
+    reconstruct,
+    seeded_share,
+    share,
+    share_from_seeds,
+    sub,
+    unpack,
+)
+from .truncation import trunc_finish, trunc_open
+
+__all__ = [
+    "DEFAULT_FRAC_BITS",
+    "PRG",
+    "add",
+    "add_public",
+    "beaver_conv2d_finish",
+    "beaver_matmul_finish",
+    "beaver_mul_finish",
+    "beaver_open",
+    "beaver_square_finish",
+    "beaver_square_open",
+    "deal",
+    "dealer_seeds",
+    "decode",
+    "encode",
+    "expand",
+    "fixed_seeds",
+    "mul_public",
+    "neg",
+    "new_seed",
+    "pack",
+    "reconstruct",
+    "ring_conv2d",
+    "ring_matmul",
+    "seeded_share",
+    "share",
+    "share_from_seeds",
+    "sub",
+    "trunc_finish",
+    "trunc_open",
+    "unpack",
+]

@@ -1,0 +1,161 @@
+"""Multiplication of shared values with Beaver triples: one opening round per product.
+
+For ``z = x * y`` with a dealer triple ``c = a * b`` (any bilinear op: ``*``, ``@``,
+conv2d), each party masks its shares and the masked values are opened:
+
+* round 1, every party ``i``: :func:`beaver_open` -> ``(eps_i, delta_i) = (x_i - a_i,
+  y_i - b_i)``; send both in one message (:func:`~ppdl_nb.mpc.sharing.pack`) to every
+  peer; sum everyone's to get ``eps = x - a`` and ``delta = y - b``. They are uniformly
+  random, so they reveal nothing about ``x`` or ``y``.
+* local, every party ``i``: ``beaver_*_finish(i, eps, delta, a_i, b_i, c_i)`` -> ``z_i``,
+  using ``x*y = c + eps*b + a*delta + eps*delta`` (party 0 alone adds ``eps*delta``).
+
+Squares use a pair ``c = a^2`` and open only ``eps = x - a``.
+
+The product of two fixed-point encodings carries twice the fractional bits: truncate it
+afterwards (``truncation.py``).
+
+>>> import torch
+>>> from ppdl_nb.mpc.dealer import simulate_dealer
+>>> from ppdl_nb.mpc.sharing import reconstruct, share
+>>> from ppdl_nb.mpc.prg import PRG
+>>> g = PRG(); x, y = torch.tensor([3, -4]), torch.tensor([5, 6])
+>>> xs, ys = share(x, 2, g), share(y, 2, g)
+>>> t = simulate_dealer("mul", 2, x_shape=(2,), y_shape=(2,))
+>>> opened = [beaver_open(xs[i], ys[i], t[i][0], t[i][1]) for i in range(2)]
+>>> eps, delta = reconstruct([o[0] for o in opened]), reconstruct([o[1] for o in opened])
+>>> zs = [beaver_mul_finish(i, eps, delta, *t[i]) for i in range(2)]
+>>> reconstruct(zs).tolist()
+[15, -24]
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import torch
+
+from .limbs import ring_conv2d, ring_matmul
+from .ring import check_ring
+
+__all__ = [
+    "beaver_conv2d_finish",
+    "beaver_matmul_finish",
+    "beaver_mul_finish",
+    "beaver_open",
+    "beaver_square_finish",
+    "beaver_square_open",
+]
+
+Bilinear = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def beaver_open(
+    x_share: torch.Tensor, y_share: torch.Tensor, a_share: torch.Tensor, b_share: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ROUND 1 (every party): shares of ``eps = x - a`` and ``delta = y - b`` to open."""
+    for name, t in (("x_share", x_share), ("y_share", y_share), ("a_share", a_share),
+                    ("b_share", b_share)):
+        check_ring(t, name)
+    if x_share.shape != a_share.shape or y_share.shape != b_share.shape:
+        raise ValueError(
+            f"triple does not fit the operands: x {tuple(x_share.shape)} vs a "
+            f"{tuple(a_share.shape)}, y {tuple(y_share.shape)} vs b {tuple(b_share.shape)}. "
+            "Ask the dealer for a triple of the operands' shapes."
+        )
+    return x_share - a_share, y_share - b_share
+
+
+def _finish(
+    op: Bilinear,
+    party_index: int,
+    eps: torch.Tensor,
+    delta: torch.Tensor,
+    a_share: torch.Tensor,
+    b_share: torch.Tensor,
+    c_share: torch.Tensor,
+) -> torch.Tensor:
+    for name, t in (("eps", eps), ("delta", delta), ("a_share", a_share),
+                    ("b_share", b_share), ("c_share", c_share)):
+        check_ring(t, name)
+    if not isinstance(party_index, int) or party_index < 0:
+        raise ValueError(f"party_index must be a non-negative int, got {party_index!r}")
+    # party 0 folds eps*delta into eps*(b_0 + delta): one product fewer
+    right = b_share + delta if party_index == 0 else b_share
+    z = op(eps, right)
+    z += op(a_share, delta)
+    if z.shape != c_share.shape:
+        raise ValueError(
+            f"c_share has shape {tuple(c_share.shape)}, the product has {tuple(z.shape)}: "
+            "the triple was made for other shapes"
+        )
+    z += c_share
+    return z
+
+
+def beaver_mul_finish(
+    party_index: int,
+    eps: torch.Tensor,
+    delta: torch.Tensor,
+    a_share: torch.Tensor,
+    b_share: torch.Tensor,
+    c_share: torch.Tensor,
+) -> torch.Tensor:
+    """LOCAL (every party): share of ``x * y`` (elementwise, broadcasting as torch)."""
+    return _finish(torch.mul, party_index, eps, delta, a_share, b_share, c_share)
+
+
+def beaver_matmul_finish(
+    party_index: int,
+    eps: torch.Tensor,
+    delta: torch.Tensor,
+    a_share: torch.Tensor,
+    b_share: torch.Tensor,
+    c_share: torch.Tensor,
+) -> torch.Tensor:
+    """LOCAL (every party): share of ``x @ y`` (exact mod 2^64, fast limb matmul)."""
+    return _finish(ring_matmul, party_index, eps, delta, a_share, b_share, c_share)
+
+
+def beaver_conv2d_finish(
+    party_index: int,
+    eps: torch.Tensor,
+    delta: torch.Tensor,
+    a_share: torch.Tensor,
+    b_share: torch.Tensor,
+    c_share: torch.Tensor,
+    *,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+) -> torch.Tensor:
+    """LOCAL (every party): share of ``conv2d(x, w)``; ``y``/``b``/``delta`` are weights."""
+    op = functools.partial(ring_conv2d, stride=stride, padding=padding, dilation=dilation,
+                           groups=groups)
+    return _finish(op, party_index, eps, delta, a_share, b_share, c_share)
+
+
+def beaver_square_open(x_share: torch.Tensor, a_share: torch.Tensor) -> torch.Tensor:
+    """ROUND 1 (every party): share of ``eps = x - a`` to open (square pair ``c = a^2``)."""
+    check_ring(x_share, "x_share")
+    check_ring(a_share, "a_share")
+    if x_share.shape != a_share.shape:
+        raise ValueError(
+            f"square pair of shape {tuple(a_share.shape)} does not fit x of shape "
+            f"{tuple(x_share.shape)}"
+        )
+    return x_share - a_share
+
+
+def beaver_square_finish(
+    party_index: int, eps: torch.Tensor, a_share: torch.Tensor, c_share: torch.Tensor
+) -> torch.Tensor:
+    """LOCAL (every party): share of ``x^2 = c + 2 eps a + eps^2`` (party 0 adds ``eps^2``)."""
+    for name, t in (("eps", eps), ("a_share", a_share), ("c_share", c_share)):
+        check_ring(t, name)
+    if not isinstance(party_index, int) or party_index < 0:
+        raise ValueError(f"party_index must be a non-negative int, got {party_index!r}")
+    right = 2 * a_share + eps if party_index == 0 else 2 * a_share
+    return c_share + eps * right

@@ -1,0 +1,223 @@
+"""The dealer (crypto provider): correlated randomness for Beaver steps and truncation.
+
+The dealer never sees the user's data and computes nothing of the user's computation: it
+only makes random tensors with a known relation (a Beaver triple ``c = a * b``, a square
+pair ``c = a^2``, a truncation mask ``(r, r >> f, msb(r))``) and hands out additive
+shares of them.
+
+Seeds cut the traffic to one tensor per derived value. Once, at setup, the dealer sends
+party ``i`` a 32-byte seed ``s_i`` (:func:`dealer_seeds`). For a request with a unique
+``label``, every party draws its shares of the random inputs (``a``, ``b`` / ``r``) from
+``PRG(s_i, label)``, and parties ``0 .. n-2`` also draw their shares of the derived values
+(``c``). The dealer replays all those streams, so it knows ``a``, ``b``, computes ``c``, and
+sends only the last party's share of ``c`` (the *correction*). Bytes sent per request:
+``8 * numel(c)`` to party ``n-1``; nothing to the others.
+
+Request kinds (the ``kind`` argument), their parameters, and what :func:`expand` returns:
+
+==========  =================================================  ====================
+kind        parameters                                          party gets
+==========  =================================================  ====================
+``mul``     ``x_shape, y_shape`` (broadcasting as torch)        ``(a, b, c=a*b)``
+``matmul``  ``x_shape, y_shape``                                ``(a, b, c=a@b)``
+``conv2d``  ``x_shape, w_shape, stride, padding, dilation,      ``(a, b, c=conv(a,b))``
+            groups``
+``square``  ``shape``                                           ``(a, c=a*a)``
+``trunc``   ``shape, frac_bits``                                ``(r, r>>f, msb(r))``
+==========  =================================================  ====================
+
+A label must never be reused with the same seeds: a triple used twice leaks its inputs.
+
+>>> seeds = dealer_seeds(2)
+>>> fix = deal("mul", seeds, b"op-1", x_shape=(3,), y_shape=(3,))
+>>> p0 = expand("mul", seeds[0], b"op-1", 0, 2, x_shape=(3,), y_shape=(3,))
+>>> p1 = expand("mul", seeds[1], b"op-1", 1, 2, fix, x_shape=(3,), y_shape=(3,))
+>>> bool(((p0[0] + p1[0]) * (p0[1] + p1[1]) == p0[2] + p1[2]).all())
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .limbs import ring_conv2d, ring_matmul
+from .prg import PRG, new_seed
+from .ring import msb, shift_right_logical
+
+__all__ = ["KINDS", "deal", "dealer_bytes", "dealer_seeds", "expand", "simulate_dealer"]
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    base_shapes: tuple[Shape, ...]  # random tensors: every party draws a share from its seed
+    derived_shapes: tuple[Shape, ...]  # derived tensors: last party's share is sent
+    derive: Callable[[list[torch.Tensor]], list[torch.Tensor]]
+
+
+def _shape(s: Sequence[int], name: str) -> Shape:
+    try:
+        out = tuple(int(d) for d in s)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of ints, got {s!r}") from None
+    if any(d < 0 for d in out):
+        raise ValueError(f"{name} has a negative size: {out}")
+    return out
+
+
+def _meta(shape: Shape) -> torch.Tensor:
+    return torch.empty(shape, device="meta")
+
+
+def _mul(*, x_shape: Sequence[int], y_shape: Sequence[int]) -> _Recipe:
+    xs, ys = _shape(x_shape, "x_shape"), _shape(y_shape, "y_shape")
+    out = tuple(torch.broadcast_shapes(xs, ys))
+    return _Recipe((xs, ys), (out,), lambda t: [t[0] * t[1]])
+
+
+def _matmul(*, x_shape: Sequence[int], y_shape: Sequence[int]) -> _Recipe:
+    xs, ys = _shape(x_shape, "x_shape"), _shape(y_shape, "y_shape")
+    out = tuple(torch.matmul(_meta(xs), _meta(ys)).shape)
+    return _Recipe((xs, ys), (out,), lambda t: [ring_matmul(t[0], t[1])])
+
+
+def _conv2d(
+    *,
+    x_shape: Sequence[int],
+    w_shape: Sequence[int],
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+) -> _Recipe:
+    xs, ws = _shape(x_shape, "x_shape"), _shape(w_shape, "w_shape")
+    kw = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+    out = tuple(F.conv2d(_meta(xs), _meta(ws), **kw).shape)
+    return _Recipe((xs, ws), (out,), lambda t: [ring_conv2d(t[0], t[1], **kw)])
+
+
+def _square(*, shape: Sequence[int]) -> _Recipe:
+    s = _shape(shape, "shape")
+    return _Recipe((s,), (s,), lambda t: [t[0] * t[0]])
+
+
+def _trunc(*, shape: Sequence[int], frac_bits: int) -> _Recipe:
+    s = _shape(shape, "shape")
+    if not isinstance(frac_bits, int) or not 1 <= frac_bits <= 61:
+        raise ValueError(f"frac_bits for truncation must be an int in [1, 61], got {frac_bits!r}")
+    return _Recipe((s,), (s, s), lambda t: [shift_right_logical(t[0], frac_bits), msb(t[0])])
+
+
+_RECIPES: dict[str, Callable[..., _Recipe]] = {
+    "mul": _mul,
+    "matmul": _matmul,
+    "conv2d": _conv2d,
+    "square": _square,
+    "trunc": _trunc,
+}
+KINDS = tuple(_RECIPES)
+
+
+def _recipe(kind: str, params: dict) -> _Recipe:
+    factory = _RECIPES.get(kind)
+    if factory is None:
+        raise ValueError(f"unknown dealer request kind {kind!r}; known kinds: {', '.join(KINDS)}")
+    return factory(**params)
+
+
+def _stream(seed: bytes, kind: str, label: bytes) -> PRG:
+    if not isinstance(label, bytes) or not label:
+        raise TypeError(f"label must be non-empty bytes unique to this request, got {label!r}")
+    return PRG(seed, label=b"dealer/" + kind.encode() + b"/" + label)
+
+
+def dealer_seeds(n_parties: int) -> list[bytes]:
+    """Fresh seeds, one per party, made by the dealer and sent once over a private channel."""
+    if not isinstance(n_parties, int) or n_parties < 2:
+        raise ValueError(f"n_parties must be an int >= 2, got {n_parties!r}")
+    return [new_seed() for _ in range(n_parties)]
+
+
+def deal(kind: str, seeds: Sequence[bytes], label: bytes, **params) -> list[torch.Tensor]:
+    """DEALER: the corrections to send to the last party (its shares of the derived values).
+
+    ``seeds[i]`` is the seed shared with party ``i``; ``label`` names this request.
+    """
+    recipe = _recipe(kind, params)
+    n = len(seeds)
+    if n < 2:
+        raise ValueError(f"the dealer needs one seed per party, at least 2, got {n}")
+    bases = [torch.zeros(s, dtype=torch.int64) for s in recipe.base_shapes]
+    derived_others = [torch.zeros(s, dtype=torch.int64) for s in recipe.derived_shapes]
+    for i, seed in enumerate(seeds):
+        prg = _stream(seed, kind, label)
+        for acc, s in zip(bases, recipe.base_shapes, strict=True):
+            acc += prg.int64(s)
+        if i < n - 1:
+            for acc, s in zip(derived_others, recipe.derived_shapes, strict=True):
+                acc += prg.int64(s)
+    secrets = recipe.derive(bases)
+    return [v - o for v, o in zip(secrets, derived_others, strict=True)]
+
+
+def expand(
+    kind: str,
+    seed: bytes,
+    label: bytes,
+    party_index: int,
+    n_parties: int,
+    correction: Sequence[torch.Tensor] | None = None,
+    **params,
+) -> tuple[torch.Tensor, ...]:
+    """PARTY: its shares of one request, from its seed (last party: plus the correction)."""
+    recipe = _recipe(kind, params)
+    if not isinstance(n_parties, int) or n_parties < 2:
+        raise ValueError(f"n_parties must be an int >= 2, got {n_parties!r}")
+    if not isinstance(party_index, int) or not 0 <= party_index < n_parties:
+        raise ValueError(f"party_index must be in [0, {n_parties}), got {party_index!r}")
+    last = party_index == n_parties - 1
+    if last != (correction is not None):
+        raise ValueError(
+            "the last party (and only it) must pass the dealer's correction: party "
+            f"{party_index} of {n_parties} got correction={'given' if correction else 'None'}"
+        )
+    prg = _stream(seed, kind, label)
+    out = [prg.int64(s) for s in recipe.base_shapes]
+    if not last:
+        return tuple(out + [prg.int64(s) for s in recipe.derived_shapes])
+    corr = list(correction or [])
+    if [tuple(c.shape) for c in corr] != list(recipe.derived_shapes) or any(
+        c.dtype != torch.int64 for c in corr
+    ):
+        raise ValueError(
+            f"correction must be int64 tensors of shapes {list(recipe.derived_shapes)}, got "
+            f"{[(tuple(c.shape), c.dtype) for c in corr]}"
+        )
+    return tuple(out + corr)
+
+
+def dealer_bytes(kind: str, **params) -> int:
+    """Bytes the dealer sends for one request (to the last party only)."""
+    recipe = _recipe(kind, params)
+    return sum(8 * torch.Size(s).numel() for s in recipe.derived_shapes)
+
+
+def simulate_dealer(kind: str, n_parties: int, **params) -> list[tuple[torch.Tensor, ...]]:
+    """Dealer and all parties in one process: each party's ``expand`` result, in order.
+
+    For tests, benchmarks and notebooks; a real run calls :func:`deal` on the dealer and
+    :func:`expand` on each party.
+    """
+    seeds = dealer_seeds(n_parties)
+    label = new_seed()  # fresh, unique label
+    correction = deal(kind, seeds, label, **params)
+    return [
+        expand(kind, seeds[i], label, i, n_parties, correction if i == n_parties - 1 else None,
+               **params)
+        for i in range(n_parties)
+    ]
