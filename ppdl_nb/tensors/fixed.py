@@ -63,6 +63,12 @@ class FixedPrecisionTensor:
         ring = self.child.get() if self.shared else self.child
         return mpc.decode(ring, self.frac_bits)
 
+    def reveal_to(self, worker: Any) -> PointerTensor:
+        """Open and decode the value on ``worker`` alone; returns a pointer to it there."""
+        if not self.shared:
+            raise ValueError("this tensor is not shared; send it with ppdl_nb.send instead")
+        return self.child.reveal_to(worker, frac_bits=self.frac_bits)
+
     def share(self, *parties: Any, dealer: Any) -> FixedPrecisionTensor:
         """Secret-share the encoded value among ``parties`` (``dealer`` supplies triples)."""
         if self.shared:

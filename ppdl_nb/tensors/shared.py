@@ -120,6 +120,18 @@ class SharedTensor:
         """Open the value here: fetch every share (refused unless the owners allow it)."""
         return mpc.reconstruct([s.get() for s in self.shares])
 
+    def reveal_to(self, worker: Any, *, frac_bits: int | None = None) -> PointerTensor:
+        """Open the value on ``worker`` only: every share moves there (refused unless the
+        owners allowed ``worker``), which sums them; the notebook sees none of them."""
+        for s in self.shares:
+            s.move(worker)
+        with tracing.round_label("reveal"):
+            reply = worker.step("mpc.reconstruct", ids=[s.id_at_location for s in self.shares],
+                                frac_bits=frac_bits)
+        for s in self.shares:
+            s.disown()  # consumed by the reconstruction
+        return _wrap(worker, reply, worker.context)
+
     # ---- local (linear) operations -------------------------------------------------------
     def _local(self, fn: Callable[..., Any], *others: Any) -> SharedTensor:
         parts = []

@@ -22,7 +22,7 @@ from .chain_diagram import worker_color
 
 __all__ = ["Trace", "trace"]
 
-LANE_W, ROW_H, TOP = 130, 22, 40
+LANE_W, ROW_H, TOP, GUTTER = 130, 22, 40, 170
 
 
 class Trace:
@@ -67,7 +67,7 @@ class Trace:
     def diagram(self, *, max_messages: int = 60) -> str:
         """An SVG sequence diagram (deterministic: no times or ids in it)."""
         parties = self.parties()
-        x = {p: 20 + LANE_W * i + LANE_W / 2 for i, p in enumerate(parties)}
+        x = {p: GUTTER + LANE_W * i + LANE_W / 2 for i, p in enumerate(parties)}
         shown = self.records[:max_messages]
         rows: list[str] = []
         y, last_round = TOP, None
@@ -85,7 +85,7 @@ class Trace:
             rows.append(f'<text x="{(x1 + x2) / 2}" y="{y - 4}" font-size="10" '
                         f'text-anchor="middle">{escape(r["kind"])} ({r["bytes"]} B)</text>')
         height = y + 30
-        width = 40 + LANE_W * len(parties)
+        width = GUTTER + 20 + LANE_W * len(parties)
         lanes = "".join(
             f'<text x="{x[p]}" y="24" text-anchor="middle" font-weight="bold" '
             f'fill="{worker_color(p)}">{escape(p)}</text>'

@@ -10,6 +10,7 @@ in one batch when enough pile up.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -54,11 +55,12 @@ class WorkerClient:
             frames = codec.encode(message)
             self.requests += 1
             self.bytes_sent += codec.frames_nbytes(frames)
+            sent_at = time.time()
             reply_frames = self._roundtrip(frames, timeout)
             received = codec.frames_nbytes(reply_frames)
             self.bytes_received += received
             tracing.record(self.caller, self.name, tracing.label_of(message),
-                           codec.frames_nbytes(frames), received)
+                           codec.frames_nbytes(frames), received, sent_at)
         reply = codec.decode(reply_frames, context=self.context)
         if not isinstance(reply, dict) or "ok" not in reply:
             raise ConnectionError(f"worker {self.name} sent a reply that is not a ppdl reply")

@@ -255,3 +255,31 @@ def trunc_finish(worker: Worker, caller: str, *, session: str, label: bytes) -> 
     policy = pend["policy"]
     del _state(worker)["pending"][label]
     return stored_result(worker, y, True, policy)
+
+
+@protocol_step("mpc.histogram")
+def histogram(worker: Worker, caller: str, *, x: Ref, bins: int = 40) -> torch.Tensor:
+    """PARTY: a histogram of its own share over the whole ring (a share alone is uniform,
+    so this reveals nothing); used to draw share distributions."""
+    if not isinstance(bins, int) or not 1 <= bins <= 1000:
+        raise ValueError("bins must be an int in [1, 1000]")
+    share = _entry(worker, x, "x").obj
+    scaled = share.double() / 2.0**63  # [-1, 1)
+    return torch.histc(scaled, bins=bins, min=-1.0, max=1.0)
+
+
+@protocol_step("mpc.reconstruct")
+def reconstruct(worker: Worker, caller: str, *, ids: list[int], frac_bits: int | None = None
+                ) -> dict:
+    """RECIPIENT: sum the shares it was sent (and decode them); the value stays private here.
+
+    Only a party every input's owner allowed can receive all shares (moving a share checks
+    that), so the opened value belongs to it; it may release it further as owner.
+    """
+    entries = [worker.store.entry(i) for i in ids]
+    value = mpc.reconstruct([e.obj for e in entries])
+    if frac_bits is not None:
+        value = mpc.decode(value, frac_bits)
+    policy = _policy(entries) - {worker.name}
+    worker.store.delete(ids)
+    return stored_result(worker, value, True, policy)

@@ -38,11 +38,12 @@ class Recorder:
             self.records.append(rec)
 
 
-def record(src: str, dst: str, kind: str, nbytes: int, reply_bytes: int) -> None:
+def record(src: str, dst: str, kind: str, nbytes: int, reply_bytes: int,
+           sent_at: float | None = None) -> None:
     """Note one request/reply pair in every active recorder (cheap when none is)."""
     if not _ACTIVE:
         return
-    rec = {"t": time.time(), "src": src, "dst": dst, "kind": kind, "bytes": nbytes,
+    rec = {"t": time.time() if sent_at is None else sent_at, "src": src, "dst": dst, "kind": kind, "bytes": nbytes,
            "reply_bytes": reply_bytes, "round": current_round()}
     for r in list(_ACTIVE):
         r.add(rec)
