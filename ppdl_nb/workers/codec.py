@@ -99,7 +99,9 @@ def _tensor_bytes(t: torch.Tensor) -> memoryview:
         t = t.cpu()
     if t.is_conj() or t.is_neg():
         t = t.resolve_conj().resolve_neg()
-    flat = t.contiguous().reshape(-1)
+    flat = t.reshape(-1)
+    if flat.numel() and flat.stride(0) != 1:  # e.g. a column of a column-major matrix
+        flat = flat.clone(memory_format=torch.contiguous_format)
     return memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else memoryview(b"")
 
 

@@ -62,6 +62,9 @@ def test_tensor_buffers_are_separate_frames_and_not_copied_into_header():
 def test_noncontiguous_and_bfloat16_tensors():
     t = torch.arange(12.0).reshape(3, 4).t()
     assert torch.equal(decode(encode(t)), t)
+    column_major = torch.arange(6.0).reshape(2, 3).t().contiguous().t()[:, :1]
+    assert torch.equal(decode(encode(column_major)), column_major)
+    assert torch.equal(decode(encode(column_major[0])), column_major[0])
     b = torch.randn(5).bfloat16()
     assert torch.equal(decode(encode(b)), b)
 
