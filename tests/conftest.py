@@ -7,6 +7,7 @@ session-scoped (launching kernels is the slow part), virtual workers are fresh.
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 import torch
@@ -15,6 +16,8 @@ import ppdl_nb
 from ppdl_nb.workers.virtual import VirtualNetwork
 
 torch.set_num_threads(1)
+# privacy ledgers and other worker state go to a throwaway directory, never $HOME
+os.environ.setdefault("PPDL_NB_STATE_DIR", tempfile.mkdtemp(prefix="ppdl-test-state-"))
 WORKER_KINDS = ["virtual"]
 if os.environ.get("PPDL_SKIP_KERNELS") != "1":
     try:

@@ -1,0 +1,133 @@
+"""DPOptimizer: clip, add noise, then let the user's optimizer take the step.
+
+Why: DP-SGD changes only how the gradient is formed; momentum, Adam, weight decay
+and learning-rate schedules stay the user's. ``step()`` replaces each ``p.grad``
+with ``(sum_i clip(g_i) + N(0, (sigma C)^2)) / (q N)`` (``q N`` is the *expected*
+batch size: dividing by the actual size would leak it), calls the wrapped
+optimizer, and records the step in the accountant. The noise of each step comes
+from a generator freshly seeded from ``os.urandom`` (:mod:`.noise`).
+
+Call ``step()`` once per batch, including empty Poisson batches.
+
+>>> import torch
+>>> from ppdl_nb.dp.private_module import PrivateModule
+>>> pm = PrivateModule(torch.nn.Linear(2, 1))
+>>> opt = DPOptimizer(torch.optim.SGD(pm.parameters(), lr=0.1), module=pm,
+...                   noise_multiplier=1.0, max_grad_norm=1.0, expected_batch_size=4,
+...                   sample_rate=0.1)
+>>> pm(torch.randn(4, 2)).sum().backward()
+>>> opt.step(); opt.accountant.steps
+1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+from .accounting import Accountant
+from .noise import generator
+from .private_module import PrivateModule
+
+__all__ = ["DPOptimizer"]
+
+
+class DPOptimizer(Optimizer):
+    """Wraps ``optimizer`` (not a copy: it shares its param groups and state)."""
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        *,
+        module: PrivateModule,
+        noise_multiplier: float,
+        max_grad_norm: float,
+        expected_batch_size: float,
+        sample_rate: float,
+        accountant: Accountant | None = None,
+    ) -> None:
+        if noise_multiplier < 0:
+            raise ValueError(f"noise_multiplier must be >= 0, got {noise_multiplier}.")
+        if max_grad_norm <= 0:
+            raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm}.")
+        if expected_batch_size <= 0:
+            raise ValueError(f"expected_batch_size must be > 0, got {expected_batch_size}.")
+        owned = {id(p) for p in module.parameters()}
+        stray = [p for g in optimizer.param_groups for p in g["params"] if id(p) not in owned]
+        if stray:
+            raise ValueError(
+                f"The optimizer holds {len(stray)} parameter(s) that are not in the private "
+                "module; their gradients would escape clipping and noise. Build the "
+                "optimizer from the module's parameters."
+            )
+        # Share, do not copy: the wrapped optimizer stays the single source of truth.
+        self.original_optimizer = optimizer
+        self.defaults = optimizer.defaults
+        self.param_groups = optimizer.param_groups
+        self.state = optimizer.state
+        self._optimizer_step_pre_hooks: dict = {}
+        self._optimizer_step_post_hooks: dict = {}
+        self._optimizer_state_dict_pre_hooks: dict = {}
+        self._optimizer_state_dict_post_hooks: dict = {}
+        self._optimizer_load_state_dict_pre_hooks: dict = {}
+        self._optimizer_load_state_dict_post_hooks: dict = {}
+        self.module = module
+        self.noise_multiplier = float(noise_multiplier)
+        self.max_grad_norm = float(max_grad_norm)
+        self.expected_batch_size = float(expected_batch_size)
+        self.sample_rate = float(sample_rate)
+        self.accountant = accountant if accountant is not None else Accountant()
+
+    def __repr__(self) -> str:
+        return (
+            f"DPOptimizer({type(self.original_optimizer).__name__}, "
+            f"noise_multiplier={self.noise_multiplier}, max_grad_norm={self.max_grad_norm}, "
+            f"expected_batch_size={self.expected_batch_size:g})"
+        )
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.original_optimizer.zero_grad(set_to_none=set_to_none)
+        self.module.clear()
+
+    def privatise_gradients(self) -> None:
+        """Set every ``p.grad`` to its clipped, noised, averaged value (no step)."""
+        if not self.module.has_record:
+            raise RuntimeError(
+                "DPOptimizer.step() found no recorded gradients: call the private module "
+                "in train mode and loss.backward() before step(), once per batch."
+            )
+        sums = self.module.clipped_grad_sum(self.max_grad_norm)
+        gen = generator()
+        std = self.noise_multiplier * self.max_grad_norm
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p not in sums:
+                    continue
+                g = sums[p]  # a fresh tensor: safe to update in place
+                if std > 0:
+                    g.add_(torch.randn(g.shape, generator=gen, dtype=g.dtype), alpha=std)
+                p.grad = g.div_(self.expected_batch_size)
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.privatise_gradients()
+        self.original_optimizer.step()
+        self.accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate)
+        self.module.clear()
+        return loss
+
+    def epsilon(self, delta: float) -> float:
+        """Privacy spent so far by this optimizer's steps."""
+        return self.accountant.epsilon(delta)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.original_optimizer.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.original_optimizer.load_state_dict(state_dict)

@@ -1,0 +1,145 @@
+"""Data owners' side of differential privacy: datasets, budgets and DP queries on a worker.
+
+The budget lives with the data: a worker that holds a dataset keeps a
+:class:`~ppdl_nb.dp.budget.PrivacyBudget` for it, persisted as JSON in the worker's
+state directory (so a restart does not reset the spending), and charges it *before*
+answering a query. A caller can read the ledger; nobody but the owner can raise it.
+
+>>> # on the notebook: alice.step("dp.load", dataset="breast_cancer", epsilon=1.0, delta=1e-5)
+>>> # alice.step("dp.query", dataset="breast_cancer", kind="mean", column=0, lower=0,
+>>> #            upper=30, epsilon=0.1)
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import datasets
+from ..dp import queries
+from ..dp.budget import PrivacyBudget
+from .handlers import stored_result
+from .messages import protocol_step
+from .worker import Worker
+
+__all__ = ["DATASETS", "attach_dataset", "budget_of", "state_dir"]
+
+# Datasets a peer may ask a worker to load, by name. Files (CSV) are loaded by the owner
+# only (attach_dataset), never by a path a peer chose.
+DATASETS: dict[str, Callable[[], Any]] = {
+    "digits": datasets.load_digits,
+    "breast_cancer": datasets.load_breast_cancer,
+    "mnist_5k": datasets.load_mnist_5k,
+    "boston_housing": datasets.load_boston_housing,
+}
+
+QUERIES = {"count": queries.dp_count, "sum": queries.dp_sum, "mean": queries.dp_mean}
+
+
+def state_dir(worker: Worker) -> Path:
+    """Where the worker keeps state that must outlive a restart (its privacy ledgers)."""
+    root = os.environ.get("PPDL_NB_STATE_DIR") or os.path.join(tempfile.gettempdir(),
+                                                               f"ppdl_nb-{os.getuid()}")
+    path = Path(root) / worker.name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _dp(worker: Worker) -> dict[str, Any]:
+    return worker.state.setdefault("dp", {"data": {}, "budgets": {}})
+
+
+def attach_dataset(worker: Worker, name: str, x: torch.Tensor, y: torch.Tensor, *,
+                   epsilon: float, delta: float) -> dict[str, Any]:
+    """OWNER: hold ``(x, y)`` as private dataset ``name`` with a total (epsilon, delta)."""
+    if not name.isidentifier():
+        raise ValueError(f"dataset name {name!r} must be an identifier")
+    path = state_dir(worker) / f"budget-{name}.json"
+    budget = PrivacyBudget(epsilon=epsilon, delta=delta, path=path)
+    state = _dp(worker)
+    state["budgets"][name] = budget
+    ids = {"x": worker.put(x, private=True), "y": worker.put(y, private=True)}
+    state["data"][name] = ids
+    meta_x = stored_result(worker, x, True)  # a second reference, for the caller's pointer
+    meta_y = stored_result(worker, y, True)
+    return {"x": meta_x, "y": meta_y, "rows": int(x.shape[0]),
+            "budget": _budget_dict(budget)}
+
+
+def budget_of(worker: Worker, name: str) -> PrivacyBudget:
+    try:
+        return _dp(worker)["budgets"][name]
+    except KeyError:
+        raise KeyError(f"{worker.name} holds no dataset {name!r}; load it first "
+                       f"(known: {sorted(_dp(worker)['budgets'])})") from None
+
+
+def _budget_dict(budget: PrivacyBudget) -> dict[str, Any]:
+    return {"total_epsilon": budget.total_epsilon, "total_delta": budget.total_delta,
+            "spent_epsilon": budget.spent_epsilon, "spent_delta": budget.spent_delta,
+            "remaining_epsilon": budget.remaining_epsilon,
+            "remaining_delta": budget.remaining_delta,
+            "history": [[c.what, c.epsilon, c.delta] for c in budget.history]}
+
+
+@protocol_step("dp.load")
+def load(worker: Worker, caller: str, *, dataset: str, epsilon: float, delta: float
+         ) -> dict[str, Any]:
+    """The worker loads a known dataset of its own, private, with a total budget.
+
+    If a ledger for it already exists (the worker restarted), its totals and spending
+    stand: a caller cannot reset or raise a budget.
+    """
+    if dataset not in DATASETS:
+        raise KeyError(f"unknown dataset {dataset!r}; a worker loads only {sorted(DATASETS)}")
+    data = DATASETS[dataset]()
+    path = state_dir(worker) / f"budget-{dataset}.json"
+    if path.exists():
+        import json
+
+        doc = json.loads(path.read_text())
+        epsilon, delta = float(doc["total_epsilon"]), float(doc["total_delta"])
+    return attach_dataset(worker, dataset, data.x, data.y, epsilon=epsilon, delta=delta)
+
+
+@protocol_step("dp.budget")
+def budget(worker: Worker, caller: str, *, dataset: str) -> dict[str, Any]:
+    """The ledger: totals, what was spent on what, and what is left."""
+    return _budget_dict(budget_of(worker, dataset))
+
+
+@protocol_step("dp.query")
+def query(worker: Worker, caller: str, *, dataset: str, kind: str, epsilon: float,
+          delta: float = 0.0, column: int | None = None, target: bool = False,
+          lower: float | None = None, upper: float | None = None,
+          mechanism: str = "laplace") -> float:
+    """A differentially private count, sum or mean of one column, charged to the budget."""
+    if kind not in QUERIES:
+        raise ValueError(f"unknown query {kind!r}; choose one of {sorted(QUERIES)}")
+    ids = _dp(worker)["data"].get(dataset)
+    if ids is None:
+        raise KeyError(f"{worker.name} holds no dataset {dataset!r}")
+    x = worker.store.entry(ids["x"]).obj
+    y = worker.store.entry(ids["y"]).obj
+    if target:
+        values = y.double()
+    elif column is not None:
+        if not 0 <= column < x.shape[1]:
+            raise IndexError(f"column {column} out of range: {dataset} has {x.shape[1]}")
+        values = x[:, column].double()
+    else:
+        values = x[:, 0].double()
+    what = f"{kind} of {dataset}" + (f"[{column}]" if column is not None else "")
+    kwargs: dict[str, Any] = {"epsilon": epsilon, "delta": delta, "mechanism": mechanism,
+                              "budget": budget_of(worker, dataset), "what": f"{what} ({caller})"}
+    if kind != "count":
+        if lower is None or upper is None:
+            raise ValueError(f"a DP {kind} needs clipping bounds lower= and upper=, chosen "
+                             "without looking at the data (public knowledge)")
+        kwargs.update(lower=lower, upper=upper)
+    return QUERIES[kind](values, **kwargs)

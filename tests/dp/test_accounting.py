@@ -1,0 +1,67 @@
+"""Accounting equals dp-accounting; bisection meets the 1% contract."""
+
+from __future__ import annotations
+
+import pytest
+from dp_accounting import dp_event, pld, rdp
+
+from ppdl_nb.dp import Accountant, epsilon, noise_multiplier_for
+
+
+def test_reference_values():
+    kw = dict(noise_multiplier=1.1, sample_rate=256 / 60000, steps=14100, delta=1e-5)
+    assert epsilon(**kw) == pytest.approx(2.6003, abs=1e-4)
+    assert epsilon(**kw, accountant="pld") == pytest.approx(2.385, abs=0.01)
+
+
+@pytest.mark.parametrize("sigma", [0.7, 1.0, 2.5])
+@pytest.mark.parametrize("q", [0.01, 0.1, 1.0])
+@pytest.mark.parametrize("steps", [1, 50])
+def test_matches_dp_accounting(sigma, q, steps):
+    event = dp_event.GaussianDpEvent(sigma)
+    if q < 1:
+        event = dp_event.PoissonSampledDpEvent(q, event)
+    acc = rdp.RdpAccountant()
+    acc.compose(event, steps)
+    got = epsilon(noise_multiplier=sigma, sample_rate=q, steps=steps, delta=1e-5)
+    assert got == pytest.approx(acc.get_epsilon(1e-5), rel=1e-12)
+
+
+def test_pld_matches_dp_accounting():
+    event = dp_event.PoissonSampledDpEvent(0.05, dp_event.GaussianDpEvent(1.2))
+    acc = pld.PLDAccountant()
+    acc.compose(event, 100)
+    got = epsilon(noise_multiplier=1.2, sample_rate=0.05, steps=100, delta=1e-6,
+                  accountant="pld")
+    assert got == pytest.approx(acc.get_epsilon(1e-6), rel=1e-9)
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "pld"])
+@pytest.mark.parametrize("target", [0.5, 3.0])
+def test_noise_multiplier_for_within_one_percent(accountant, target):
+    kw = dict(sample_rate=0.02, steps=500, delta=1e-5, accountant=accountant)
+    sigma = noise_multiplier_for(target_epsilon=target, **kw)
+    assert 0.99 * target <= epsilon(noise_multiplier=sigma, **kw) <= target
+
+
+def test_composition_of_different_steps():
+    acc = Accountant()
+    acc.step(noise_multiplier=1.0, sample_rate=0.1, steps=10)
+    acc.step(noise_multiplier=2.0, sample_rate=0.05)
+    acc.step(noise_multiplier=2.0, sample_rate=0.05)
+    assert acc.history == [(1.0, 0.1, 10), (2.0, 0.05, 2)]
+    ref = rdp.RdpAccountant()
+    ref.compose(dp_event.PoissonSampledDpEvent(0.1, dp_event.GaussianDpEvent(1.0)), 10)
+    ref.compose(dp_event.PoissonSampledDpEvent(0.05, dp_event.GaussianDpEvent(2.0)), 2)
+    assert acc.epsilon(1e-5) == pytest.approx(ref.get_epsilon(1e-5))
+    assert acc.epsilon(1e-5) > epsilon(noise_multiplier=1.0, sample_rate=0.1, steps=10,
+                                       delta=1e-5)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="accountant"):
+        epsilon(noise_multiplier=1, sample_rate=0.1, steps=1, delta=1e-5, accountant="x")
+    with pytest.raises(ValueError, match="sample_rate"):
+        Accountant().step(noise_multiplier=1.0, sample_rate=2.0)
+    with pytest.raises(ValueError, match="target_epsilon"):
+        noise_multiplier_for(target_epsilon=0, sample_rate=0.1, steps=1, delta=1e-5)
