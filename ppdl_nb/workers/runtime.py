@@ -1,0 +1,149 @@
+"""The worker runtime: a :class:`Worker` served over an encrypted channel.
+
+Inside a worker kernel, the launcher runs :func:`start`, which makes the worker's own
+key pair (the secret never leaves the kernel), serves the message protocol on a private
+``ipc://`` endpoint to the notebook (known by its public key), and returns the endpoint
+and public key. The notebook then introduces workers to each other (``peers``: names,
+endpoints, public keys), so worker-to-worker traffic is keyed by the two workers alone:
+the notebook cannot read what bob sends charlie.
+
+:class:`ChannelConnection` is the calling side, used both by the notebook (to reach a
+kernel worker) and by a worker (to reach a peer).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..errors import WorkerUnavailableError
+from .channel import ChannelClient, ChannelServer
+from .client import WorkerClient
+from .keys import KeyPair, parse_public_key
+from .messages import message
+from .worker import Worker
+
+__all__ = ["ChannelConnection", "WorkerRuntime", "current", "start"]
+
+DEFAULT_TIMEOUT = 120.0
+
+
+class ChannelConnection(WorkerClient):
+    """A client for a worker in another process, over an encrypted channel."""
+
+    kind = "kernel"
+
+    def __init__(self, name: str, channel: ChannelClient, *, caller: str, context: Any,
+                 timeout: float = DEFAULT_TIMEOUT,
+                 alive: Callable[[], bool] | None = None) -> None:
+        super().__init__(name, caller=caller, context=context)
+        self.channel = channel
+        self.timeout = timeout
+        self._alive = alive
+
+    def _roundtrip(self, frames: list[Any], timeout: float | None) -> Sequence[Any]:
+        try:
+            return self.channel.request(frames, timeout=timeout or self.timeout)
+        except TimeoutError as exc:
+            if self._alive is not None and not self._alive():
+                raise self._dead() from None
+            raise TimeoutError(f"worker {self.name}: {exc}") from None
+        except ConnectionError as exc:
+            if self._alive is not None and not self._alive():
+                raise self._dead() from None
+            raise WorkerUnavailableError(f"worker {self.name} is unreachable: {exc}") from None
+
+    def _dead(self) -> WorkerUnavailableError:
+        return WorkerUnavailableError(
+            f"worker {self.name} is not running (its process died or was shut down); "
+            f"restart it with {self.name}.restart() or %ppdl restart {self.name}"
+        )
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+class WorkerRuntime:
+    """One worker, its key pair, its channel server and its links to peers."""
+
+    def __init__(self, name: str, notebook_key: str | bytes, *, inspect: bool = True) -> None:
+        self.keys = KeyPair.generate()
+        self.peers: dict[str, tuple[str, bytes]] = {}
+        self._links: dict[str, ChannelConnection] = {}
+        self.worker = Worker(name, connect=self._connect)
+        self.worker.state["runtime"] = self
+        self.inspect = inspect
+        self.server = ChannelServer(self.keys, None, self.worker.handle,
+                                    {"me": parse_public_key(notebook_key)}, name=name)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.worker.name, "endpoint": self.server.endpoint,
+                "public_key": self.keys.public_hex, "pid": os.getpid()}
+
+    def introduce(self, peers: dict[str, Any]) -> None:
+        for name, (endpoint, key) in peers.items():
+            if name == self.worker.name:
+                continue
+            public = parse_public_key(key)
+            self.peers[name] = (str(endpoint), public)
+            self.server.allow(name, public)
+            stale = self._links.pop(name, None)
+            if stale is not None:
+                stale.close()
+
+    def _connect(self, name: str) -> ChannelConnection:
+        link = self._links.get(name)
+        if link is None:
+            if name not in self.peers:
+                raise ConnectionError(
+                    f"{self.worker.name} does not know a worker named {name!r}: the notebook "
+                    f"introduces workers it launched together (known: {sorted(self.peers)})"
+                )
+            endpoint, key = self.peers[name]
+            channel = ChannelClient(self.keys, endpoint, key, self.worker.name, peer=name)
+            link = ChannelConnection(name, channel, caller=self.worker.name,
+                                     context=self.worker)
+            self._links[name] = link
+        return link
+
+    def close(self) -> None:
+        for link in self._links.values():
+            link.close()
+        self.server.close()
+
+
+_CURRENT: WorkerRuntime | None = None
+
+
+def start(name: str, notebook_key: str, *, inspect: bool = True) -> dict[str, Any]:
+    """Start this process's worker (once); returns its endpoint, public key and pid."""
+    global _CURRENT
+    if _CURRENT is not None:
+        raise RuntimeError(f"this process already runs worker {_CURRENT.worker.name}")
+    from .. import fl as _fl  # noqa: F401  (protocol steps installed with the package)
+    from . import dp_steps as _dp  # noqa: F401
+    from . import handlers as _handlers  # noqa: F401
+    from . import mpc_steps as _mpc  # noqa: F401
+
+    _CURRENT = WorkerRuntime(name, notebook_key, inspect=inspect)
+    return _CURRENT.describe()
+
+
+def current() -> Worker:
+    """The worker this process runs: the data owner's side, for code run inside it."""
+    if _CURRENT is None:
+        raise RuntimeError("no worker runs in this process; this is for code inside a worker")
+    return _CURRENT.worker
+
+
+@message("peers", peers=dict)
+def _peers(worker: Worker, msg: dict, caller: str) -> list[str]:
+    """The notebook introduces the workers it launched: names, endpoints, public keys."""
+    if caller != "me":
+        raise PermissionError(f"only the notebook that launched {worker.name} introduces peers")
+    runtime = worker.state.get("runtime")
+    if runtime is None:
+        raise TypeError(f"{worker.name} is not a kernel worker; it has no peers to introduce")
+    runtime.introduce(msg["peers"])
+    return sorted(runtime.peers)
