@@ -143,3 +143,40 @@ def query(worker: Worker, caller: str, *, dataset: str, kind: str, epsilon: floa
                              "without looking at the data (public knowledge)")
         kwargs.update(lower=lower, upper=upper)
     return QUERIES[kind](values, **kwargs)
+
+
+@protocol_step("dp.fit")
+def fit(worker: Worker, caller: str, *, dataset: str, spec: dict, delta: float,
+        max_grad_norm: float, epochs: int, batch_size: int, lr: float = 0.1,
+        noise_multiplier: float | None = None, epsilon: float | None = None,
+        loss: str = "cross_entropy", optimizer: str = "sgd", test_fraction: float = 0.2
+        ) -> dict[str, Any]:
+    """Train a model privately on the worker's own dataset; the budget pays first.
+
+    The whole run's epsilon is charged before training starts (refused if it does not
+    fit); only the trained weights and the per-epoch metrics (on a held-out part of the
+    worker's data) leave the worker: a differentially private release.
+    """
+    from ..dp.fit import fit_private, plan_epsilon
+    from .modules import module_from_spec, module_to_spec
+
+    ids = _dp(worker)["data"].get(dataset)
+    if ids is None:
+        raise KeyError(f"{worker.name} holds no dataset {dataset!r}; load it first")
+    x, y = worker.store.entry(ids["x"]).obj, worker.store.entry(ids["y"]).obj
+    n_test = int(len(x) * test_fraction)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    train, test = order[n_test:], order[:n_test]
+    if noise_multiplier is None and epsilon is None:
+        raise ValueError("give noise_multiplier= or epsilon=")
+    planned = epsilon if epsilon is not None else plan_epsilon(
+        noise_multiplier=noise_multiplier, batch_size=batch_size, n=len(train), epochs=epochs,
+        delta=delta)
+    budget_of(worker, dataset).charge(planned, delta, f"DP-SGD on {dataset} ({caller})")
+    result = fit_private(module_from_spec(spec), x[train], y[train], delta=delta,
+                         max_grad_norm=max_grad_norm, epochs=epochs, batch_size=batch_size,
+                         noise_multiplier=noise_multiplier, epsilon=epsilon, lr=lr, loss=loss,
+                         optimizer=optimizer, x_test=x[test], y_test=y[test])
+    return {"spec": module_to_spec(result.model), "history": result.history,
+            "epsilon": result.epsilon, "charged": planned,
+            "noise_multiplier": result.noise_multiplier}

@@ -5,16 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from IPython.core.error import UsageError
-from IPython.testing.globalipapp import get_ipython
 
 import ppdl_nb
-
-
-@pytest.fixture(scope="module")
-def ip():
-    shell = get_ipython()
-    shell.run_line_magic("load_ext", "ppdl_nb")
-    return shell
 
 
 def test_help_lists_subcommands(ip, capsys):

@@ -1,0 +1,136 @@
+"""Training subcommands: ``%%ppdl train dp`` and ``%ppdl tune dp``.
+
+The cell defines ``model`` and names the data (``data = (x, y)``, optionally
+``test = (x_test, y_test)``, ``loss = "cross_entropy"``, ``optimizer = "sgd"``); the
+options give the privacy parameters. The trained model, its history and the epsilon
+spent land in the namespace as ``<out>_model``, ``<out>_history``, ``<out>_epsilon``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+from IPython.core import magic_arguments
+from IPython.core.error import UsageError
+from IPython.display import clear_output, display
+
+from ppdl_nb.dp.fit import fit_private
+from ppdl_nb.viz.tuner import DPTuner
+from ppdl_nb.workers.modules import module_from_spec, module_to_spec
+from ppdl_nb.workers.party import local_party
+
+from .registry import subcommand
+
+ALGORITHMS = ("dp", "fl")
+
+
+def _live_plot(out: widgets.Output, history: list[dict[str, float]]) -> None:
+    with out:
+        clear_output(wait=True)
+        fig, ax = plt.subplots(figsize=(5, 2.6))
+        epochs = [r["epoch"] for r in history]
+        ax.plot(epochs, [r["loss"] for r in history], "o-", label="loss")
+        if "accuracy" in history[-1]:
+            ax.plot(epochs, [r["accuracy"] for r in history], "s-", label="accuracy")
+        ax.set_xlabel("epoch")
+        ax.legend()
+        ax.set_title(f"ε spent: {history[-1]['epsilon']:.3g}")
+        fig.tight_layout()
+        display(fig)
+        plt.close(fig)
+
+
+@subcommand("train", cell="cell")
+@magic_arguments.magic_arguments()
+@magic_arguments.argument("algorithm", choices=ALGORITHMS, help="dp (DP-SGD) or fl")
+@magic_arguments.argument("--epsilon", type=float, help="target epsilon (noise calibrated)")
+@magic_arguments.argument("--noise", type=float, help="noise multiplier sigma (instead)")
+@magic_arguments.argument("--delta", type=float, default=1e-5, help="delta (default 1e-5)")
+@magic_arguments.argument("--clip", type=float, default=1.0, help="max grad norm (default 1)")
+@magic_arguments.argument("--epochs", type=int, default=5)
+@magic_arguments.argument("--batch-size", type=int, default=64)
+@magic_arguments.argument("--lr", type=float, default=0.1)
+@magic_arguments.argument("--worker", metavar="NAME",
+                          help="train on this worker's dataset; its budget pays")
+@magic_arguments.argument("--dataset", metavar="NAME", help="the worker's dataset (with --worker)")
+@magic_arguments.argument("--out", default="dp", help="prefix of the results (default dp)")
+def train(shell: Any, args: Any, cell: str | None) -> None:
+    """Train the cell's model privately, with live progress; results land in the namespace."""
+    if args.algorithm == "fl":
+        raise UsageError("%%ppdl train fl is not available yet: use ppdl_nb.fl when it lands")
+    if (args.epsilon is None) == (args.noise is None):
+        raise UsageError("give exactly one of --epsilon (a target) or --noise (sigma)")
+    if not args.out.isidentifier():
+        raise UsageError(f"--out must be a name, not {args.out!r}")
+    result = shell.run_cell(cell)
+    if result.error_in_exec is not None:
+        return
+    ns = shell.user_ns
+    model = ns.get("model")
+    if model is None:
+        raise UsageError("the cell must define `model` (a torch.nn.Module)")
+    common = {"delta": args.delta, "max_grad_norm": args.clip, "epochs": args.epochs,
+              "batch_size": args.batch_size, "lr": args.lr,
+              "noise_multiplier": args.noise, "epsilon": args.epsilon,
+              "loss": ns.get("loss", "cross_entropy"), "optimizer": ns.get("optimizer", "sgd")}
+    progress = widgets.IntProgress(value=0, max=args.epochs, description="epochs")
+    plot = widgets.Output()
+    display(widgets.VBox([progress, plot]))
+    if args.worker:
+        if not args.dataset:
+            raise UsageError("--worker needs --dataset: the name of the worker's dataset")
+        worker = local_party().client_for(args.worker)
+        reply = worker.step("dp.fit", dataset=args.dataset, spec=module_to_spec(model), **common)
+        trained, history, eps = module_from_spec(reply["spec"]), reply["history"], reply[
+            "epsilon"]
+        progress.value = args.epochs
+        _live_plot(plot, history)
+    else:
+        data = ns.get("data")
+        if not (isinstance(data, tuple | list) and len(data) == 2):
+            raise UsageError("the cell must set `data = (x, y)` (or use --worker/--dataset)")
+        test = ns.get("test") or (None, None)
+        history: list[dict[str, float]] = []
+
+        def on_epoch(record: dict[str, float]) -> None:
+            history.append(record)
+            progress.value = int(record["epoch"])
+            _live_plot(plot, history)
+
+        run = fit_private(model, data[0], data[1], x_test=test[0], y_test=test[1],
+                          callback=on_epoch, **common)
+        trained, history, eps = run.model, run.history, run.epsilon
+    ns[f"{args.out}_model"], ns[f"{args.out}_history"] = trained, history
+    ns[f"{args.out}_epsilon"] = eps
+    print(f"trained {args.epochs} epochs privately: epsilon {eps:.3g} at delta {args.delta:g}; "
+          f"results in {args.out}_model, {args.out}_history, {args.out}_epsilon")
+
+
+@subcommand("tune")
+@magic_arguments.magic_arguments()
+@magic_arguments.argument("algorithm", choices=("dp",), help="what to tune (dp)")
+@magic_arguments.argument("--dataset", default="digits",
+                          choices=("digits", "breast_cancer", "mnist_5k"))
+@magic_arguments.argument("--out", default="tuner", help="variable for the tuner (default tuner)")
+def tune(shell: Any, args: Any, cell: str | None) -> DPTuner:
+    """Sliders for the privacy parameters: epsilon live, train, privacy-utility chart, audit."""
+    import torch
+
+    from ppdl_nb import datasets
+
+    loader = {"digits": datasets.load_digits, "breast_cancer": datasets.load_breast_cancer,
+              "mnist_5k": datasets.load_mnist_5k}[args.dataset]
+    d = loader()
+    n = int(len(d.x) * 0.8)
+    classes = int(d.y.max()) + 1
+    features = d.x.shape[1]
+
+    def model_fn() -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Linear(features, 64), torch.nn.ReLU(),
+                                   torch.nn.Linear(64, classes))
+
+    tuner = DPTuner(model_fn, (d.x[:n], d.y[:n], d.x[n:], d.y[n:]))
+    shell.user_ns[args.out] = tuner
+    return tuner

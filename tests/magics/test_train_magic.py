@@ -1,0 +1,50 @@
+"""%%ppdl train dp: local and on a worker whose budget pays; %ppdl tune dp."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.error import UsageError
+
+CELL = """
+import torch
+g = torch.Generator().manual_seed(0)
+x = torch.randn(256, 6, generator=g)
+y = (x[:, 1] > 0).long()
+model = torch.nn.Linear(6, 2)
+data = (x[:200], y[:200])
+test = (x[200:], y[200:])
+"""
+
+
+
+def test_train_dp_locally_leaves_results_in_the_namespace(ip, capsys):
+    ip.run_cell_magic("ppdl", "train dp --epsilon 1.5 --epochs 3 --batch-size 50 --lr 0.5", CELL)
+    assert "epsilon" in capsys.readouterr().out
+    assert ip.user_ns["dp_epsilon"] <= 1.5 + 1e-9
+    assert len(ip.user_ns["dp_history"]) == 3
+    assert ip.user_ns["dp_history"][-1]["accuracy"] > 0.6
+
+
+def test_train_dp_on_a_worker_charges_its_budget(ip, tmp_path, monkeypatch):
+    monkeypatch.setenv("PPDL_NB_STATE_DIR", str(tmp_path))
+    ip.run_cell("import ppdl_nb; clinic = ppdl_nb.VirtualWorker('clinic');"
+                "_ = clinic.step('dp.load', dataset='breast_cancer', epsilon=1.0, delta=1e-5)")
+    ip.run_cell_magic("ppdl", "train dp --worker clinic --dataset breast_cancer --epsilon 0.6 "
+                      "--epochs 2 --batch-size 64 --out remote", "model = torch.nn.Linear(30, 2)")
+    left = ip.user_ns["clinic"].step("dp.budget", dataset="breast_cancer")["remaining_epsilon"]
+    assert left == pytest.approx(0.4)
+    with pytest.raises(PermissionError, match="only \\(epsilon=0.4"):
+        ip.run_cell_magic("ppdl", "train dp --worker clinic --dataset breast_cancer "
+                          "--epsilon 0.6 --epochs 1", "model = torch.nn.Linear(30, 2)")
+
+
+@pytest.mark.parametrize("line", ["train dp --epochs 1", "train dp --epsilon 1 --noise 1",
+                                  "train xx --epsilon 1"])
+def test_train_mistakes_are_usage_errors(ip, line):
+    with pytest.raises(UsageError):
+        ip.run_cell_magic("ppdl", line, CELL)
+
+
+def test_tune_dp_makes_a_tuner(ip):
+    tuner = ip.run_line_magic("ppdl", "tune dp --dataset breast_cancer")
+    assert ip.user_ns["tuner"] is tuner and tuner.epsilon > 0
