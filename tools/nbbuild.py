@@ -3,7 +3,9 @@
     python tools/nbbuild.py notebooks/01_pointers.py
 
 The source ``.py`` file holds cells separated by ``# %%`` (code) and ``# %% [markdown]``
-lines; the notebook is written next to it with outputs, ready for ``pytest --nbval``.
+lines; ``# %% [ignore-output]`` marks a code cell whose output varies (random noise,
+timings) so nbval runs it without comparing. The notebook is written next to it with
+outputs, ready for ``pytest --nbval``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from nbclient import NotebookClient
 
 
 def parse(text: str) -> list:
-    cells, kind, lines = [], None, []
+    cells, kind, lines, tags = [], None, [], []
 
     def flush() -> None:
         if kind is None:
@@ -27,12 +29,16 @@ def parse(text: str) -> list:
                              for line in body.split("\n"))
             cells.append(nbformat.v4.new_markdown_cell(body))
         else:
-            cells.append(nbformat.v4.new_code_cell(body))
+            cell = nbformat.v4.new_code_cell(body)
+            if tags:
+                cell.metadata["tags"] = list(tags)
+            cells.append(cell)
 
     for line in text.split("\n"):
         if line.startswith("# %%"):
             flush()
             kind, lines = ("markdown" if "[markdown]" in line else "code"), []
+            tags = ["nbval-ignore-output"] if "[ignore-output]" in line else []
         else:
             lines.append(line)
     flush()

@@ -15,6 +15,7 @@ True
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,13 +61,18 @@ class FitResult:
                 f"{self.delta:g}, sigma {self.noise_multiplier:.3g}{acc})")
 
 
+def _sampling(batch_size: int, n: int) -> tuple[float, int]:
+    """Sampling rate and steps per epoch, exactly as :func:`make_private` sets them."""
+    steps_per_epoch = max(1, math.ceil(n / batch_size))
+    return 1 / steps_per_epoch, steps_per_epoch
+
+
 def plan_epsilon(*, noise_multiplier: float, batch_size: int, n: int, epochs: int,
                  delta: float, accountant: str = "rdp") -> float:
-    """Epsilon a run will spend (Poisson sampling, rate batch_size / n)."""
-    q = min(1.0, batch_size / n)
-    steps = max(1, round(epochs / q))
-    return epsilon_of(noise_multiplier=noise_multiplier, sample_rate=q, steps=steps,
-                      delta=delta, accountant=accountant)
+    """Epsilon a run of :func:`fit_private` will spend (Poisson sampling)."""
+    q, steps_per_epoch = _sampling(batch_size, n)
+    return epsilon_of(noise_multiplier=noise_multiplier, sample_rate=q,
+                      steps=epochs * steps_per_epoch, delta=delta, accountant=accountant)
 
 
 def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable
@@ -112,8 +118,7 @@ def fit_private(
     n = len(x)
     if not 0 < batch_size <= n:
         raise ValueError(f"batch_size must be in [1, {n}] (the data has {n} rows)")
-    q = batch_size / n
-    steps_per_epoch = max(1, round(1 / q))
+    q, steps_per_epoch = _sampling(batch_size, n)
     if noise_multiplier is None:
         noise_multiplier = noise_multiplier_for(target_epsilon=epsilon, sample_rate=q,
                                                 steps=epochs * steps_per_epoch, delta=delta,

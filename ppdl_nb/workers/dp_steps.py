@@ -27,7 +27,7 @@ from .handlers import stored_result
 from .messages import protocol_step
 from .worker import Worker
 
-__all__ = ["DATASETS", "attach_dataset", "budget_of", "state_dir"]
+__all__ = ["DATASETS", "attach_dataset", "budget_of", "state_dir", "state_root"]
 
 # Datasets a peer may ask a worker to load, by name. Files (CSV) are loaded by the owner
 # only (attach_dataset), never by a path a peer chose.
@@ -41,11 +41,22 @@ DATASETS: dict[str, Callable[[], Any]] = {
 QUERIES = {"count": queries.dp_count, "sum": queries.dp_sum, "mean": queries.dp_mean}
 
 
+def state_root() -> Path:
+    """``$PPDL_NB_STATE_DIR``, or a directory for this notebook session.
+
+    Kernel workers inherit the notebook's root, so their ledgers outlive a restart of the
+    worker; set ``PPDL_NB_STATE_DIR`` to keep them across notebook sessions too.
+    """
+    root = os.environ.get("PPDL_NB_STATE_DIR")
+    if not root:
+        root = os.path.join(tempfile.gettempdir(), f"ppdl_nb-{os.getuid()}", str(os.getpid()))
+        os.environ["PPDL_NB_STATE_DIR"] = root  # inherited by the workers this process starts
+    return Path(root)
+
+
 def state_dir(worker: Worker) -> Path:
     """Where the worker keeps state that must outlive a restart (its privacy ledgers)."""
-    root = os.environ.get("PPDL_NB_STATE_DIR") or os.path.join(tempfile.gettempdir(),
-                                                               f"ppdl_nb-{os.getuid()}")
-    path = Path(root) / worker.name
+    path = state_root() / worker.name
     path.mkdir(parents=True, exist_ok=True)
     return path
 
