@@ -43,6 +43,8 @@ class ChannelConnection(WorkerClient):
         self._alive = alive
 
     def _roundtrip(self, frames: list[Any], timeout: float | None) -> Sequence[Any]:
+        if self._alive is not None and not self._alive():
+            raise self._dead()
         try:
             return self.channel.request(frames, timeout=timeout or self.timeout)
         except TimeoutError as exc:

@@ -190,6 +190,7 @@ def test_owner_may_allow_a_requester(trio):
 
 # ---- lifetime ------------------------------------------------------------------------
 def test_store_returns_to_baseline_after_10000_pointers(alice):
+    gc.collect()  # earlier tests' pointers, on session-scoped kernel workers
     alice.flush()
     baseline = alice.info()["objects"]
     x = send(torch.ones(4), alice)

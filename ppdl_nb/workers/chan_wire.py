@@ -1,0 +1,226 @@
+"""Wire format of the encrypted channel: sealing a multipart message into ZeroMQ messages.
+
+A logical message (a list of opaque byte frames) travels as one *head* ZeroMQ message
+followed by zero or more *chunk* messages, each sent as its own ZeroMQ message so the
+receiver can decrypt chunk i while chunk i+1 is still on the wire (ZeroMQ delivers a
+multipart message only once it is complete, which would serialise encryption, transfer
+and decryption)::
+
+    head:  [prefix(kind, seq), AES-GCM(meta)]    meta = status, frame lengths, small frames
+    chunk: [prefix("C", seq, index), AES-GCM(slice of a large frame)]
+
+Frames up to ``INLINE_MAX`` bytes ride inside the head; larger ones are cut into
+``CHUNK`` byte pieces. Each direction has its own key; the nonce is ``seq || index``
+(index 0 is the head), never sent, so a nonce is used once per key as long as ``seq``
+only grows, which both ends enforce. The prefix is the AAD, so a chunk cannot be moved
+to another message or position, and a replayed or reordered message fails the sequence
+check or authentication.
+
+>>> import os
+>>> key = os.urandom(32)
+>>> msgs = seal(key, KIND_REQUEST, 7, [b"hi", bytes(3 * CHUNK)])
+>>> inbound = Inbound.open_head(key, msgs[0], max_bytes=1 << 30)
+>>> for m in msgs[1:]:
+...     inbound.add_chunk(m)
+>>> inbound.done, [len(f) for f in inbound.frames]
+(True, [2, 3145728])
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+__all__ = [
+    "CHUNK",
+    "INLINE_MAX",
+    "KIND_CHUNK",
+    "KIND_HELLO",
+    "KIND_REFUSED",
+    "KIND_REPLY",
+    "KIND_REQUEST",
+    "KIND_WELCOME",
+    "STATUS_ERROR",
+    "STATUS_OK",
+    "AuthError",
+    "Inbound",
+    "parse_prefix",
+    "prefix",
+    "seal",
+    "seal_iter",
+]
+
+CHUNK = 4 << 20
+INLINE_MAX = 1 << 14
+TAG = 16
+MAGIC = b"PPDL\x01"
+KIND_HELLO, KIND_WELCOME, KIND_REFUSED = b"H", b"W", b"X"
+KIND_REQUEST, KIND_REPLY, KIND_CHUNK = b"Q", b"R", b"C"
+STATUS_OK, STATUS_ERROR = 0, 1
+_PREFIX = struct.Struct(">5scQI")
+_COUNT = struct.Struct(">BII")  # status, frame count, chunk size
+_MIN_CHUNK, _MAX_CHUNK = 1 << 12, 1 << 28
+_LEN = struct.Struct(">Q")
+
+
+class AuthError(ValueError):
+    """A message failed authentication: tampered, replayed, misplaced or wrong key."""
+
+
+def prefix(kind: bytes, seq: int, index: int = 0) -> bytes:
+    """The cleartext (but authenticated) first frame of every channel message."""
+    return _PREFIX.pack(MAGIC, kind, seq, index)
+
+
+def parse_prefix(frame: bytes | memoryview) -> tuple[bytes, int, int]:
+    """``(kind, seq, index)`` of a prefix frame; ``ValueError`` if it is not one."""
+    if len(frame) != _PREFIX.size:
+        raise ValueError(f"not a ppdl-nb channel message (prefix of {len(frame)} bytes)")
+    magic, kind, seq, index = _PREFIX.unpack(frame)
+    if magic != MAGIC:
+        raise ValueError("not a ppdl-nb channel message, or another protocol version")
+    return kind, seq, index
+
+
+def _nonce(seq: int, index: int) -> bytes:
+    return struct.pack(">QI", seq, index)
+
+
+def _chunked(length: int) -> bool:
+    return length > INLINE_MAX
+
+
+def seal(
+    key: bytes | AESGCM,
+    kind: bytes,
+    seq: int,
+    frames: Sequence[bytes | bytearray | memoryview],
+    *,
+    status: int = STATUS_OK,
+) -> list[list[bytes]]:
+    """Encrypt ``frames`` as message ``seq``; return the ZeroMQ messages to send, in order.
+
+    Prefer :func:`seal_iter` for big messages: it yields each chunk as soon as it is
+    encrypted so sending overlaps encryption.
+    """
+    return list(seal_iter(key, kind, seq, frames, status=status))
+
+
+def seal_iter(
+    key: bytes | AESGCM,
+    kind: bytes,
+    seq: int,
+    frames: Sequence[bytes | bytearray | memoryview],
+    *,
+    status: int = STATUS_OK,
+    chunk: int | None = None,
+) -> Iterator[list[bytes]]:
+    """Generator form of :func:`seal` (head first, then each chunk when encrypted)."""
+    aead = key if isinstance(key, AESGCM) else AESGCM(key)
+    views = [memoryview(f).cast("B") for f in frames]
+    lengths = [v.nbytes for v in views]
+    chunk = chunk or CHUNK
+    meta = [_COUNT.pack(status, len(views), chunk)]
+    meta.extend(_LEN.pack(n) for n in lengths)
+    meta.extend(bytes(v) for v, n in zip(views, lengths, strict=True) if not _chunked(n))
+    head = prefix(kind, seq)
+    yield [head, aead.encrypt(_nonce(seq, 0), b"".join(meta), head)]
+    index = 0
+    for v, n in zip(views, lengths, strict=True):
+        if not _chunked(n):
+            continue
+        for start in range(0, n, chunk):
+            index += 1
+            p = prefix(KIND_CHUNK, seq, index)
+            yield [p, aead.encrypt(_nonce(seq, index), v[start : start + chunk], p)]
+
+
+class Inbound:
+    """A message being received: its head is opened, chunks are decrypted as they come.
+
+    Large frames are decrypted straight into preallocated buffers, returned as writable
+    ``memoryview`` s (no copy, no zero fill); small frames are ``bytes``. ``frames`` is complete once ``done`` is true.
+    """
+
+    __slots__ = ("_aead", "_plan", "done", "frames", "kind", "next_index", "seq", "status")
+
+    def __init__(self, aead: AESGCM, kind: bytes, seq: int, status: int,
+                 frames: list, plan: list[memoryview]) -> None:
+        self._aead = aead
+        self.kind, self.seq, self.status = kind, seq, status
+        self.frames = frames
+        self._plan = plan  # target slice for each chunk, in order
+        self.next_index = 1
+        self.done = not plan
+
+    @classmethod
+    def open_head(cls, key: bytes | AESGCM, msg: Sequence, *, max_bytes: int) -> Inbound:
+        """Authenticate and parse a head message; raise :class:`AuthError` or ``ValueError``."""
+        if len(msg) != 2:
+            raise ValueError(f"a message head has 2 frames, got {len(msg)}")
+        head, body = (_buf(m) for m in msg)
+        kind, seq, index = parse_prefix(head)
+        aead = key if isinstance(key, AESGCM) else AESGCM(key)
+        try:
+            meta = aead.decrypt(_nonce(seq, 0), body, head)
+        except InvalidTag:
+            raise AuthError(f"message {seq} failed authentication") from None
+        if index != 0:
+            raise ValueError("head with a chunk index")  # authenticated, so a sender bug
+        try:
+            status, count, chunk = _COUNT.unpack_from(meta)
+            pos = _COUNT.size
+            lengths = [_LEN.unpack_from(meta, pos + 8 * i)[0] for i in range(count)]
+        except struct.error:
+            raise ValueError(f"message {seq} has a truncated head") from None
+        pos += 8 * count
+        if not _MIN_CHUNK <= chunk <= _MAX_CHUNK:
+            raise ValueError(f"message {seq} has an invalid chunk size {chunk}")
+        if sum(lengths) > max_bytes:
+            raise ValueError(f"message of {sum(lengths)} bytes exceeds the limit of {max_bytes}")
+        frames: list = []
+        plan: list[memoryview] = []
+        view = memoryview(meta)
+        for n in lengths:
+            if _chunked(n):
+                mv = memoryview(np.empty(n, dtype=np.uint8)).cast("B")  # no zero fill
+                plan.extend(mv[s : s + chunk] for s in range(0, n, chunk))
+                frames.append(mv)
+            else:
+                frames.append(bytes(view[pos : pos + n]))
+                pos += n
+        if pos != len(meta):
+            raise ValueError("message head has trailing bytes")
+        return cls(aead, kind, seq, status, frames, plan)
+
+    def add_chunk(self, msg: Sequence) -> None:
+        """Decrypt the next chunk in place; :class:`AuthError` if it is not the expected one."""
+        if self.done:
+            raise ValueError(f"message {self.seq} is already complete")
+        if len(msg) != 2:
+            raise ValueError(f"a chunk has 2 frames, got {len(msg)}")
+        head, body = (_buf(m) for m in msg)
+        kind, seq, index = parse_prefix(head)
+        if kind != KIND_CHUNK or seq != self.seq or index != self.next_index:
+            raise AuthError(
+                f"expected chunk {self.next_index} of message {self.seq}, "
+                f"got {kind!r} {index} of message {seq}"
+            )
+        target = self._plan[index - 1]
+        if len(body) != target.nbytes + TAG:
+            raise AuthError(f"chunk {index} of message {seq} has the wrong size")
+        try:
+            self._aead.decrypt_into(_nonce(seq, index), body, head, target)
+        except InvalidTag:
+            raise AuthError(f"chunk {index} of message {seq} failed authentication") from None
+        self.next_index += 1
+        self.done = self.next_index > len(self._plan)
+
+
+def _buf(m) -> bytes | memoryview:
+    """bytes or a zmq.Frame's buffer."""
+    return m if isinstance(m, bytes | memoryview) else m.buffer

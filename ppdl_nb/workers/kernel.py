@@ -1,0 +1,365 @@
+"""Workers as separate Jupyter kernels: real processes that own their data.
+
+``launch("alice", "bob")`` starts one ipykernel per worker (``ipc`` transport, output to
+a log file, killed with the notebook), runs the worker runtime in each, connects the
+notebook to each over an encrypted channel keyed by the worker's own key pair, and
+introduces the workers to each other. The kernel's shell stays available, so
+``%%ppdl on alice`` can run a cell inside alice (unless alice was started with
+``inspect=False``).
+
+>>> # with ppdl_nb.launch("alice", "bob") as (alice, bob):
+>>> #     x = ppdl_nb.send(torch.ones(3), alice)
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import queue
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from jupyter_client import KernelManager
+from jupyter_client.kernelspec import KernelSpecManager
+
+from ..errors import WorkerUnavailableError
+from .channel import ChannelClient
+from .keys import KeyPair
+from .party import local_party
+from .runtime import DEFAULT_TIMEOUT, ChannelConnection
+
+__all__ = ["KernelProcess", "KernelWorker", "WorkerGroup", "launch"]
+
+_NOTEBOOK_KEYS: KeyPair | None = None
+_LAUNCHED: weakref.WeakSet[KernelProcess] = weakref.WeakSet()
+_RUN_DIR: str | None = None
+SPEC_NAME = "ppdl-worker"
+
+
+def notebook_keys() -> KeyPair:
+    """The notebook's key pair (one per process; only its public half is ever sent)."""
+    global _NOTEBOOK_KEYS
+    if _NOTEBOOK_KEYS is None:
+        _NOTEBOOK_KEYS = KeyPair.generate()
+    return _NOTEBOOK_KEYS
+
+
+def _run_dir() -> str:
+    global _RUN_DIR
+    if _RUN_DIR is None:
+        _RUN_DIR = tempfile.mkdtemp(prefix="ppdl-kernels-")
+        spec = os.path.join(_RUN_DIR, "kernels", SPEC_NAME)
+        os.makedirs(spec)
+        with open(os.path.join(spec, "kernel.json"), "w") as f:
+            json.dump({"argv": [sys.executable, "-m", "ppdl_nb.workers.kernel_boot", "-f",
+                                "{connection_file}", "--HistoryManager.enabled=False",
+                                "--IPKernelApp.matplotlib=inline"],
+                       "display_name": "ppdl worker", "language": "python"}, f)
+        atexit.register(shutil.rmtree, _RUN_DIR, True)
+    return _RUN_DIR
+
+
+def _process_running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (a killed child not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel manager only
+        return True
+
+
+@dataclass
+class ExecResult:
+    """What running code inside a worker kernel printed, showed and raised."""
+
+    status: str
+    stdout: str
+    stderr: str
+    display: list[str]
+    error: str
+
+    def show(self) -> None:
+        if self.stdout:
+            print(self.stdout, end="")
+        for text in self.display:
+            print(text)
+        if self.stderr:
+            print(self.stderr, end="", file=sys.stderr)
+
+
+class KernelProcess:
+    """One ipykernel process: start, run code in it, watch it, stop it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.log_path = os.path.join(_run_dir(), f"{name}.log")
+        self.km: KernelManager | None = None
+        self.kc: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        provisioner = getattr(self.km, "provisioner", None)
+        process = getattr(provisioner, "process", None)
+        return getattr(process, "pid", None)
+
+    def spawn(self) -> None:
+        """Start the process (call from a long-lived thread: see kernel_boot)."""
+        ksm = KernelSpecManager(kernel_dirs=[os.path.join(_run_dir(), "kernels")])
+        self.km = KernelManager(kernel_name=SPEC_NAME, kernel_spec_manager=ksm,
+                                transport="ipc", ip=os.path.join(_run_dir(), self.name))
+        env = dict(os.environ)
+        from .dp_steps import state_root
+
+        env.update(PPDL_NB_PARENT_PID=str(os.getpid()), PPDL_NB_STATE_DIR=str(state_root()),
+                   PYDEVD_DISABLE_FILE_VALIDATION="1")
+        log = open(self.log_path, "ab")  # noqa: SIM115  (the child holds it)
+        try:
+            self.km.start_kernel(stdout=log, stderr=log, env=env)
+        finally:
+            log.close()
+        _LAUNCHED.add(self)
+
+    def wait_ready(self, timeout: float) -> None:
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        try:
+            self.kc.wait_for_ready(timeout=timeout)
+        except RuntimeError as exc:
+            raise WorkerUnavailableError(
+                f"worker kernel {self.name} did not start in {timeout:g} s ({exc}); its log "
+                f"is {self.log_path}"
+            ) from None
+
+    def is_alive(self) -> bool:
+        pid = self.pid
+        if self.km is None or pid is None or not _process_running(pid):
+            return False
+        return self.km.is_alive()
+
+    def execute(self, code: str, *, timeout: float = 60.0) -> ExecResult:
+        """Run ``code`` in the kernel's shell; collect what it prints and raises."""
+        if not self.is_alive():
+            raise WorkerUnavailableError(f"worker kernel {self.name} is not running")
+        out: dict[str, Any] = {"stdout": [], "stderr": [], "display": [], "error": ""}
+
+        def hook(msg: dict[str, Any]) -> None:
+            kind, content = msg["header"]["msg_type"], msg["content"]
+            if kind == "stream":
+                out[content["name"]].append(content["text"])
+            elif kind in ("execute_result", "display_data"):
+                out["display"].append(content["data"].get("text/plain", ""))
+            elif kind == "error":
+                out["error"] = "\n".join(content.get("traceback", []))
+
+        with self._lock:
+            try:
+                reply = self.kc.execute_interactive(code, timeout=timeout, output_hook=hook,
+                                                    allow_stdin=False, store_history=False)
+            except TimeoutError:
+                raise TimeoutError(f"code in worker {self.name} ran over {timeout:g} s") from None
+        return ExecResult(reply["content"]["status"], "".join(out["stdout"]),
+                          "".join(out["stderr"]), out["display"], out["error"])
+
+    def kill(self) -> None:
+        """Kill the process (and its process group) at once, as a crash would."""
+        pid = self.pid
+        if pid is not None:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def shutdown(self) -> None:
+        if self.kc is not None:
+            self.kc.stop_channels()
+            self.kc = None
+        if self.km is not None:
+            pid = self.pid
+            try:
+                if self.km.is_alive():
+                    self.km.shutdown_kernel(now=True)
+            except Exception:
+                pass
+            if pid is not None:
+                try:
+                    os.killpg(pid, signal.SIGKILL)  # anything the kernel started, too
+                except (ProcessLookupError, PermissionError):
+                    pass
+            self.km.cleanup_resources()
+        _LAUNCHED.discard(self)
+
+
+BOOT = """
+import json as _json
+import ppdl_nb.workers.runtime as _ppdl_runtime
+_ppdl_info = _ppdl_runtime.start({name!r}, {key!r}, inspect={inspect!r})
+print("PPDL-READY " + _json.dumps(_ppdl_info))
+"""
+LOCK_SHELL = """
+def _ppdl_refuse(lines):
+    return ["raise PermissionError('worker {name} was started with inspection off: it does "
+            "not run code sent to its shell')\\n"]
+get_ipython().input_transformers_post.append(_ppdl_refuse)
+"""
+
+
+class KernelWorker(ChannelConnection):
+    """The notebook's handle on a worker running in its own kernel process."""
+
+    kind = "kernel"
+
+    def __init__(self, name: str, *, inspect: bool = True, timeout: float = DEFAULT_TIMEOUT,
+                 process: KernelProcess | None = None) -> None:
+        self.process = process or KernelProcess(name)
+        self.inspect = inspect
+        self.group: WorkerGroup | None = None
+        self._stopped = False
+        super().__init__(name, None, caller="me", context=local_party(), timeout=timeout,
+                         alive=self.process.is_alive)
+
+    @property
+    def pid(self) -> int | None:  # type: ignore[override]
+        return self.process.pid
+
+    def _boot(self, timeout: float) -> None:
+        self.process.wait_ready(timeout)
+        keys = notebook_keys()
+        result = self.process.execute(BOOT.format(name=self.name, key=keys.public_hex,
+                                                  inspect=self.inspect), timeout=timeout)
+        line = next((ln for ln in result.stdout.splitlines() if ln.startswith("PPDL-READY ")),
+                    None)
+        if result.status != "ok" or line is None:
+            raise WorkerUnavailableError(f"worker {self.name} failed to start its runtime:\n"
+                                         f"{result.error or result.stdout}")
+        info = json.loads(line.removeprefix("PPDL-READY "))
+        if not self.inspect:
+            self.process.execute(LOCK_SHELL.format(name=self.name), timeout=timeout)
+        self.endpoint, self.public_key = info["endpoint"], info["public_key"]
+        self.channel = ChannelClient(keys, self.endpoint, self.public_key, "me", peer=self.name)
+        self._stopped = False
+        local_party().register(self)
+
+    def status(self) -> str:
+        if self._stopped:
+            return "shut down"
+        return "running" if self.process.is_alive() else "dead"
+
+    def execute(self, code: str, *, timeout: float = 60.0) -> ExecResult:
+        """Run a cell inside this worker (what ``%%ppdl on`` does)."""
+        if not self.inspect:
+            raise PermissionError(f"worker {self.name} was started with inspect=False: its "
+                                  "shell is not open to the notebook")
+        return self.process.execute(code, timeout=timeout)
+
+    def shutdown(self) -> None:
+        """Stop the worker process; everything it held is gone."""
+        if self.channel is not None:
+            self.channel.close()
+        self.process.shutdown()
+        self._stopped = True
+
+    def restart(self, *, timeout: float = 60.0) -> None:
+        """A fresh worker process under the same name (its privacy ledgers survive)."""
+        self.shutdown()
+        self.process = KernelProcess(self.name)
+        self._alive = self.process.is_alive
+        self.process.spawn()
+        self._boot(timeout)
+        if self.group is not None:
+            self.group.introduce()
+
+
+class WorkerGroup(tuple):
+    """The workers of one launch: a tuple, a context manager, and their introducer."""
+
+    def __new__(cls, workers: list[KernelWorker]) -> WorkerGroup:
+        return super().__new__(cls, workers)
+
+    def __init__(self, workers: list[KernelWorker]) -> None:
+        for w in workers:
+            w.group = self
+
+    def introduce(self) -> None:
+        """Tell every worker the others' endpoints and public keys."""
+        running = [w for w in self if w.status() == "running"]
+        peers = {w.name: [w.endpoint, w.public_key] for w in running}
+        for w in running:
+            w.request({"kind": "peers", "peers": peers})
+
+    def shutdown(self) -> None:
+        for w in self:
+            w.shutdown()
+
+    def __enter__(self) -> WorkerGroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def by_name(self) -> dict[str, KernelWorker]:
+        return {w.name: w for w in self}
+
+    def __iter__(self) -> Iterator[KernelWorker]:
+        return super().__iter__()
+
+
+def launch(*names: str, inspect: bool = True, timeout: float = 90.0) -> WorkerGroup:
+    """Start one kernel worker per name, in parallel; returns them as a :class:`WorkerGroup`."""
+    if not names:
+        raise ValueError("launch() needs at least one worker name, e.g. launch('alice', 'bob')")
+    for name in names:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"worker name {name!r} must be a Python identifier")
+    if len(set(names)) != len(names):
+        raise ValueError(f"worker names must differ: {names}")
+    workers = [KernelWorker(n, inspect=inspect) for n in names]
+    for w in workers:  # spawn from this (long-lived) thread: see kernel_boot
+        w.process.spawn()
+    errors: queue.Queue[BaseException] = queue.Queue()
+
+    def boot(w: KernelWorker) -> None:
+        try:
+            w._boot(timeout)
+        except BaseException as exc:
+            errors.put(exc)
+
+    threads = [threading.Thread(target=boot, args=(w,), daemon=True) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if not errors.empty():
+        for w in workers:
+            w.shutdown()
+        raise errors.get()
+    group = WorkerGroup(workers)
+    group.introduce()
+    return group
+
+
+@atexit.register
+def _shutdown_all() -> None:
+    for process in list(_LAUNCHED):
+        process.shutdown()
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until true or ``timeout``; for process-table checks."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

@@ -1,0 +1,108 @@
+"""Kernel workers as processes: start, inspect, crash, restart, shut down, no orphans."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import ppdl_nb
+from ppdl_nb.errors import WorkerUnavailableError
+from ppdl_nb.workers.kernel import launch, wait_until
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"  # a zombie is dead
+    except FileNotFoundError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def pair():
+    group = launch("kw_a", "kw_b")
+    yield group
+    group.shutdown()
+
+
+def test_workers_are_separate_processes_and_data_lives_there(pair):
+    a, b = pair
+    assert a.pid != os.getpid() and a.pid != b.pid and alive(a.pid)
+    x = ppdl_nb.send(torch.arange(4.0), a)
+    inside = a.execute("from ppdl_nb.workers.runtime import current\n"
+                       "w = current()\nprint(w.name, len(w.store))")
+    assert inside.status == "ok" and inside.stdout.startswith("kw_a")
+    assert "WARNING" not in inside.stdout + inside.stderr  # no TCP-encryption warning
+    torch.testing.assert_close((x + 1).get(), torch.arange(4.0) + 1)
+
+
+def test_move_goes_between_workers_over_their_own_channel(pair):
+    a, b = pair
+    x = ppdl_nb.send(torch.ones(1000), a)
+    before = a.bytes_received + a.bytes_sent
+    x.move(b)
+    assert a.bytes_received + a.bytes_sent - before < 2000  # 4 KB went a -> b, not via us
+    assert x.location is b
+
+
+def test_a_killed_worker_gives_a_clear_error_and_restarts():
+    (c,) = launch("kw_c")
+    try:
+        pid = c.pid
+        c.process.kill()
+        assert wait_until(lambda: not alive(pid), 10)
+        start = time.monotonic()
+        with pytest.raises(WorkerUnavailableError, match="kw_c is not running"):
+            c.ping()
+        assert time.monotonic() - start < 5
+        assert c.status() == "dead"
+        c.restart()
+        assert c.status() == "running" and c.ping() == "pong" and c.pid != pid
+    finally:
+        c.shutdown()
+    assert wait_until(lambda: not alive(c.pid or 0), 10)
+
+
+def test_inspection_off_is_refused_by_the_kernel_itself():
+    (d,) = launch("kw_d", inspect=False)
+    try:
+        with pytest.raises(PermissionError, match="inspect=False"):
+            d.execute("print(1)")
+        sneaky = d.process.execute("print('ran')")  # bypassing the notebook-side check
+        assert sneaky.status == "error" and "inspection off" in sneaky.error
+        assert d.ping() == "pong"  # the protocol still works
+    finally:
+        d.shutdown()
+
+
+CRASHING_NOTEBOOK = """
+import os, sys
+from ppdl_nb.workers.kernel import launch
+group = launch("orphan_a", "orphan_b")
+print(" ".join(str(w.pid) for w in group), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_no_orphans_after_the_notebook_process_is_killed():
+    proc = subprocess.Popen([sys.executable, "-c", CRASHING_NOTEBOOK], stdout=subprocess.PIPE,
+                            stdin=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 2 and all(alive(p) for p in pids)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert wait_until(lambda: not any(alive(p) for p in pids), 15), "orphan worker kernels"
+
+
+def test_shutdown_leaves_no_process():
+    group = launch("kw_e")
+    pid = group[0].pid
+    group.shutdown()
+    assert wait_until(lambda: not alive(pid), 10)
