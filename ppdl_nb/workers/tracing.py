@@ -43,8 +43,8 @@ def record(src: str, dst: str, kind: str, nbytes: int, reply_bytes: int,
     """Note one request/reply pair in every active recorder (cheap when none is)."""
     if not _ACTIVE:
         return
-    rec = {"t": time.time() if sent_at is None else sent_at, "src": src, "dst": dst, "kind": kind, "bytes": nbytes,
-           "reply_bytes": reply_bytes, "round": current_round()}
+    rec = {"t": time.time() if sent_at is None else sent_at, "src": src, "dst": dst,
+           "kind": kind, "bytes": nbytes, "reply_bytes": reply_bytes, "round": current_round()}
     for r in list(_ACTIVE):
         r.add(rec)
 
