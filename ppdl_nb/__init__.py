@@ -22,10 +22,20 @@ from .tensors.fixed import FixedPrecisionTensor, fix_precision, share
 from .tensors.pointer import ModulePointer, PointerTensor, send
 from .tensors.shared import SharedTensor
 from .viz.trace import trace
-from .workers import handlers as _handlers  # noqa: F401  (registers the message vocabulary)
 from .workers import dp_steps as _dp_steps  # noqa: F401  (registers the DP steps)
+from .workers import handlers as _handlers  # noqa: F401  (registers the message vocabulary)
 from .workers import mpc_steps as _mpc_steps  # noqa: F401  (registers the SPDZ steps)
 from .workers.virtual import VirtualWorker
+
+
+def launch(*names: str, inspect: bool = True, timeout: float = 90.0) -> Any:
+    """Start workers as separate Jupyter kernels (a context manager and a tuple).
+
+    >>> # with ppdl_nb.launch("alice", "bob") as (alice, bob): ...
+    """
+    from .workers.kernel import launch as _launch
+
+    return _launch(*names, inspect=inspect, timeout=timeout)
 
 __version__ = "0.1.0"
 
@@ -39,6 +49,7 @@ __all__ = [
     "WorkerUnavailableError",
     "chain_of",
     "fix_precision",
+    "launch",
     "send",
     "share",
     "trace",

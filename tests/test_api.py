@@ -17,6 +17,7 @@ PINNED = [
     "WorkerUnavailableError",
     "chain_of",
     "fix_precision",
+    "launch",
     "send",
     "share",
     "trace",

@@ -27,7 +27,7 @@ from ..workers.codec import Ref
 from ..workers.modules import RebuiltModule, module_from_spec, module_to_spec
 from ..workers.ops import op_name
 
-__all__ = ["ModulePointer", "Pointer", "PointerTensor", "send"]
+__all__ = ["ModulePointer", "Pointer", "PointerTensor", "pointer_to", "send"]
 
 _local_ids = itertools.count(1)
 
@@ -306,3 +306,13 @@ def _pointer_from_wire(payload: Any, context: Any) -> PointerTensor:
 
 
 codec.register_type(16, PointerTensor, _pointer_to_wire, _pointer_from_wire)
+
+
+def pointer_to(worker: Any, name: str) -> Pointer:
+    """A pointer to data the worker's owner published under ``name``.
+
+    The owner keeps the object: dropping this pointer does not delete it.
+    """
+    ptr = _wrap(worker, worker.request({"kind": "lookup", "name": name}), worker.context)
+    ptr.disown()
+    return ptr

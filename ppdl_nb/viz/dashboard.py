@@ -65,6 +65,7 @@ class WorkerDashboard:
     def _row(self, worker: Any) -> list[widgets.Widget]:
         labels = [widgets.Label(worker.name), widgets.Label(worker.kind)]
         labels += [widgets.Label("") for _ in range(6)]
+        labels[3].add_class(f"ppdl-status-{worker.name}")
         restart = widgets.Button(description="Restart", button_style="warning",
                                  layout=widgets.Layout(width="auto"))
         stop = widgets.Button(description="Shut down", button_style="danger",

@@ -54,6 +54,7 @@ _BIG = 1 << 16  # frames above this are handed to zmq without a copy
 _HWM = 256  # messages (chunks are 1 MiB): bounds memory, gives back-pressure
 _MAX_SESSIONS = 1024
 _POLL_MS = 50
+_ALIVE_POLL_MS = 200
 
 _ctx_lock = threading.Lock()
 _ctx: tuple[int, zmq.Context] | None = None
@@ -342,6 +343,7 @@ class ChannelClient:
         self._session: _Session | None = None
         self._seq = 0
         self._closed = False
+        self.alive: Callable[[], bool] | None = None  # set by owners of the peer's process
 
     def connect(self, timeout: float = 10.0) -> None:
         """Handshake now (instead of on the first request); raises like :meth:`request`."""
@@ -410,9 +412,13 @@ class ChannelClient:
     def _recv(self, deadline: float, timeout: float) -> list:
         while True:
             left = _ms_left(deadline)
-            if left <= 0 or not self._sock.poll(left):
+            if left <= 0:
                 raise self._timeout(timeout)
-            return self._sock.recv_multipart(copy=False)
+            # wake up now and then to notice a peer process that died mid-request
+            if self._sock.poll(min(left, _ALIVE_POLL_MS) if self.alive else left):
+                return self._sock.recv_multipart(copy=False)
+            if self.alive is not None and not self.alive():
+                raise ConnectionError(f"{self.peer} died while handling a request")
 
     def _ensure(self, deadline: float, timeout: float) -> _Session:
         if self._session is not None:

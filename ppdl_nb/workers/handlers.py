@@ -79,6 +79,17 @@ def _describe(worker: Worker, msg: dict, caller: str) -> dict:
     return describe(entry.obj, private=entry.private)
 
 
+@message("lookup", name=str)
+def _lookup(worker: Worker, msg: dict, caller: str) -> dict:
+    """Find an object the owner published by name (its id and metadata, not its value)."""
+    obj_id = worker.names.get(msg["name"])
+    if obj_id is None or obj_id not in worker.store:
+        raise KeyError(f"{worker.name} has published no object named {msg['name']!r} "
+                       f"(published: {sorted(worker.names)})")
+    entry = worker.store.entry(obj_id)
+    return {"id": obj_id, "meta": describe(entry.obj, private=entry.private)}
+
+
 @message("delete", ids=list)
 def _delete(worker: Worker, msg: dict, caller: str) -> int:
     return worker.store.delete(i for i in msg["ids"] if type(i) is int)

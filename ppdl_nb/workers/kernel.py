@@ -248,6 +248,7 @@ class KernelWorker(ChannelConnection):
             self.process.execute(LOCK_SHELL.format(name=self.name), timeout=timeout)
         self.endpoint, self.public_key = info["endpoint"], info["public_key"]
         self.channel = ChannelClient(keys, self.endpoint, self.public_key, "me", peer=self.name)
+        self.channel.alive = self.process.is_alive
         self._stopped = False
         local_party().register(self)
 

@@ -96,15 +96,20 @@ class Worker:
         self._connect = connect
         self._lock = threading.RLock()
         self.state: dict[str, Any] = {}  # per-protocol state (budgets, seeds), keyed by layer
+        self.names: dict[str, int] = {}  # objects the owner published by name
 
     def __repr__(self) -> str:
         return f"<Worker {self.name}: {len(self.store)} objects>"
 
     # ---- the owner's side (code running on this worker) -------------------------------
-    def put(self, obj: Any, *, private: bool = False, allow: Iterable[str] = ()) -> int:
-        """Store ``obj`` as the owner; returns its id."""
+    def put(self, obj: Any, *, private: bool = False, allow: Iterable[str] = (),
+            name: str | None = None) -> int:
+        """Store ``obj`` as the owner; returns its id. A ``name`` lets others find it."""
         with self._lock:
-            return self.store.put(obj, private=private, allow=allow)
+            obj_id = self.store.put(obj, private=private, allow=allow)
+            if name is not None:
+                self.names[name] = obj_id
+            return obj_id
 
     def release(self, obj_id: int, *, to: Iterable[str] | str) -> None:
         """As the owner, let ``to`` fetch object ``obj_id``."""

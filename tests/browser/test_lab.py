@@ -23,6 +23,17 @@ NOTEBOOK = "02_kernels.ipynb"
 ARTIFACTS = REPO / "artifacts"
 
 
+STATUS_JS = """([name, want]) => {
+  const cell = document.querySelector('.ppdl-dashboard .ppdl-status-' + name);
+  const text = cell ? cell.innerText.trim() : null;
+  return want === undefined ? text : text === want;
+}"""
+
+
+def _status(page, name: str) -> str:
+    return page.evaluate(STATUS_JS, [name])
+
+
 def _cleared_copy(src: Path, dst: Path) -> None:
     nb = json.loads(src.read_text())
     for cell in nb["cells"]:
@@ -54,11 +65,11 @@ def test_tutorial_runs_in_jupyterlab_with_dashboard_and_chain(tmp_path):
             chain = page.locator(".jp-RenderedSVG img[src*='ppdl-link']").first
             chain.wait_for(state="visible", timeout=180_000)
             page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=180_000)
-            assert "charlie" in dashboard.inner_text()
+            # the live view catches up with charlie's restart within its refresh interval
+            page.wait_for_function(STATUS_JS, arg=["charlie", "running"], timeout=30_000)
             page.locator(".ppdl-shutdown-charlie").first.click()
-            page.wait_for_function(
-                "() => [...document.querySelectorAll('.ppdl-dashboard')].some("
-                "d => d.innerText.includes('shut down'))", timeout=60_000)
+            page.wait_for_function(STATUS_JS, arg=["charlie", "shut down"], timeout=60_000)
+            assert _status(page, "alice") == "running"  # only charlie was touched
             dashboard.scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / "lab-dashboard.png"), full_page=False)
             errors = page.locator(".jp-OutputArea-output[data-mime-type="

@@ -52,7 +52,7 @@ def malformed(draw):
         kind = draw(st.text(max_size=10).filter(lambda k: k not in _handlers.__dict__
                                                 and k not in ("store", "fetch", "delete",
                                                               "call", "send", "info", "step",
-                                                              "ping", "describe",
+                                                              "ping", "describe", "lookup", "trace", "peers",
                                                               "store_module")))
         return codec.encode({"kind": kind})
     if case == 6:  # unknown op

@@ -106,3 +106,19 @@ def test_shutdown_leaves_no_process():
     pid = group[0].pid
     group.shutdown()
     assert wait_until(lambda: not alive(pid), 10)
+
+
+def test_a_worker_dying_mid_request_is_noticed_without_waiting_for_the_timeout():
+    import threading
+
+    (f,) = launch("kw_f")
+    try:
+        big = ppdl_nb.send(torch.randn(2500, 2500), f)
+        threading.Timer(0.3, f.process.kill).start()
+        start = time.monotonic()
+        with pytest.raises(WorkerUnavailableError, match="kw_f"):
+            for _ in range(20):  # each product takes about a second
+                big = big @ big
+        assert time.monotonic() - start < 10
+    finally:
+        f.shutdown()
