@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from ppdl_nb.workers import codec
 from ppdl_nb.workers import handlers as _handlers  # noqa: F401
 from ppdl_nb.workers.codec import Ref
+from ppdl_nb.workers.messages import HANDLERS
 from ppdl_nb.workers.worker import Worker
 
 BATCH = 50
@@ -49,11 +50,7 @@ def malformed(draw):
     if case == 4:  # oversized (the fuzzed worker's limit is 1 MiB)
         return codec.encode({"kind": "store", "obj": torch.zeros(300_000)})
     if case == 5:  # unknown kind
-        kind = draw(st.text(max_size=10).filter(lambda k: k not in _handlers.__dict__
-                                                and k not in ("store", "fetch", "delete",
-                                                              "call", "send", "info", "step",
-                                                              "ping", "describe", "lookup", "trace", "peers",
-                                                              "store_module")))
+        kind = draw(st.text(max_size=10).filter(lambda k: k not in HANDLERS))
         return codec.encode({"kind": kind})
     if case == 6:  # unknown op
         fn = draw(st.sampled_from(["os.system", "builtins.eval", "torch.load", "__import__",
