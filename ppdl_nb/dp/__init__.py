@@ -1,30 +1,64 @@
-"""Differential privacy: DP-SGD, accounting, mechanisms and budgets.
+"""Differential privacy: DP-SGD, accounting, mechanisms, budgets, PATE, TopAgg, audits.
 
->>> from ppdl_nb.dp import make_private, epsilon
+DP-SGD wraps your objects instead of patching them::
+
+    module, optimizer, loader = make_private(module=model, optimizer=opt, data_loader=dl,
+                                             noise_multiplier=1.1, max_grad_norm=1.0)
+
+>>> from ppdl_nb.dp import epsilon
 >>> round(epsilon(noise_multiplier=1.1, sample_rate=256 / 60000, steps=14100, delta=1e-5), 2)
 2.6
+
+Submodules: ``accounting``, ``engine`` (make_private), ``private_module``,
+``grad_rules`` (per-layer norm registry), ``optimizer``, ``data`` (Poisson
+sampling), ``noise`` (secure seeding), ``mechanisms``, ``budget``, ``queries``,
+``glm`` (DP linear / logistic regression), ``pate``, ``topagg``, ``audit``.
 """
 
 from __future__ import annotations
 
 from .accounting import Accountant, epsilon, noise_multiplier_for
+from .audit import AttackResult, loss_threshold_attack, shadow_model_attack
+from .budget import PrivacyBudget
 from .data import PoissonLoader
 from .engine import PrivateTraining, make_private, make_private_with_epsilon
+from .glm import fit_glm
+from .grad_rules import register_grad_rule
+from .mechanisms import gaussian_mechanism, laplace_mechanism
 from .noise import fixed_seed
 from .optimizer import DPOptimizer
+from .pate import noisy_max, pate_epsilon, train_teachers
 from .private_module import PrivateModule
-from .validate import validate
+from .queries import dp_count, dp_mean, dp_sum
+from .topagg import TopAgg
+from .validate import register_validator, validate
 
 __all__ = [
     "Accountant",
+    "AttackResult",
     "DPOptimizer",
     "PoissonLoader",
+    "PrivacyBudget",
     "PrivateModule",
     "PrivateTraining",
+    "TopAgg",
+    "dp_count",
+    "dp_mean",
+    "dp_sum",
     "epsilon",
+    "fit_glm",
     "fixed_seed",
+    "gaussian_mechanism",
+    "laplace_mechanism",
+    "loss_threshold_attack",
     "make_private",
     "make_private_with_epsilon",
     "noise_multiplier_for",
+    "noisy_max",
+    "pate_epsilon",
+    "register_grad_rule",
+    "register_validator",
+    "shadow_model_attack",
+    "train_teachers",
     "validate",
 ]

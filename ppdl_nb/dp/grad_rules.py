@@ -48,10 +48,11 @@ class LayerTrace:
     activations: list[torch.Tensor] = field(default_factory=list)
     grads: list[torch.Tensor | None] = field(default_factory=list)
     cache: dict[str, Any] = field(default_factory=dict)
+    rule: Any = None  # the GradRule for ``module`` (looked up once)
 
     def pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(input, output grad) of each use whose gradient arrived."""
-        return [(a, g) for a, g in zip(self.activations, self.grads) if g is not None]
+        return [(a, g) for a, g in zip(self.activations, self.grads, strict=True) if g is not None]
 
 
 class GradRule(Protocol):
@@ -124,6 +125,9 @@ class LinearRule:
 
     def norms2(self, trace: LayerTrace) -> torch.Tensor:
         a, g = self._ag(trace)
+        if a.shape[1] == 1 and "weight" in trace.params:  # |g|^2 |a|^2 (+ |g|^2 for bias)
+            gn2, an2 = _sq_norms(g), _sq_norms(a)
+            return gn2 * (an2 + 1) if "bias" in trace.params else gn2 * an2
         out = torch.zeros(a.shape[0], dtype=g.dtype, device=g.device)
         if "weight" in trace.params:
             out = out + _outer_norms2(a, g)

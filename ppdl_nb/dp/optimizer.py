@@ -80,6 +80,7 @@ class DPOptimizer(Optimizer):
         self.expected_batch_size = float(expected_batch_size)
         self.sample_rate = float(sample_rate)
         self.accountant = accountant if accountant is not None else Accountant()
+        self._noise: torch.Tensor | None = None  # reused buffer: no page faults per step
 
     def __repr__(self) -> str:
         return (
@@ -99,17 +100,28 @@ class DPOptimizer(Optimizer):
                 "DPOptimizer.step() found no recorded gradients: call the private module "
                 "in train mode and loss.backward() before step(), once per batch."
             )
-        sums = self.module.clipped_grad_sum(self.max_grad_norm)
-        gen = generator()
-        std = self.noise_multiplier * self.max_grad_norm
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p not in sums:
-                    continue
-                g = sums[p]  # a fresh tensor: safe to update in place
-                if std > 0:
-                    g.add_(torch.randn(g.shape, generator=gen, dtype=g.dtype), alpha=std)
-                p.grad = g.div_(self.expected_batch_size)
+        scale = 1.0 / self.expected_batch_size
+        sums = self.module.clipped_grad_sum(self.max_grad_norm, factor=scale)
+        std = self.noise_multiplier * self.max_grad_norm * scale
+        params = [p for group in self.param_groups for p in group["params"] if p in sums]
+        noise = self._noise_buffer(params, std)
+        offset = 0
+        for p in params:
+            g = sums[p]  # a fresh tensor: safe to update in place
+            if noise is not None:
+                g.add_(noise[offset : offset + g.numel()].view_as(g), alpha=std)
+                offset += g.numel()
+            p.grad = g
+
+    def _noise_buffer(self, params: list[torch.Tensor], std: float) -> torch.Tensor | None:
+        """One N(0, 1) draw for all parameters, from a freshly seeded generator."""
+        if std <= 0 or not params:
+            return None
+        n = sum(p.numel() for p in params)
+        dtype = params[0].dtype
+        if self._noise is None or self._noise.numel() != n or self._noise.dtype != dtype:
+            self._noise = torch.empty(n, dtype=dtype)
+        return self._noise.normal_(generator=generator())
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = None

@@ -130,3 +130,23 @@ def test_poisson_loader_generic_dataset_and_rates():
     assert abs(sum(sizes) / len(sizes) - 6) < 0.6
     with pytest.raises(ValueError, match="sample_rate"):
         PoissonLoader(_Pairs(), sample_rate=0)
+
+
+def test_dp_sgd_learns_a_separable_task():
+    torch.manual_seed(0)
+    x = torch.randn(400, 5)
+    y = (x[:, 0] + x[:, 1] > 0).long()
+    model = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 2))
+    module, opt, loader = make_private(
+        module=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.5),
+        data_loader=DataLoader(TensorDataset(x, y), batch_size=50),
+        noise_multiplier=0.8, max_grad_norm=1.0)
+    with fixed_seed(1):
+        for _ in range(8):
+            for xb, yb in loader:
+                opt.zero_grad()
+                nn.functional.cross_entropy(module(xb), yb).backward()
+                opt.step()
+    acc = float((model(x).argmax(1) == y).float().mean())
+    assert acc > 0.85
+    assert 0 < opt.epsilon(1e-5) < 20

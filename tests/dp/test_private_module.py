@@ -57,11 +57,14 @@ def _reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clip: float):
     for i in range(len(x)):
         loss = nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
         per.append(torch.autograd.grad(loss, params, allow_unused=True))
-    per = [[torch.zeros_like(p) if g is None else g for g, p in zip(gs, params)] for gs in per]
+    per = [
+        [torch.zeros_like(p) if g is None else g for g, p in zip(gs, params, strict=True)]
+        for gs in per
+    ]
     norms = torch.stack([torch.sqrt(sum(g.pow(2).sum() for g in gs)) for gs in per])
     coef = (clip / (norms + 1e-6)).clamp(max=1)
-    sums = [sum(c * gs[k] for c, gs in zip(coef, per)) for k in range(len(params))]
-    return norms, dict(zip(params, sums))
+    sums = [sum(c * gs[k] for c, gs in zip(coef, per, strict=True)) for k in range(len(params))]
+    return norms, dict(zip(params, sums, strict=True))
 
 
 def _check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clip: float = 0.5) -> None:
@@ -73,7 +76,7 @@ def _check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clip: float = 0.5
     torch.testing.assert_close(pm.per_sample_norms(), ref_norms, atol=TOL, rtol=TOL)
     sums = pm.clipped_grad_sum(clip)
     names = [n for n, p in ref_model.named_parameters() if p.requires_grad]
-    ref_by_name = dict(zip(names, ref_sums.values()))
+    ref_by_name = dict(zip(names, ref_sums.values(), strict=True))
     for name, p in model.named_parameters():
         if not p.requires_grad:
             assert p not in sums

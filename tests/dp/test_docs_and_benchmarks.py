@@ -1,0 +1,48 @@
+"""The examples in the docstrings run, and the benchmarks' --quick modes work."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MODULES = [
+    "accounting", "audit", "budget", "data", "engine", "glm", "grad_rules", "mechanisms",
+    "noise", "optimizer", "pate", "private_module", "queries", "topagg", "validate",
+]
+
+
+@pytest.mark.parametrize("name", ["ppdl_nb.dp", "ppdl_nb.datasets"]
+                         + [f"ppdl_nb.dp.{m}" for m in MODULES])
+def test_doctests(name):
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.failed == 0
+
+
+def _run(script: str, tmp_path: Path, *extra: str) -> dict:
+    out = tmp_path / "out.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--json", str(out),
+         *extra],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(out.read_text())
+
+
+def test_bench_dp_sgd_quick(tmp_path):
+    doc = _run("bench_dp_sgd.py", tmp_path)
+    assert doc["quick"] and any("ppdl_nb" in r["what"] for r in doc["rows"])
+
+
+@pytest.mark.skipif(not (ROOT.parent / "shared" / "data" / "boston-housing.csv").exists(),
+                    reason="benchmark CSVs not present")
+def test_bench_dp_paper_quick(tmp_path):
+    doc = _run("bench_dp_paper.py", tmp_path)
+    assert set(doc["results"]) == {"boston_mse", "pima_accuracy"}
