@@ -143,7 +143,8 @@ class Inbound:
     """A message being received: its head is opened, chunks are decrypted as they come.
 
     Large frames are decrypted straight into preallocated buffers, returned as writable
-    ``memoryview`` s (no copy, no zero fill); small frames are ``bytes``. ``frames`` is complete once ``done`` is true.
+    ``memoryview`` s (no copy, no zero fill); small frames are ``bytes``. ``frames`` is
+    complete once ``done`` is true.
     """
 
     __slots__ = ("_aead", "_plan", "done", "frames", "kind", "next_index", "seq", "status")
