@@ -329,24 +329,22 @@ def mean(a: FixedPrecisionTensor, dim: Any = None, keepdim: bool = False
     return div(total, count)
 
 
+def _join(fn: Callable[..., Any], tensors: Any, dim: int) -> FixedPrecisionTensor:
+    first = tensors[0]
+    children = [t.child for t in tensors]
+    if first.shared:
+        return FixedPrecisionTensor(SharedTensor.combine(fn, children, dim=dim), first.frac_bits)
+    return FixedPrecisionTensor(fn(children, dim=dim), first.frac_bits)
+
+
 @implements(torch.cat)
 def cat(tensors: Any, dim: int = 0) -> FixedPrecisionTensor:
-    first = tensors[0]
-    if first.shared:
-        child = SharedTensor.combine(torch.cat, [t.child for t in tensors], dim=dim)
-    else:
-        child = torch.cat([t.child for t in tensors], dim=dim)
-    return FixedPrecisionTensor(child, first.frac_bits)
+    return _join(torch.cat, tensors, dim)
 
 
 @implements(torch.stack)
 def stack(tensors: Any, dim: int = 0) -> FixedPrecisionTensor:
-    first = tensors[0]
-    if first.shared:
-        child = SharedTensor.combine(torch.stack, [t.child for t in tensors], dim=dim)
-    else:
-        child = torch.stack([t.child for t in tensors], dim=dim)
-    return FixedPrecisionTensor(child, first.frac_bits)
+    return _join(torch.stack, tensors, dim)
 
 
 def _fixed_chain(obj: FixedPrecisionTensor) -> list[Link]:
