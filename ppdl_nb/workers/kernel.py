@@ -34,7 +34,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from ..errors import WorkerUnavailableError
 from .channel import ChannelClient
 from .keys import KeyPair
-from .party import local_party
+from .party import Siblings
 from .runtime import DEFAULT_TIMEOUT, ChannelConnection
 
 __all__ = ["KernelProcess", "KernelWorker", "WorkerGroup", "launch"]
@@ -221,12 +221,13 @@ class KernelWorker(ChannelConnection):
     kind = "kernel"
 
     def __init__(self, name: str, *, inspect: bool = True, timeout: float = DEFAULT_TIMEOUT,
-                 process: KernelProcess | None = None) -> None:
+                 process: KernelProcess | None = None, siblings: Siblings | None = None) -> None:
         self.process = process or KernelProcess(name)
         self.inspect = inspect
         self.group: WorkerGroup | None = None
         self._stopped = False
-        super().__init__(name, None, caller="me", context=local_party(), timeout=timeout,
+        self.siblings = siblings or Siblings()
+        super().__init__(name, None, caller="me", context=self.siblings, timeout=timeout,
                          alive=self.process.is_alive)
 
     @property
@@ -250,7 +251,7 @@ class KernelWorker(ChannelConnection):
         self.channel = ChannelClient(keys, self.endpoint, self.public_key, "me", peer=self.name)
         self.channel.alive = self.process.is_alive
         self._stopped = False
-        local_party().register(self)
+        self.siblings.add(self)
 
     def status(self) -> str:
         if self._stopped:
@@ -325,7 +326,8 @@ def launch(*names: str, inspect: bool = True, timeout: float = 90.0) -> WorkerGr
             raise ValueError(f"worker name {name!r} must be a Python identifier")
     if len(set(names)) != len(names):
         raise ValueError(f"worker names must differ: {names}")
-    workers = [KernelWorker(n, inspect=inspect) for n in names]
+    siblings = Siblings()
+    workers = [KernelWorker(n, inspect=inspect, siblings=siblings) for n in names]
     for w in workers:  # spawn from this (long-lived) thread: see kernel_boot
         w.process.spawn()
     errors: queue.Queue[BaseException] = queue.Queue()

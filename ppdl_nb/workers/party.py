@@ -11,7 +11,7 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-__all__ = ["LocalParty", "local_party"]
+__all__ = ["LocalParty", "Siblings", "local_party"]
 
 
 class LocalParty:
@@ -46,3 +46,24 @@ _LOCAL = LocalParty()
 def local_party() -> LocalParty:
     """The notebook's party (one per process)."""
     return _LOCAL
+
+
+class Siblings:
+    """Workers launched together, seen from the notebook: names resolve among them first.
+
+    A pointer that arrives from alice to "bob" means *her* bob (launched with her), even if
+    the notebook has since made another worker called bob elsewhere.
+    """
+
+    def __init__(self, party: LocalParty | None = None) -> None:
+        self.party = party or local_party()
+        self.name = self.party.name
+        self._clients: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+
+    def add(self, client: Any) -> None:
+        self._clients[client.name] = client
+        self.party.register(client)
+
+    def client_for(self, name: str) -> Any:
+        client = self._clients.get(name)
+        return client if client is not None else self.party.client_for(name)

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import WorkerUnavailableError
 from .client import WorkerClient
-from .party import local_party
+from .party import Siblings
 from .worker import Worker
 
 __all__ = ["LocalConnection", "VirtualNetwork", "VirtualWorker"]
@@ -51,6 +51,7 @@ class VirtualNetwork:
     def __init__(self) -> None:
         self._workers: dict[str, Worker] = {}
         self._links: dict[tuple[str, str], LocalConnection] = {}
+        self.notebook = Siblings()  # the notebook's clients for the workers of this network
 
     def add(self, worker: Worker) -> None:
         self._workers[worker.name] = worker
@@ -91,10 +92,13 @@ class VirtualWorker(LocalConnection):
         self.network = network or DEFAULT_NETWORK
         server = self._new_server(name)
         self.owner = server  # the strong reference keeps the worker alive
-        party = context or local_party()
+        party = context or self.network.notebook
         super().__init__(server, caller=caller, context=party)
         self._running = True
-        party.register(self)
+        if isinstance(party, Siblings):
+            party.add(self)
+        else:
+            party.register(self)
 
     def _new_server(self, name: str) -> Worker:
         net = self.network
