@@ -135,4 +135,4 @@ gc.collect()
 alice.flush()
 before, alice.info()["objects"]
 # %%
-%ppdl workers
+%ppdl workers --text
