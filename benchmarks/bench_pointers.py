@@ -21,11 +21,18 @@ from ppdl_nb.workers.virtual import VirtualNetwork  # noqa: E402
 
 
 def main() -> None:
-    args = parser(__doc__).parse_args()
+    p = parser(__doc__)
+    p.add_argument("--workers", choices=["virtual", "kernel"], default="virtual")
+    args = p.parse_args()
     torch.set_num_threads(args.threads)
-    net = VirtualNetwork()
-    alice = ppdl_nb.VirtualWorker("alice", network=net)
-    bob = ppdl_nb.VirtualWorker("bob", network=net)
+    group = None
+    if args.workers == "kernel":
+        group = ppdl_nb.launch("alice", "bob")
+        alice, bob = group
+    else:
+        net = VirtualNetwork()
+        alice = ppdl_nb.VirtualWorker("alice", network=net)
+        bob = ppdl_nb.VirtualWorker("bob", network=net)
     n = 50 if args.quick else 2000
     x = torch.randn(10)
     px = ppdl_nb.send(x, alice)
@@ -41,9 +48,9 @@ def main() -> None:
     fetch = median_time(batch(lambda: (px + 1).get()), repeat=3) / n
     rows = [
         {"what": "x + x, plain torch (10 floats)", "median_us": plain * 1e6, "ratio": 1.0},
-        {"what": "ptr + ptr, virtual worker", "median_us": remote * 1e6,
+        {"what": f"ptr + ptr, {args.workers} worker", "median_us": remote * 1e6,
          "ratio": remote / plain},
-        {"what": "(ptr + 1).get(), virtual worker", "median_us": fetch * 1e6,
+        {"what": f"(ptr + 1).get(), {args.workers} worker", "median_us": fetch * 1e6,
          "ratio": fetch / plain},
     ]
     mib = 1 if args.quick else 64
@@ -57,9 +64,21 @@ def main() -> None:
         times.append((time.perf_counter() - t0) / 2)
     times.sort()
     move = times[len(times) // 2]
-    rows.append({"what": f"move {mib} MiB alice -> bob (virtual)", "median_us": move * 1e6,
-                 "MB_per_s": mib * (1 << 20) / move / 1e6})
-    report("Pointer operations (median per op)", rows, args)
+    rows.append({"what": f"move {mib} MiB alice -> bob ({args.workers})",
+                 "median_us": move * 1e6, "MB_per_s": mib * (1 << 20) / move / 1e6})
+    if group is not None:
+        kc = alice.process.kc
+        kc.execute_interactive("pass", timeout=30)
+        jup = median_time(lambda: kc.execute_interactive("pass", timeout=30,
+                                                         output_hook=lambda m: None),
+                          repeat=20 if args.quick else 200)
+        ping = median_time(alice.ping, repeat=50 if args.quick else 2000)
+        rows.append({"what": "kernel channel round trip (ping)", "median_us": ping * 1e6})
+        rows.append({"what": "Jupyter execute('pass') round trip", "median_us": jup * 1e6})
+    report(f"Pointer operations, {args.workers} workers (median per op)", rows, args,
+           {"workers": args.workers})
+    if group is not None:
+        group.shutdown()
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ class WorkerClient:
     """
 
     kind = "abstract"
+    owns_replies = False  # True when replies arrive in fresh buffers (sockets)
     pid: int | None = None  # the worker's OS process, when it has its own
 
     def __init__(self, name: str, *, caller: str, context: Any) -> None:
@@ -61,7 +62,7 @@ class WorkerClient:
             self.bytes_received += received
             tracing.record(self.caller, self.name, tracing.label_of(message),
                            codec.frames_nbytes(frames), received, sent_at)
-        reply = codec.decode(reply_frames, context=self.context)
+        reply = codec.decode(reply_frames, context=self.context, owned=self.owns_replies)
         if not isinstance(reply, dict) or "ok" not in reply:
             raise ConnectionError(f"worker {self.name} sent a reply that is not a ppdl reply")
         if reply["ok"]:

@@ -164,9 +164,14 @@ def frames_nbytes(frames: Sequence[Any]) -> int:
 
 
 def decode(
-    frames: Sequence[Any], *, context: Any = None, max_bytes: int = MAX_MESSAGE_BYTES
+    frames: Sequence[Any], *, context: Any = None, max_bytes: int = MAX_MESSAGE_BYTES,
+    owned: bool = False,
 ) -> Any:
-    """Decode frames made by :func:`encode`; raise :class:`CodecError` on anything malformed."""
+    """Decode frames made by :func:`encode`; raise :class:`CodecError` on anything malformed.
+
+    ``owned=True`` says the frames are fresh buffers nobody else holds (a socket's receive
+    buffers): writable tensor buffers are then used in place instead of copied.
+    """
     if not isinstance(frames, list | tuple) or not frames:
         raise CodecError("a message must be a non-empty list of frames (header first)")
     if len(frames) > MAX_FRAMES:
@@ -192,7 +197,7 @@ def decode(
 
     def ext_hook(code: int, data: bytes) -> Any:
         if code == _EXT_TENSOR:
-            return _decode_tensor(unpack(data), views, used)
+            return _decode_tensor(unpack(data), views, used, owned)
         if code == _EXT_TUPLE:
             items = unpack(data)
             if not isinstance(items, list):
@@ -235,7 +240,8 @@ def decode(
     return message
 
 
-def _decode_tensor(meta: Any, views: list[memoryview], used: set[int]) -> torch.Tensor:
+def _decode_tensor(meta: Any, views: list[memoryview], used: set[int], owned: bool = False
+                   ) -> torch.Tensor:
     if not (isinstance(meta, list) and len(meta) in (3, 4)):
         raise CodecError("tensor header must be [dtype, shape, buffer index, (requires_grad)]")
     dtype_name, shape, index = meta[:3]
@@ -263,8 +269,10 @@ def _decode_tensor(meta: Any, views: list[memoryview], used: set[int]) -> torch.
     if expected == 0:
         tensor = torch.empty(shape, dtype=dtype)
     else:
-        # one copy, so the tensor never aliases the sender's or the socket's memory
-        raw = torch.from_numpy(np.frombuffer(buf, dtype=np.uint8).copy())
+        array = np.frombuffer(buf, dtype=np.uint8)
+        if not (owned and not buf.readonly):
+            array = array.copy()  # never alias memory the sender (or anyone) still holds
+        raw = torch.from_numpy(array)
         tensor = raw.view(dtype).reshape(shape)
     if requires_grad:
         if not tensor.is_floating_point():

@@ -33,6 +33,7 @@ class ChannelConnection(WorkerClient):
     """A client for a worker in another process, over an encrypted channel."""
 
     kind = "kernel"
+    owns_replies = True
 
     def __init__(self, name: str, channel: ChannelClient, *, caller: str, context: Any,
                  timeout: float = DEFAULT_TIMEOUT,
@@ -76,8 +77,11 @@ class WorkerRuntime:
         self.worker = Worker(name, connect=self._connect)
         self.worker.state["runtime"] = self
         self.inspect = inspect
-        self.server = ChannelServer(self.keys, None, self.worker.handle,
+        self.server = ChannelServer(self.keys, None, self._handle,
                                     {"me": parse_public_key(notebook_key)}, name=name)
+
+    def _handle(self, frames: list[Any], caller: str) -> list[Any]:
+        return self.worker.handle(frames, caller, owned=True)  # fresh receive buffers
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.worker.name, "endpoint": self.server.endpoint,

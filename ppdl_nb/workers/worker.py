@@ -125,14 +125,18 @@ class Worker:
         return self._connect(name)
 
     # ---- the transport's side -----------------------------------------------------------
-    def handle(self, frames: Sequence[Any], caller: str) -> list[Any]:
-        """Answer one request (encoded frames) from ``caller``; never raises."""
+    def handle(self, frames: Sequence[Any], caller: str, *, owned: bool = False) -> list[Any]:
+        """Answer one request (encoded frames) from ``caller``; never raises.
+
+        ``owned``: the transport hands over fresh buffers (see :func:`codec.decode`).
+        """
         nbytes = codec.frames_nbytes(frames) if isinstance(frames, list | tuple) else 0
         with self._lock:
             self.counters.messages_in += 1
             self.counters.bytes_in += nbytes
             try:
-                msg = codec.decode(frames, context=self, max_bytes=self.max_message_bytes)
+                msg = codec.decode(frames, context=self, max_bytes=self.max_message_bytes,
+                                   owned=owned)
                 kind = validate(msg)
                 self._collect(msg.get("gc", ()))
                 reply = {"ok": True, "result": kind.handler(self, msg, caller)}
