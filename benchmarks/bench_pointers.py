@@ -64,6 +64,16 @@ def main() -> None:
         times.append((time.perf_counter() - t0) / 2)
     times.sort()
     move = times[len(times) // 2]
+    sends = []
+    for _ in range(1 if args.quick else 5):
+        t0 = time.perf_counter()
+        sent = ppdl_nb.send(big, alice)
+        sends.append(time.perf_counter() - t0)
+        del sent
+    sends.sort()
+    send_s = sends[len(sends) // 2]
+    rows.append({"what": f"send {mib} MiB tensor notebook -> alice ({args.workers})",
+                 "median_us": send_s * 1e6, "MB_per_s": mib * (1 << 20) / send_s / 1e6})
     rows.append({"what": f"move {mib} MiB alice -> bob ({args.workers})",
                  "median_us": move * 1e6, "MB_per_s": mib * (1 << 20) / move / 1e6})
     if group is not None:
