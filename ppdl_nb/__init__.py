@@ -23,6 +23,7 @@ from .tensors.pointer import ModulePointer, PointerTensor, send
 from .tensors.shared import SharedTensor
 from .viz.trace import trace
 from .workers import dp_steps as _dp_steps  # noqa: F401  (registers the DP steps)
+from .workers import fl_steps as _fl_steps  # noqa: F401  (registers the federated steps)
 from .workers import handlers as _handlers  # noqa: F401  (registers the message vocabulary)
 from .workers import mpc_steps as _mpc_steps  # noqa: F401  (registers the SPDZ steps)
 from .workers.virtual import VirtualWorker

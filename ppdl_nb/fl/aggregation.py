@@ -1,0 +1,161 @@
+"""How a round's updates become one averaged update, and who sees what on the way.
+
+Each aggregation is a class in :data:`AGGREGATIONS` (``@aggregation("name")``):
+
+``mean``
+    The notebook is the server: each worker replies with the sum of its clients' updates.
+    Simple and fast; the notebook sees every worker's sum.
+``trusted``
+    Workers keep their sums private, fetchable only by an aggregator worker; the notebook
+    moves them there (worker to worker) and receives the mean. The notebook never sees
+    an individual sum; the aggregator does, so it must be trusted.
+``secure``
+    Workers split their sums into additive shares held by the reporting workers; each
+    holder hands the notebook only its sum of shares. Nobody sees an individual sum.
+    With DP, each holder adds a share of the noise, so no single party sees the
+    un-noised total either.
+``secagg``
+    Bonawitz et al.'s pairwise-mask protocol over logical clients (see
+    :mod:`ppdl_nb.fl.secagg_rounds`): survives clients dropping out mid-round.
+
+>>> sorted(AGGREGATIONS)[:3]
+['mean', 'secagg', 'secure']
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .. import mpc
+from ..dp import noise
+from ..tensors.pointer import _wrap
+from ..workers.codec import Ref
+from .local import FRAC_BITS
+
+__all__ = ["AGGREGATIONS", "Aggregation", "RoundAborted", "RoundUpdates", "aggregation"]
+
+
+class RoundAborted(RuntimeError):
+    """A round could not be aggregated (a share holder died mid-protocol); retry the round."""
+
+
+@dataclass
+class RoundUpdates:
+    """What a round's training left: per worker, its reply from ``fl.train``."""
+
+    round: int
+    replies: dict[str, dict[str, Any]]
+    workers: dict[str, Any]
+    noise_std: float = 0.0  # std of Gaussian noise the SUM must carry (DP), 0 without DP
+    events: list[str] = field(default_factory=list)
+
+    @property
+    def weight(self) -> float:
+        return float(sum(r["weight"] for r in self.replies.values()))
+
+
+AGGREGATIONS: dict[str, Callable[..., Aggregation]] = {}
+
+
+def aggregation(name: str) -> Callable[[type], type]:
+    def register(cls: type) -> type:
+        AGGREGATIONS[name] = cls
+        cls.name = name
+        return cls
+
+    return register
+
+
+class Aggregation:
+    """Base: ``keep`` says whether workers keep their sums; ``total`` returns the (noisy) sum."""
+
+    name = "?"
+    keep = True
+
+    def allow(self) -> list[str]:
+        """Who may fetch a worker's kept sum."""
+        return []
+
+    def total(self, updates: RoundUpdates) -> torch.Tensor:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.name
+
+
+@aggregation("mean")
+class NotebookMean(Aggregation):
+    keep = False
+
+    def total(self, updates: RoundUpdates) -> torch.Tensor:
+        total = sum(r["update"] for r in updates.replies.values())
+        if updates.noise_std:
+            total = total + noise.gaussian_noise(total.shape, updates.noise_std)
+        return total
+
+
+@aggregation("trusted")
+class TrustedAggregator(Aggregation):
+    def __init__(self, aggregator: Any) -> None:
+        if aggregator is None:
+            raise ValueError("aggregation='trusted' needs aggregator=<a worker>, e.g. a worker "
+                             "launched for the purpose that holds no client data")
+        self.aggregator = aggregator
+
+    def allow(self) -> list[str]:
+        return [self.aggregator.name]
+
+    def total(self, updates: RoundUpdates) -> torch.Tensor:
+        refs = []
+        for name, reply in updates.replies.items():
+            worker = updates.workers[name]
+            ptr = _wrap(worker, reply["update"], worker.context)
+            ptr.move(self.aggregator)
+            ptr.disown()  # the aggregator frees it once summed
+            refs.append(Ref(ptr.id_at_location))
+        # the aggregator divides by the weight we pass; 1.0 asks for the sum itself
+        return self.aggregator.step("fl.aggregate", updates=refs, weight=1.0,
+                                    noise_std=updates.noise_std)
+
+    def describe(self) -> str:
+        return f"trusted aggregator {self.aggregator.name}"
+
+
+@aggregation("secure")
+class SecureSum(Aggregation):
+    """Additive shares among the reporting workers; the notebook adds the holders' sums."""
+
+    def __init__(self, aggregator: Any = None) -> None:
+        self._labels = 0
+
+    def total(self, updates: RoundUpdates) -> torch.Tensor:
+        names = sorted(updates.replies)
+        if len(names) < 2:
+            raise RoundAborted(f"secure aggregation needs >= 2 reporting workers, got {names}")
+        self._labels += 1
+        label = f"{updates.round}/{self._labels}/{id(self)}"
+        for name in names:  # one at a time: each share step calls the other holders
+            ref = Ref(updates.replies[name]["update"]["id"])
+            try:
+                updates.workers[name].step("fl.share", round=label, update=ref, holders=names)
+            except ConnectionError as exc:
+                raise RoundAborted(f"{name} dropped out while sharing its update: {exc}") from None
+        # noise in shares: each of k holders adds std s/sqrt(k-1), so the total carries
+        # more than s and any one holder, knowing its own part, still faces std s
+        per_holder = updates.noise_std / math.sqrt(len(names) - 1) if updates.noise_std else 0.0
+        sums = []
+        for name in names:
+            try:
+                sums.append(updates.workers[name].step("fl.sum_shares", round=label,
+                                                       senders=names, noise_std=per_holder))
+            except ConnectionError as exc:
+                raise RoundAborted(f"share holder {name} dropped out: {exc}") from None
+        return mpc.decode(mpc.reconstruct(sums), FRAC_BITS).float()
+
+    def describe(self) -> str:
+        return "secure sum (additive shares among the workers)"

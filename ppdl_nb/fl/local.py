@@ -1,0 +1,141 @@
+"""One client's local training, as a pure function: what runs where the data lives.
+
+Federated averaging ships the global model to each client, which trains it for a few
+epochs on its own rows and sends back only the change in weights (its *update*). This
+module is that client side over plain tensors; :mod:`ppdl_nb.workers.fl_steps` runs it
+on a worker, and tests run it here against centralised torch.
+
+Updates are flat float32 vectors over the model's floating-point state (parameters and
+buffers, in ``state_dict`` order), so that aggregation, clipping, noise and secret
+sharing see one tensor per client.
+
+>>> model = torch.nn.Linear(3, 2)
+>>> x, y = torch.randn(40, 3), torch.randint(0, 2, (40,))
+>>> run = train_local(model, x, y, epochs=1, batch_size=8, lr=0.1)
+>>> run.update.shape == flat_weights(model).shape
+True
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..dp.fit import LOSSES
+
+__all__ = ["FRAC_BITS", "OPTIMIZERS", "LocalRun", "apply_update", "clip_update", "flat_weights",
+           "load_flat", "train_local"]
+
+FRAC_BITS = 24  # fixed point for updates in secret shares: 2^-24 resolution, |sum| < 2^38
+
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr),
+    "momentum": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
+    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
+}
+
+
+def _float_state(model: nn.Module) -> list[torch.Tensor]:
+    return [v for v in model.state_dict().values() if torch.is_floating_point(v)]
+
+
+def flat_weights(model: nn.Module) -> torch.Tensor:
+    """The model's floating-point state as one float32 vector."""
+    return torch.cat([v.detach().reshape(-1).float() for v in _float_state(model)])
+
+
+def load_flat(model: nn.Module, flat: torch.Tensor) -> nn.Module:
+    """Write a vector from :func:`flat_weights` back into ``model`` (in place)."""
+    state = _float_state(model)
+    total = sum(v.numel() for v in state)
+    if flat.dim() != 1 or flat.numel() != total:
+        raise ValueError(f"a weight vector for this model has {total} entries, got shape "
+                         f"{tuple(flat.shape)}: was it made for another architecture?")
+    offset = 0
+    with torch.no_grad():
+        for v in state:
+            v.copy_(flat[offset:offset + v.numel()].view_as(v).to(v.dtype))
+            offset += v.numel()
+    return model
+
+
+def apply_update(model: nn.Module, update: torch.Tensor) -> nn.Module:
+    """``model += update`` (in place), for an update over :func:`flat_weights`."""
+    return load_flat(model, flat_weights(model) + update)
+
+
+def clip_update(update: torch.Tensor, max_norm: float) -> tuple[torch.Tensor, float]:
+    """Scale ``update`` to L2 norm at most ``max_norm``; also return its original norm."""
+    if not max_norm > 0:
+        raise ValueError(f"max_norm must be positive, got {max_norm}")
+    norm = float(update.norm())
+    scale = min(1.0, max_norm / norm) if norm > 0 else 1.0
+    return update * scale, norm
+
+
+@dataclass
+class LocalRun:
+    """What a client sends back: its update, how many rows it trained on, its mean loss."""
+
+    update: torch.Tensor
+    rows: int
+    loss: float
+    seconds: float
+
+
+def train_local(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    loss: str = "cross_entropy",
+    optimizer: str = "sgd",
+    prox_mu: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> LocalRun:
+    """Train ``model`` in place on ``(x, y)``; return the change in its weights.
+
+    ``prox_mu > 0`` adds FedProx's proximal term ``mu/2 * ||w - w_global||^2``, which keeps
+    clients with very different data from drifting far from the global model.
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+    if prox_mu < 0:
+        raise ValueError(f"prox_mu must be >= 0, got {prox_mu}")
+    start = time.perf_counter()
+    before = flat_weights(model)
+    anchors = [p.detach().clone() for p in model.parameters()] if prox_mu else []
+    opt = OPTIMIZERS[optimizer](model.parameters(), lr)
+    loss_fn = LOSSES[loss]
+    model.train()
+    total, seen = 0.0, 0
+    n = len(x)
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator)
+        for i in range(0, n, batch_size):
+            idx = order[i:i + batch_size]
+            xb, yb = x[idx], y[idx]
+            opt.zero_grad(set_to_none=True)
+            batch_loss = loss_fn(model(xb), yb)
+            objective = batch_loss
+            if prox_mu:
+                prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchors,
+                                                                strict=True))
+                objective = batch_loss + prox_mu / 2 * prox
+            objective.backward()
+            opt.step()
+            total += batch_loss.item() * len(idx)
+            seen += len(idx)
+    return LocalRun(flat_weights(model) - before, n, total / max(seen, 1),
+                    time.perf_counter() - start)

@@ -1,0 +1,198 @@
+"""Federated learning on the worker: hold clients' data, train locally, sum securely.
+
+The notebook never sends code. It names a protocol step installed here and passes the
+model as a spec (an allowlisted graph plus weights, :mod:`.modules`); the worker rebuilds
+it, trains one copy per logical client on that client's rows, and keeps or returns only
+the sum of their updates. For secure aggregation each worker splits its sum into
+additive shares and sends them straight to the other share holders over the encrypted
+worker-to-worker channels; what a share holder hands the notebook is its sum of shares,
+uniformly random on its own.
+
+>>> # notebook: alice.step("fl.train", spec=module_to_spec(model), clients=[[0, Ref(x), Ref(y)]],
+>>> #                      epochs=1, batch_size=32, lr=0.1)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .. import mpc
+from ..dp import noise
+from ..fl import local
+from ..mpc.ring import check_ring
+from .codec import Ref
+from .dp_steps import DATASETS
+from .handlers import stored_result
+from .messages import protocol_step
+from .modules import module_from_spec
+from .worker import Worker
+
+__all__: list[str] = []  # protocol steps only; they register themselves
+
+
+def _fl(worker: Worker) -> dict[str, Any]:
+    return worker.state.setdefault("fl", {"shares": {}})
+
+
+def _tensor(worker: Worker, ref: Any, what: str) -> torch.Tensor:
+    if not isinstance(ref, Ref):
+        raise TypeError(f"{what} must be a reference to a tensor held by {worker.name}")
+    obj = worker.store.entry(ref.id).obj
+    if not isinstance(obj, torch.Tensor):
+        raise TypeError(f"{what} ({worker.name}:{ref.id}) is a {type(obj).__name__}, not a tensor")
+    return obj
+
+
+@protocol_step("fl.load")
+def load(worker: Worker, caller: str, *, dataset: str, n_clients: int, clients: list[int],
+         scheme: str = "iid", alpha: float = 0.5, shards_per_client: int = 2, seed: int = 0,
+         test_rows: int = 0) -> list[dict[str, Any]]:
+    """The worker loads a known dataset and keeps, private, the rows of its own clients.
+
+    Every worker computes the same partition from the same public ``seed`` and keeps only
+    its clients' parts; ``test_rows`` rows, drawn by the same seed, are a public test split
+    (:func:`ppdl_nb.fl.dataset.public_split`) that nobody trains on.
+    The caller learns each client's size and label counts and gets pointers it cannot open.
+    """
+    from ..fl.dataset import public_split
+    from ..fl.partition import partition
+
+    if dataset not in DATASETS:
+        raise KeyError(f"unknown dataset {dataset!r}; a worker loads only {sorted(DATASETS)}")
+    data = DATASETS[dataset]()
+    train_idx, _ = public_split(len(data.y), test_rows, seed)
+    if len(train_idx) < n_clients:
+        raise ValueError(f"{dataset} has {len(data.y)} rows; after {test_rows} test rows, too "
+                         f"few for {n_clients} clients")
+    x, y = data.x[train_idx], data.y[train_idx]
+    parts = partition(y, n_clients, scheme=scheme, alpha=alpha,
+                      shards_per_client=shards_per_client, seed=seed)
+    classes = int(data.y.max()) + 1
+    out = []
+    for cid in clients:
+        if not 0 <= cid < n_clients:
+            raise IndexError(f"client {cid} is not among the {n_clients} clients")
+        idx = parts[cid]
+        xs, ys = x[idx].contiguous(), y[idx].contiguous()
+        out.append({"client": cid, "rows": len(idx),
+                    "labels": torch.bincount(ys, minlength=classes).tolist(),
+                    "x": stored_result(worker, xs, True), "y": stored_result(worker, ys, True)})
+    return out
+
+
+@protocol_step("fl.train")
+def train(worker: Worker, caller: str, *, spec: dict, clients: list, epochs: int,
+          batch_size: int, lr: float, loss: str = "cross_entropy", optimizer: str = "sgd",
+          prox_mu: float = 0.0, clip: float | None = None, keep: bool = False,
+          allow: list[str] | None = None, seed: int | None = None) -> dict[str, Any]:
+    """Train the model on each listed client ``[id, x, y]``; sum their updates here.
+
+    Without ``clip`` the sum is weighted by rows (FedAvg). With ``clip`` each client's
+    update is clipped to that L2 norm and counts once (DP-FedAvg, user-level privacy).
+    ``keep``: store the sum here, private, fetchable only by ``allow`` (an aggregator or
+    a secure-sum step), instead of replying with it. ``seed``: reproducible batches
+    (client ``c`` shuffles with ``seed + c``); fresh randomness without it.
+    """
+    global_model = module_from_spec(spec)
+    start_weights = local.flat_weights(global_model)
+    total = torch.zeros_like(start_weights)
+    weight, records = 0.0, []
+    for item in clients:
+        if not (isinstance(item, list) and len(item) == 3):
+            raise TypeError("each client is [id, x, y] with x and y references to its data")
+        cid, x_ref, y_ref = item
+        x, y = _tensor(worker, x_ref, "x"), _tensor(worker, y_ref, "y")
+        local.load_flat(global_model, start_weights)
+        run = local.train_local(global_model, x, y, epochs=epochs, batch_size=batch_size, lr=lr,
+                                loss=loss, optimizer=optimizer, prox_mu=prox_mu,
+                                generator=_generator(seed, cid))
+        if clip is not None:
+            update, norm = local.clip_update(run.update, clip)
+            total += update
+            weight += 1.0
+        else:
+            norm = float(run.update.norm())
+            total += run.update * run.rows
+            weight += run.rows
+        records.append({"client": cid, "rows": run.rows, "loss": run.loss, "norm": norm,
+                        "seconds": run.seconds})
+    reply: dict[str, Any] = {"weight": weight, "clients": records}
+    if keep:
+        allowed = frozenset(allow or ())
+        reply["update"] = stored_result(worker, total, True, allowed)
+    else:
+        reply["update"] = total
+    return reply
+
+
+def _generator(seed: int | None, client: int) -> torch.Generator | None:
+    if seed is None:
+        return None
+    return torch.Generator().manual_seed(int(seed) * 7919 + int(client))
+
+
+@protocol_step("fl.aggregate")
+def aggregate(worker: Worker, caller: str, *, updates: list, weight: float,
+              noise_std: float = 0.0) -> torch.Tensor:
+    """AGGREGATOR: the weighted mean of the updates moved here; only the mean leaves.
+
+    ``noise_std`` adds Gaussian noise to the *sum* before dividing (DP-FedAvg with a
+    trusted aggregator: the aggregator sees the un-noised sum, the notebook does not).
+    """
+    if not updates:
+        raise ValueError("no updates to aggregate")
+    if not weight > 0:
+        raise ValueError(f"weight must be positive, got {weight}")
+    total = sum(_tensor(worker, ref, "update") for ref in updates)
+    if noise_std:
+        total = total + noise.gaussian_noise(total.shape, noise_std)
+    for ref in updates:
+        worker.store.pop(ref.id)
+    return total / weight
+
+
+@protocol_step("fl.share")
+def share(worker: Worker, caller: str, *, round: str, update: Any, holders: list[str]) -> int:
+    """Split this worker's stored update into additive shares, one per holder, and send each
+    holder its share directly. Returns the bytes sent."""
+    if len(holders) < 2 or len(set(holders)) != len(holders):
+        raise ValueError(f"secure aggregation needs >= 2 distinct share holders, got {holders}")
+    value = _tensor(worker, update, "update")
+    shares = mpc.share(mpc.encode(value.double(), local.FRAC_BITS), len(holders), mpc.PRG())
+    worker.store.pop(update.id)
+    sent = 0
+    for holder, piece in zip(holders, shares, strict=True):
+        if holder == worker.name:
+            take_share(worker, worker.name, round=round, share=piece)
+        else:
+            worker.client_for(holder).step("fl.take_share", round=round, share=piece)
+            sent += 8 * piece.numel()
+    return sent
+
+
+@protocol_step("fl.take_share")
+def take_share(worker: Worker, caller: str, *, round: str, share: torch.Tensor) -> None:
+    """HOLDER: keep the share ``caller`` sent for ``round`` (one per sender and round)."""
+    check_ring(share, "share")
+    got = _fl(worker)["shares"].setdefault(round, {})
+    if caller in got:
+        raise ValueError(f"{caller} already sent its share for round {round!r}")
+    got[caller] = share
+
+
+@protocol_step("fl.sum_shares")
+def sum_shares(worker: Worker, caller: str, *, round: str, senders: list[str],
+               noise_std: float = 0.0) -> torch.Tensor:
+    """HOLDER: the sum of the senders' shares (random on its own), plus this holder's share
+    of the DP noise, encoded. The round's shares are then forgotten."""
+    got = _fl(worker)["shares"].pop(round, {})
+    missing = [s for s in senders if s not in got]
+    if missing:
+        raise RuntimeError(f"{worker.name} holds no share from {missing} for round {round!r}")
+    total = sum(got[s] for s in senders)
+    if noise_std:
+        total = total + mpc.encode(noise.gaussian_noise(total.shape, noise_std).double(),
+                                   local.FRAC_BITS)
+    return total
