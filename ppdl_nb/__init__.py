@@ -26,6 +26,7 @@ from .workers import dp_steps as _dp_steps  # noqa: F401  (registers the DP step
 from .workers import fl_steps as _fl_steps  # noqa: F401  (registers the federated steps)
 from .workers import handlers as _handlers  # noqa: F401  (registers the message vocabulary)
 from .workers import mpc_steps as _mpc_steps  # noqa: F401  (registers the SPDZ steps)
+from .workers import secagg_steps as _secagg_steps  # noqa: F401  (pairwise-mask SecAgg)
 from .workers.virtual import VirtualWorker
 
 

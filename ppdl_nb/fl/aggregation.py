@@ -15,8 +15,11 @@ Each aggregation is a class in :data:`AGGREGATIONS` (``@aggregation("name")``):
     With DP, each holder adds a share of the noise, so no single party sees the
     un-noised total either.
 ``secagg``
-    Bonawitz et al.'s pairwise-mask protocol over logical clients (see
-    :mod:`ppdl_nb.fl.secagg_rounds`): survives clients dropping out mid-round.
+    Bonawitz et al.'s pairwise-mask protocol, one SecAgg client per logical client
+    (:mod:`ppdl_nb.fl.secagg`, run by :mod:`ppdl_nb.workers.secagg_steps`). The notebook
+    is the server and learns only the sum; the round completes, still revealing only the
+    sum, when clients drop out before sending their masked update, as long as at least
+    ``threshold`` (default: more than half of the round's clients) sent theirs.
 
 >>> sorted(AGGREGATIONS)[:3]
 ['mean', 'secagg', 'secure']
@@ -53,10 +56,11 @@ class RoundUpdates:
     workers: dict[str, Any]
     noise_std: float = 0.0  # std of Gaussian noise the SUM must carry (DP), 0 without DP
     events: list[str] = field(default_factory=list)
+    label: str = ""  # unique per round and run: names what workers hold for it
+    weight: float = 0.0  # rows (or, under DP, clients) behind the sum; set from the replies
 
-    @property
-    def weight(self) -> float:
-        return float(sum(r["weight"] for r in self.replies.values()))
+    def __post_init__(self) -> None:
+        self.weight = float(sum(r["weight"] for r in self.replies.values()))
 
 
 AGGREGATIONS: dict[str, Callable[..., Aggregation]] = {}
@@ -76,6 +80,10 @@ class Aggregation:
 
     name = "?"
     keep = True
+    hold = False  # workers keep each client's update apart (pairwise masking)
+
+    def __init__(self, *, aggregator: Any = None, threshold: int | None = None) -> None:
+        self.aggregator, self.threshold = aggregator, threshold
 
     def allow(self) -> list[str]:
         """Who may fetch a worker's kept sum."""
@@ -101,12 +109,11 @@ class NotebookMean(Aggregation):
 
 @aggregation("trusted")
 class TrustedAggregator(Aggregation):
-    def __init__(self, aggregator: Any) -> None:
+    def __init__(self, *, aggregator: Any = None, threshold: int | None = None) -> None:
+        super().__init__(aggregator=aggregator, threshold=threshold)
         if aggregator is None:
             raise ValueError("aggregation='trusted' needs aggregator=<a worker>, e.g. a worker "
                              "launched for the purpose that holds no client data")
-        self.aggregator = aggregator
-
     def allow(self) -> list[str]:
         return [self.aggregator.name]
 
@@ -130,15 +137,11 @@ class TrustedAggregator(Aggregation):
 class SecureSum(Aggregation):
     """Additive shares among the reporting workers; the notebook adds the holders' sums."""
 
-    def __init__(self, aggregator: Any = None) -> None:
-        self._labels = 0
-
     def total(self, updates: RoundUpdates) -> torch.Tensor:
         names = sorted(updates.replies)
         if len(names) < 2:
             raise RoundAborted(f"secure aggregation needs >= 2 reporting workers, got {names}")
-        self._labels += 1
-        label = f"{updates.round}/{self._labels}/{id(self)}"
+        label = updates.label
         for name in names:  # one at a time: each share step calls the other holders
             ref = Ref(updates.replies[name]["update"]["id"])
             try:
@@ -159,3 +162,65 @@ class SecureSum(Aggregation):
 
     def describe(self) -> str:
         return "secure sum (additive shares among the workers)"
+
+
+@aggregation("secagg")
+class PairwiseMasks(Aggregation):
+    """Bonawitz et al.: masked updates whose masks cancel in the sum; dropouts recovered."""
+
+    keep = False
+    hold = True
+
+    def total(self, updates: RoundUpdates) -> torch.Tensor:
+        from .secagg import SecAggAbort, SecAggServer, default_threshold
+
+        workers = {n: updates.workers[n] for n in sorted(updates.replies)}
+        rows = {f"c{c['client']}": c for r in updates.replies.values() for c in r["clients"]}
+        n = len(rows)
+        t = self.threshold or default_threshold(n)
+        if not 2 <= t <= n:
+            raise RoundAborted(f"pairwise masking needs >= 2 clients and 2 <= threshold <= "
+                               f"{n}; got {n} clients, threshold {t}")
+        server = SecAggServer(n, t)
+        label = updates.label
+
+        def each(step: str, per_worker: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+            out = {}
+            for name, w in workers.items():
+                try:
+                    out[name] = w.step(step, round=label, **per_worker(name))
+                except ConnectionError as exc:
+                    updates.events.append(f"{name} dropped out during {step} ({exc})")
+            return out
+
+        try:
+            adverts = each("secagg.keys", lambda _: {"n_clients": n, "threshold": t})
+            public = server.collect_keys([a for got in adverts.values() for a in got])
+            outboxes = each("secagg.share", lambda _: {"public_keys": public})
+            inboxes = server.route_shares({c: box for got in outboxes.values()
+                                           for c, box in got.items()})
+            # DP: each client adds std s/sqrt(t-1); >= t survivors carry >= s in total,
+            # and any one client, knowing its own part, still faces s
+            per_client = updates.noise_std / math.sqrt(t - 1) if updates.noise_std else 0.0
+            masked = each("secagg.masked", lambda name: {
+                "inboxes": {c: inboxes.get(c, {}) for c in adverts_of(adverts[name])},
+                "noise_std": per_client})
+            request = server.collect_masked([m for got in masked.values() for m in got])
+            answers = each("secagg.unmask", lambda _: request)
+            total = server.finish([r for got in answers.values() for r in got]).float()
+        except SecAggAbort as exc:
+            raise RoundAborted(str(exc)) from None
+        if request["dropped"]:
+            updates.events.append(f"clients {', '.join(request['dropped'])} dropped before sending "
+                                  "masked updates; their masks were removed, the sum is of "
+                                  f"the {len(request['survivors'])} others")
+        # the sum holds only the survivors: so does the weight it is divided by
+        updates.weight = float(sum(rows[c]["weight"] for c in request["survivors"]))
+        return total
+
+    def describe(self) -> str:
+        return "pairwise masks (Bonawitz et al.)"
+
+
+def adverts_of(adverts: list[dict[str, Any]]) -> list[str]:
+    return [a["id"] for a in adverts]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -104,6 +105,7 @@ def fit_federated(
     prox_mu: float = 0.0,
     aggregation: str = "mean",
     aggregator: Any = None,
+    threshold: int | None = None,
     min_clients: int = 1,
     noise_multiplier: float | None = None,
     max_update_norm: float | None = None,
@@ -118,6 +120,11 @@ def fit_federated(
     update is clipped to ``max_update_norm``; the sum gets Gaussian noise of std
     ``noise_multiplier * max_update_norm`` and is divided by the expected number of
     clients; ``epsilon`` (user-level, at ``delta``) is reported per round.
+
+    ``aggregation`` is one of :data:`~ppdl_nb.fl.aggregation.AGGREGATIONS`: ``"mean"``
+    (the notebook sums), ``"trusted"`` (needs ``aggregator=`` a worker), ``"secure"``
+    (additive shares among the workers) or ``"secagg"`` (pairwise masks; ``threshold``
+    clients must send masked updates, default more than half).
     """
     _check(rounds, local_epochs, batch_size, fraction, min_clients, loss, optimizer,
            aggregation)
@@ -127,13 +134,14 @@ def fit_federated(
         raise ValueError("DP-FedAvg needs both noise_multiplier= (>= 0) and "
                          "max_update_norm= (> 0), the L2 bound on one client's update")
     agg_cls = AGGREGATIONS[aggregation]
-    agg = agg_cls(aggregator) if aggregation in ("trusted", "secure") else agg_cls()
+    agg = agg_cls(aggregator=aggregator, threshold=threshold)
     global_model = copy.deepcopy(model)
     gen = torch.Generator().manual_seed(seed) if seed is not None else secure_generator()
     history = History()
     workers = data.workers
     pool = ThreadPoolExecutor(max_workers=len(workers), thread_name_prefix="fedavg")
     alive = {w.name: True for w in workers}
+    run_id = os.urandom(4).hex()
     try:
         for rnd in range(1, rounds + 1):
             start = time.perf_counter()
@@ -144,7 +152,8 @@ def fit_federated(
                       "loss": loss, "optimizer": optimizer, "prox_mu": prox_mu,
                       "clip": max_update_norm if dp else None, "keep": agg.keep,
                       "allow": agg.allow(),
-                      "seed": None if seed is None else seed * 1_000_003 + rnd}
+                      "seed": None if seed is None else seed * 1_000_003 + rnd,
+                      "hold": f"{run_id}/{rnd}" if agg.hold else None}
             groups = data.by_worker(chosen)
             futures = {name: pool.submit(_train_on, cs[0].worker, cs, params)
                        for name, cs in groups.items()}
@@ -163,13 +172,15 @@ def fit_federated(
                     f"(min_clients={min_clients}); {'; '.join(events) or 'none sampled'}. "
                     "Restart the workers that died, or lower min_clients.")
             noise_std = noise_multiplier * max_update_norm if dp else 0.0
-            updates = RoundUpdates(rnd, replies, {w.name: w for w in workers}, noise_std)
+            updates = RoundUpdates(rnd, replies, {w.name: w for w in workers}, noise_std,
+                                   events, label=f"{run_id}/{rnd}")
             try:
                 total = agg.total(updates)
             except RoundAborted as exc:
                 history.append(rnd, clients=reported, aggregation=agg.describe(),
                                seconds=time.perf_counter() - start)
-                history.event(rnd, f"round aborted, model unchanged: {exc}")
+                for text in [*events, f"round aborted, model unchanged: {exc}"]:
+                    history.event(rnd, text)
                 continue
             # FedAvg divides by the rows that trained; DP-FedAvg by the expected count of
             # clients (a data-independent denominator, so the noise calibration holds)

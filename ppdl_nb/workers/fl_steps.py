@@ -86,19 +86,22 @@ def load(worker: Worker, caller: str, *, dataset: str, n_clients: int, clients: 
 def train(worker: Worker, caller: str, *, spec: dict, clients: list, epochs: int,
           batch_size: int, lr: float, loss: str = "cross_entropy", optimizer: str = "sgd",
           prox_mu: float = 0.0, clip: float | None = None, keep: bool = False,
-          allow: list[str] | None = None, seed: int | None = None) -> dict[str, Any]:
+          allow: list[str] | None = None, seed: int | None = None, hold: str | None = None
+          ) -> dict[str, Any]:
     """Train the model on each listed client ``[id, x, y]``; sum their updates here.
 
     Without ``clip`` the sum is weighted by rows (FedAvg). With ``clip`` each client's
     update is clipped to that L2 norm and counts once (DP-FedAvg, user-level privacy).
     ``keep``: store the sum here, private, fetchable only by ``allow`` (an aggregator or
     a secure-sum step), instead of replying with it. ``seed``: reproducible batches
-    (client ``c`` shuffles with ``seed + c``); fresh randomness without it.
+    (client ``c`` shuffles with ``seed + c``); fresh randomness without it. ``hold``: keep
+    each client's (weighted) update separately under this round label, for pairwise-mask
+    secure aggregation (:mod:`.secagg_steps`), and reply with none.
     """
     global_model = module_from_spec(spec)
     start_weights = local.flat_weights(global_model)
     total = torch.zeros_like(start_weights)
-    weight, records = 0.0, []
+    weight, records, per_client = 0.0, [], {}
     for item in clients:
         if not (isinstance(item, list) and len(item) == 3):
             raise TypeError("each client is [id, x, y] with x and y references to its data")
@@ -110,16 +113,25 @@ def train(worker: Worker, caller: str, *, spec: dict, clients: list, epochs: int
                                 generator=_generator(seed, cid))
         if clip is not None:
             update, norm = local.clip_update(run.update, clip)
-            total += update
             weight += 1.0
         else:
             norm = float(run.update.norm())
-            total += run.update * run.rows
+            update = run.update * run.rows
             weight += run.rows
+        if hold is not None:
+            per_client[f"c{cid}"] = update
+        else:
+            total += update
         records.append({"client": cid, "rows": run.rows, "loss": run.loss, "norm": norm,
+                        "weight": 1.0 if clip is not None else float(run.rows),
                         "seconds": run.seconds})
     reply: dict[str, Any] = {"weight": weight, "clients": records}
-    if keep:
+    if hold is not None:
+        from .secagg_steps import held
+
+        held(worker)[hold] = {"updates": per_client}
+        reply["update"] = None
+    elif keep:
         allowed = frozenset(allow or ())
         reply["update"] = stored_result(worker, total, True, allowed)
     else:

@@ -6,66 +6,26 @@ import copy
 
 import pytest
 import torch
+from fl_helpers import SEED, Dropping, data, model, reference, split
 
 from ppdl_nb.dp.accounting import epsilon as epsilon_of
 from ppdl_nb.fl import FederatedDataset, fit_federated
-from ppdl_nb.fl.local import apply_update, flat_weights, train_local
+from ppdl_nb.fl.local import flat_weights, train_local
 from ppdl_nb.workers.codec import Ref
 from ppdl_nb.workers.modules import ModelPayloadError
 
-SEED = 7
 
-
-def _data(n: int = 240, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 6, generator=g)
-    y = (x @ torch.randn(6, 3, generator=g)).argmax(1)
-    return x, y
-
-
-def _model() -> torch.nn.Module:
-    torch.manual_seed(1)
-    return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
-
-
-def _reference(model, fed, xs, ys, *, rounds, epochs=1, batch_size=16, lr=0.1, prox_mu=0.0):
-    """FedAvg in one process, plain torch, with the batches fit_federated asks for."""
-    model = copy.deepcopy(model)
-    for rnd in range(1, rounds + 1):
-        total, rows = torch.zeros_like(flat_weights(model)), 0
-        for c in fed.clients:
-            local = copy.deepcopy(model)
-            gen = torch.Generator().manual_seed((SEED * 1_000_003 + rnd) * 7919 + c.id)
-            run = train_local(local, xs[c.id], ys[c.id], epochs=epochs, batch_size=batch_size,
-                              lr=lr, prox_mu=prox_mu, generator=gen)
-            total += run.update * run.rows
-            rows += run.rows
-        apply_update(model, total / rows)
-    return model
-
-
-def _split(workers, clients_per_worker=2):
-    x, y = _data()
-    fed = FederatedDataset.from_tensors(x, y, workers, clients_per_worker=clients_per_worker,
-                                        seed=3, test=(x, y))
-    # what each client holds, recomputed here from the same public split
-    from ppdl_nb.fl.partition import partition
-
-    parts = partition(y, len(fed.clients), seed=3)
-    return fed, {i: x[p] for i, p in enumerate(parts)}, {i: y[p] for i, p in enumerate(parts)}
-
-
-@pytest.mark.parametrize("aggregation", ["mean", "trusted", "secure"])
+@pytest.mark.parametrize("aggregation", ["mean", "trusted", "secure", "secagg"])
 def test_fedavg_over_workers_matches_plain_torch(trio, aggregation):
     alice, bob, charlie = trio
     holders = [alice, bob] if aggregation == "trusted" else [alice, bob, charlie]
-    fed, xs, ys = _split(holders)
-    expected = _reference(_model(), fed, xs, ys, rounds=2)
-    run = fit_federated(_model(), fed, rounds=2, batch_size=16, seed=SEED,
+    fed, xs, ys = split(holders)
+    expected = reference(model(), fed, xs, ys, rounds=2)
+    run = fit_federated(model(), fed, rounds=2, batch_size=16, seed=SEED,
                         aggregation=aggregation,
                         aggregator=charlie if aggregation == "trusted" else None)
-    # secure sums go through 24-bit fixed point; the others are float32 sums
-    tol = 1e-5 if aggregation != "secure" else 1e-4
+    # secure sums go through fixed point; the others are float32 sums
+    tol = 1e-4 if aggregation.startswith("sec") else 1e-5
     torch.testing.assert_close(flat_weights(run.model), flat_weights(expected), atol=tol,
                                rtol=0)
     assert len(run.history) == 2 and run.history.last["clients"] == len(fed.clients)
@@ -74,27 +34,27 @@ def test_fedavg_over_workers_matches_plain_torch(trio, aggregation):
 
 
 def test_fedprox_keeps_clients_closer_to_the_global_model(trio):
-    fed, xs, ys = _split(trio[:2])
+    fed, xs, ys = split(trio[:2])
     opts = {"rounds": 1, "lr": 0.2, "local_epochs": 3, "batch_size": 16, "seed": SEED}
-    plain = fit_federated(_model(), fed, **opts)
-    prox = fit_federated(_model(), fed, prox_mu=2.0, **opts)
-    expected = _reference(_model(), fed, xs, ys, rounds=1, lr=0.2, epochs=3, prox_mu=2.0)
+    plain = fit_federated(model(), fed, **opts)
+    prox = fit_federated(model(), fed, prox_mu=2.0, **opts)
+    expected = reference(model(), fed, xs, ys, rounds=1, lr=0.2, epochs=3, prox_mu=2.0)
     torch.testing.assert_close(flat_weights(prox.model), flat_weights(expected), atol=1e-5,
                                rtol=0)
-    start = flat_weights(_model())
+    start = flat_weights(model())
     assert (flat_weights(prox.model) - start).norm() < (flat_weights(plain.model) - start).norm()
 
 
 def test_client_sampling_takes_the_fraction_asked(trio):
-    fed, _, _ = _split(trio, clients_per_worker=2)
-    run = fit_federated(_model(), fed, rounds=3, fraction=0.5, seed=SEED)
+    fed, _, _ = split(trio, clients_per_worker=2)
+    run = fit_federated(model(), fed, rounds=3, fraction=0.5, seed=SEED)
     assert run.history["sampled"] == [3, 3, 3]
     assert run.history["clients"] == [3, 3, 3]
 
 
 def test_dp_fedavg_clips_adds_noise_and_accounts(trio):
-    fed, _, _ = _split(trio, clients_per_worker=4)
-    run = fit_federated(_model(), fed, rounds=3, fraction=0.5, noise_multiplier=1.1,
+    fed, _, _ = split(trio, clients_per_worker=4)
+    run = fit_federated(model(), fed, rounds=3, fraction=0.5, noise_multiplier=1.1,
                         max_update_norm=0.5, delta=1e-5, aggregation="secure")
     want = [epsilon_of(noise_multiplier=1.1, sample_rate=0.5, steps=r, delta=1e-5)
             for r in (1, 2, 3)]
@@ -110,7 +70,7 @@ def test_dp_noise_has_the_calibrated_spread(aggregation):
 
     net = VirtualNetwork()
     workers = [ppdl_nb.VirtualWorker(n, network=net) for n in ("alice", "bob", "charlie")]
-    x, y = _data(60)
+    x, y = data(60)
     fed = FederatedDataset.from_tensors(x, y, workers, clients_per_worker=2, seed=0)
     model = torch.nn.Linear(6, 400, bias=False)
     run = fit_federated(model, fed, rounds=1, lr=0.0, noise_multiplier=2.0,
@@ -125,38 +85,21 @@ def test_dp_noise_has_the_calibrated_spread(aggregation):
 
 def test_a_worker_that_drops_out_is_recorded_and_the_round_completes(trio):
     alice, bob, charlie = trio
-    fed, _, _ = _split(trio)
-    broken = _Dropping(charlie)
+    fed, _, _ = split(trio)
+    broken = Dropping(charlie, "fl.train")
     for c in fed.clients:
         if c.worker is charlie:
             c.worker = broken
-    run = fit_federated(_model(), fed, rounds=2, min_clients=4, seed=SEED)
+    run = fit_federated(model(), fed, rounds=2, min_clients=4, seed=SEED)
     assert run.history["clients"] == [4, 4]
     assert run.history.events and "charlie" in run.history.events[0]["text"]
     with pytest.raises(RuntimeError, match="min_clients=5"):
-        fit_federated(_model(), fed, rounds=1, min_clients=5)
-
-
-class _Dropping:
-    """A worker whose connection fails on training requests (as a crash would look)."""
-
-    def __init__(self, worker):
-        self._w = worker
-
-    def __getattr__(self, name):
-        return getattr(self._w, name)
-
-    def step(self, name, **kwargs):
-        if name == "fl.train":
-            from ppdl_nb import WorkerUnavailableError
-
-            raise WorkerUnavailableError(f"worker {self._w.name} is not running")
-        return self._w.step(name, **kwargs)
+        fit_federated(model(), fed, rounds=1, min_clients=5)
 
 
 def test_hostile_model_payload_is_refused_and_the_worker_keeps_serving(trio):
     alice = trio[0]
-    fed, _, _ = _split([alice], clients_per_worker=1)
+    fed, _, _ = split([alice], clients_per_worker=1)
     c = fed.clients[0]
     spec = {"format": 1, "layers": {"l": {"type": "os.system", "kwargs": {}}}, "nodes": [],
             "state": {}, "params": []}
@@ -167,8 +110,8 @@ def test_hostile_model_payload_is_refused_and_the_worker_keeps_serving(trio):
     assert alice.ping() == "pong"
 
 
-def test_notebook_cannot_open_clients_data(trio):
-    fed, _, _ = _split(trio[:1], clients_per_worker=1)
+def test_notebook_cannot_open_clientsdata(trio):
+    fed, _, _ = split(trio[:1], clients_per_worker=1)
     with pytest.raises(PermissionError):
         fed.clients[0].x.get()
 
@@ -182,9 +125,9 @@ def test_notebook_cannot_open_clients_data(trio):
     ({"rounds": 1, "optimizer": "lbfgs"}, "optimizer"),
 ])
 def test_bad_options_are_explained(trio, kwargs, message):
-    fed, _, _ = _split(trio[:1], clients_per_worker=1)
+    fed, _, _ = split(trio[:1], clients_per_worker=1)
     with pytest.raises(ValueError, match=message):
-        fit_federated(_model(), fed, **kwargs)
+        fit_federated(model(), fed, **kwargs)
 
 
 def _individual_sums(model, fed, xs, ys):
@@ -214,12 +157,12 @@ def _tensors_in(value):
 
 
 @pytest.mark.parametrize("aggregation, leaks", [("mean", True), ("trusted", False),
-                                                ("secure", False)])
+                                                ("secure", False), ("secagg", False)])
 def test_the_notebook_transcript_holds_no_individual_update(trio, monkeypatch, aggregation,
                                                             leaks):
     alice, bob, charlie = trio
     holders = [alice, bob] if aggregation == "trusted" else [alice, bob, charlie]
-    fed, xs, ys = _split(holders)
+    fed, xs, ys = split(holders)
     seen: list[torch.Tensor] = []
     for w in trio:
         original = w.request
@@ -231,16 +174,50 @@ def test_the_notebook_transcript_holds_no_individual_update(trio, monkeypatch, a
             return result
 
         monkeypatch.setattr(w, "request", recording)
-    fit_federated(_model(), fed, rounds=1, batch_size=16, seed=SEED, aggregation=aggregation,
+    fit_federated(model(), fed, rounds=1, batch_size=16, seed=SEED, aggregation=aggregation,
                   aggregator=charlie if aggregation == "trusted" else None)
-    secrets = _individual_sums(_model(), fed, xs, ys)
+    secrets = _individual_sums(model(), fed, xs, ys)
 
     def close_to_a_secret(t):
         from ppdl_nb.mpc import decode
 
-        candidates = [t.double()] if t.is_floating_point() else [decode(t, 24)]
+        candidates = [t.double()] if t.is_floating_point() else [decode(t, 24), decode(t, 20)]
         return any(c.shape == s.shape and torch.allclose(c.float(), s, atol=1e-3)
                    for c in candidates for s in secrets)
 
     assert any(close_to_a_secret(t) for t in seen) == leaks
     assert seen, "the recorder saw no replies at all"
+
+
+@pytest.mark.parametrize("drop_at", ["secagg.masked", "secagg.unmask"])
+def test_pairwise_masks_survive_clients_dropping_out(trio, drop_at):
+    """Clients on charlie drop before sending masked updates (or before unmasking): the
+    round still yields exactly the others' average (or everyone's, whose masks arrived)."""
+    alice, bob, charlie = trio
+    fed, xs, ys = split(trio, clients_per_worker=2)
+    start = model()
+    for c in fed.clients:
+        if c.worker is charlie:
+            c.worker = Dropping(charlie, drop_at)
+    run = fit_federated(start, fed, rounds=1, batch_size=16, seed=SEED, aggregation="secagg",
+                        threshold=3)
+    counted = [c for c in fed.clients if c.worker is not charlie] if drop_at.endswith(
+        "masked") else fed.clients
+    survivors = [c for c in counted if c.worker.name != "charlie"] if drop_at.endswith(
+        "masked") else counted
+    expected = reference(start, fed, xs, ys, rounds=1, clients=survivors)
+    torch.testing.assert_close(flat_weights(run.model), flat_weights(expected), atol=1e-4,
+                               rtol=0)
+    texts = " ".join(e["text"] for e in run.history.events)
+    assert "charlie dropped out" in texts
+
+
+def test_pairwise_masks_abort_below_the_threshold(trio):
+    fed, _, _ = split(trio, clients_per_worker=2)
+    for c in fed.clients:
+        if c.worker.name in ("bob", "charlie"):
+            c.worker = Dropping(c.worker, "secagg.masked")
+    start = model()
+    run = fit_federated(start, fed, rounds=1, aggregation="secagg", threshold=3, seed=SEED)
+    assert "round aborted" in run.history.events[-1]["text"]
+    torch.testing.assert_close(flat_weights(run.model), flat_weights(start))
