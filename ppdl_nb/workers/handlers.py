@@ -110,6 +110,10 @@ def _call(worker: Worker, msg: dict, caller: str) -> Any:
         result = torch.overrides.handle_torch_function(fn, wrappers, *args, **kwargs)
     else:
         result = fn(*args, **kwargs)
+    if private and msg["fn"].endswith("_") and inputs:  # in place: the target now holds
+        target = inputs[0]  # private information, so it becomes private too
+        target.allowed = allowed if not target.private else target.allowed & allowed
+        target.private = True
     return stored_result(worker, result, private, allowed)
 
 

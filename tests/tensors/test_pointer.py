@@ -201,3 +201,11 @@ def test_store_returns_to_baseline_after_10000_pointers(alice):
     gc.collect()
     alice.flush()
     assert alice.info()["objects"] == baseline
+
+
+def test_an_in_place_op_with_private_input_makes_its_target_private(alice):
+    public = ppdl_nb.send(torch.zeros(3), alice)
+    secret = ppdl_nb.send(torch.tensor([1.0, 2.0, 3.0]), alice, private=True)
+    public.add_(secret)
+    with pytest.raises(PermissionError):
+        public.get()
