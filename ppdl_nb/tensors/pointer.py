@@ -209,6 +209,11 @@ class ModulePointer(Pointer):
         self._check()
         return _call("module.call", (self, *args), kwargs)
 
+    def parameters(self) -> tuple[PointerTensor, ...]:
+        """Pointers to the model's parameters on the worker (the tensors themselves there)."""
+        self._check()
+        return _call("module.parameters", (self,), {})
+
     def _unwrap(self, reply: dict[str, Any]) -> torch.nn.Module:
         rebuilt = module_from_spec(reply["module"])
         if self._origin is None:

@@ -125,6 +125,28 @@ def call_module(module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
     return module(*args, **kwargs)
 
 
+@op("module.parameters")
+def module_parameters(module: torch.nn.Module) -> list[torch.Tensor]:
+    """The parameters of a stored module, in order (for training op by op)."""
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"module.parameters needs a module, got {type(module).__name__}")
+    return list(module.parameters())
+
+
+@op("optim.sgd_step")
+def sgd_step(lr: float, *params: torch.Tensor) -> None:
+    """One plain SGD step on stored parameters (``p -= lr * p.grad``), then clear grads."""
+    if not isinstance(lr, int | float) or lr < 0:
+        raise ValueError(f"lr must be a non-negative number, got {lr!r}")
+    with torch.no_grad():
+        for p in params:
+            if not isinstance(p, torch.Tensor):
+                raise TypeError(f"optim.sgd_step takes parameters, got {type(p).__name__}")
+            if p.grad is not None:
+                p.sub_(lr * p.grad)
+                p.grad = None
+
+
 @op("object.copy")
 def copy_object(obj: Any) -> Any:
     """A copy of a stored object on the same worker (tensor, module, or pointer onwards)."""
