@@ -31,6 +31,7 @@ MODULES: list[str] = [
     "ppdl_nb.magics.kernels",
     "ppdl_nb.magics.mpc",
     "ppdl_nb.magics.train",
+    "ppdl_nb.magics.train_fl",
 ]
 
 

@@ -1,9 +1,10 @@
-"""Training subcommands: ``%%ppdl train dp`` and ``%ppdl tune dp``.
+"""Training subcommands: ``%%ppdl train dp``, ``%%ppdl train fl`` and ``%ppdl tune dp``.
 
 The cell defines ``model`` and names the data (``data = (x, y)``, optionally
 ``test = (x_test, y_test)``, ``loss = "cross_entropy"``, ``optimizer = "sgd"``); the
 options give the privacy parameters. The trained model, its history and the epsilon
 spent land in the namespace as ``<out>_model``, ``<out>_history``, ``<out>_epsilon``.
+Each algorithm is a function in :data:`TRAINERS` (``fl`` lives in :mod:`.train_fl`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ppdl_nb.workers.party import local_party
 from .registry import subcommand
 
 ALGORITHMS = ("dp", "fl")
+TRAINERS: dict[str, Any] = {}  # algorithm -> fn(shell, args, cell)
 
 
 def _live_plot(out: widgets.Output, history: list[dict[str, float]]) -> None:
@@ -44,26 +46,48 @@ def _live_plot(out: widgets.Output, history: list[dict[str, float]]) -> None:
 
 @subcommand("train", cell="cell")
 @magic_arguments.magic_arguments()
-@magic_arguments.argument("algorithm", choices=ALGORITHMS, help="dp (DP-SGD) or fl")
-@magic_arguments.argument("--epsilon", type=float, help="target epsilon (noise calibrated)")
-@magic_arguments.argument("--noise", type=float, help="noise multiplier sigma (instead)")
+@magic_arguments.argument("algorithm", choices=ALGORITHMS,
+                          help="dp (DP-SGD) or fl (federated averaging)")
+@magic_arguments.argument("--epsilon", type=float, help="dp: target epsilon (noise calibrated)")
+@magic_arguments.argument("--noise", type=float,
+                          help="noise multiplier sigma (dp: instead of --epsilon; fl: DP-FedAvg)")
 @magic_arguments.argument("--delta", type=float, default=1e-5, help="delta (default 1e-5)")
-@magic_arguments.argument("--clip", type=float, default=1.0, help="max grad norm (default 1)")
-@magic_arguments.argument("--epochs", type=int, default=5)
-@magic_arguments.argument("--batch-size", type=int, default=64)
+@magic_arguments.argument("--clip", type=float, default=1.0,
+                          help="dp: max grad norm; fl with --noise: max update norm (default 1)")
+@magic_arguments.argument("--epochs", type=int, default=None,
+                          help="dp: epochs (default 5); fl: local epochs per round (default 1)")
+@magic_arguments.argument("--batch-size", type=int, default=None,
+                          help="default 64 (dp), 32 (fl)")
 @magic_arguments.argument("--lr", type=float, default=0.1)
 @magic_arguments.argument("--worker", metavar="NAME",
-                          help="train on this worker's dataset; its budget pays")
+                          help="dp: train on this worker's dataset; its budget pays")
 @magic_arguments.argument("--dataset", metavar="NAME", help="the worker's dataset (with --worker)")
-@magic_arguments.argument("--out", default="dp", help="prefix of the results (default dp)")
+@magic_arguments.argument("--workers", nargs="+", metavar="NAME",
+                          help="fl: workers that hold the clients (when data = (x, y))")
+@magic_arguments.argument("--clients-per-worker", type=int, default=1)
+@magic_arguments.argument("--split", default="iid", help="fl: iid, label or dirichlet")
+@magic_arguments.argument("--rounds", type=int, default=5, help="fl: rounds (default 5)")
+@magic_arguments.argument("--fraction", type=float, default=1.0,
+                          help="fl: fraction of clients sampled per round")
+@magic_arguments.argument("--mu", type=float, default=0.0, help="fl: FedProx proximal term")
+@magic_arguments.argument("--aggregation", default="mean",
+                          help="fl: mean, trusted, secure or secagg")
+@magic_arguments.argument("--aggregator", metavar="NAME", help="fl: the trusted aggregator")
+@magic_arguments.argument("--min-clients", type=int, default=1)
+@magic_arguments.argument("--threshold", type=int, help="fl: secagg threshold")
+@magic_arguments.argument("--seed", type=int, help="reproducible sampling and batches")
+@magic_arguments.argument("--out", default=None, help="prefix of the results (default: dp / fl)")
 def train(shell: Any, args: Any, cell: str | None) -> None:
     """Train the cell's model privately, with live progress; results land in the namespace."""
-    if args.algorithm == "fl":
-        raise UsageError("%%ppdl train fl is not available yet: use ppdl_nb.fl when it lands")
-    if (args.epsilon is None) == (args.noise is None):
-        raise UsageError("give exactly one of --epsilon (a target) or --noise (sigma)")
+    args.out = args.out or args.algorithm
     if not args.out.isidentifier():
         raise UsageError(f"--out must be a name, not {args.out!r}")
+    if args.algorithm in TRAINERS:
+        return TRAINERS[args.algorithm](shell, args, cell)
+    args.epochs = 5 if args.epochs is None else args.epochs
+    args.batch_size = 64 if args.batch_size is None else args.batch_size
+    if (args.epsilon is None) == (args.noise is None):
+        raise UsageError("give exactly one of --epsilon (a target) or --noise (sigma)")
     result = shell.run_cell(cell)
     if result.error_in_exec is not None:
         return
