@@ -35,6 +35,7 @@ from torch import nn
 from ..dp.accounting import epsilon as epsilon_of
 from ..dp.fit import LOSSES
 from ..dp.noise import generator as secure_generator
+from ..workers import tracing
 from ..workers.codec import Ref
 from ..workers.modules import module_to_spec
 from .aggregation import AGGREGATIONS, RoundAborted, RoundUpdates
@@ -155,7 +156,7 @@ def fit_federated(
                       "seed": None if seed is None else seed * 1_000_003 + rnd,
                       "hold": f"{run_id}/{rnd}" if agg.hold else None}
             groups = data.by_worker(chosen)
-            futures = {name: pool.submit(_train_on, cs[0].worker, cs, params)
+            futures = {name: pool.submit(_train_on, cs[0].worker, cs, params, rnd)
                        for name, cs in groups.items()}
             replies, events = {}, []
             for name, fut in futures.items():
@@ -175,7 +176,8 @@ def fit_federated(
             updates = RoundUpdates(rnd, replies, {w.name: w for w in workers}, noise_std,
                                    events, label=f"{run_id}/{rnd}")
             try:
-                total = agg.total(updates)
+                with tracing.round_label(f"round {rnd}: {agg.name} aggregation"):
+                    total = agg.total(updates)
             except RoundAborted as exc:
                 history.append(rnd, clients=reported, aggregation=agg.describe(),
                                seconds=time.perf_counter() - start)
@@ -207,9 +209,11 @@ def fit_federated(
     return FederatedRun(global_model, history)
 
 
-def _train_on(worker: Any, clients: list[Client], params: dict[str, Any]) -> dict[str, Any]:
+def _train_on(worker: Any, clients: list[Client], params: dict[str, Any], rnd: int
+              ) -> dict[str, Any]:
     items = [[c.id, Ref(c.x.id_at_location), Ref(c.y.id_at_location)] for c in clients]
-    return worker.step("fl.train", clients=items, **params)
+    with tracing.round_label(f"round {rnd}: local training"):
+        return worker.step("fl.train", clients=items, **params)
 
 
 def _weighted_loss(replies: dict[str, dict[str, Any]]) -> float:

@@ -268,6 +268,8 @@ class History:
 
 def _axes_for(n: int, ax: Any, figsize: tuple[float, float]) -> list[Any]:
     if ax is None:
+        import matplotlib.pyplot  # noqa: F401  (in Jupyter this installs the figure display)
+
         from matplotlib.figure import Figure
 
         fig = Figure(figsize=figsize, layout="constrained")

@@ -257,6 +257,8 @@ def plot_partition(counts: torch.Tensor, *, names: Sequence[str] | None = None,
     n_clients, n_classes = data.shape
     labels = _client_names(names, n_clients)
     if ax is None:
+        import matplotlib.pyplot  # noqa: F401  (in Jupyter this installs the figure display)
+
         fig = Figure(figsize=(7.0, 0.9 + 0.35 * max(n_clients, 1)), layout="constrained")
         ax = fig.add_subplot()
     else:
