@@ -268,11 +268,9 @@ class History:
 
 def _axes_for(n: int, ax: Any, figsize: tuple[float, float]) -> list[Any]:
     if ax is None:
-        import matplotlib.pyplot  # noqa: F401  (in Jupyter this installs the figure display)
+        from ..viz.figures import new_figure
 
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=figsize, layout="constrained")
+        fig = new_figure(figsize=figsize)
         return list(fig.subplots(1, n, squeeze=False)[0])
     if hasattr(ax, "flat"):  # a numpy array of Axes, as plt.subplots returns
         axes = list(ax.flat)

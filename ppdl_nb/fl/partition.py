@@ -251,15 +251,14 @@ def plot_partition(counts: torch.Tensor, *, names: Sequence[str] | None = None,
     otherwise on a new Figure that is not registered with pyplot (nothing pops up; it
     shows in Jupyter when it is a cell's value).
     """
-    from matplotlib.figure import Figure
 
     data = _as_counts(counts)
     n_clients, n_classes = data.shape
     labels = _client_names(names, n_clients)
     if ax is None:
-        import matplotlib.pyplot  # noqa: F401  (in Jupyter this installs the figure display)
+        from ..viz.figures import new_figure
 
-        fig = Figure(figsize=(7.0, 0.9 + 0.35 * max(n_clients, 1)), layout="constrained")
+        fig = new_figure(figsize=(7.0, 0.9 + 0.35 * max(n_clients, 1)))
         ax = fig.add_subplot()
     else:
         fig = ax.figure
