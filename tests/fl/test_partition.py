@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import importlib
 
 import matplotlib
 
@@ -13,7 +14,6 @@ import torch  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from ppdl_nb.fl import partition as partition_module  # noqa: E402
 from ppdl_nb.fl.partition import (  # noqa: E402
     SCHEMES,
     heterogeneity,
@@ -23,6 +23,9 @@ from ppdl_nb.fl.partition import (  # noqa: E402
     plot_partition,
     register_scheme,
 )
+
+# the package re-exports the function partition(), so reach the module by name
+partition_module = importlib.import_module("ppdl_nb.fl.partition")
 
 LABELS = torch.arange(1000) % 10  # 10 balanced classes
 SCHEME_KW = [("iid", {}), ("label", {}), ("label", {"shards_per_client": 3}),
