@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fl_helpers import SEED, Dropping, model, reference, split
+from fl_helpers import SEED, model, reference, split
 
 from ppdl_nb.fl import fit_federated
 from ppdl_nb.fl.local import flat_weights
+from ppdl_nb.fl.transcript import crash_before
 
 kernel = pytest.importorskip("ppdl_nb.workers.kernel")
 
@@ -19,23 +20,14 @@ def workers():
     group.shutdown()
 
 
-def _killer(worker):
-    def kill():
-        pid = worker.pid
-        worker.process.kill()
-        assert kernel.wait_until(lambda: not kernel._process_running(pid), 10)
-
-    return kill
-
-
 def test_a_worker_killed_during_training_is_recorded_and_training_goes_on(workers):
     a, b, c = workers
     fed, xs, ys = split(workers, clients_per_worker=2)
     start = model()
-    for client in fed.clients:
-        if client.worker is c:
-            client.worker = Dropping(c, "fl.train", kill=_killer(c))
-    run = fit_federated(start, fed, rounds=2, batch_size=16, seed=SEED, min_clients=4)
+    pid = c.pid
+    with crash_before(c, "fl.train"):
+        run = fit_federated(start, fed, rounds=2, batch_size=16, seed=SEED, min_clients=4)
+    assert not kernel._process_running(pid)
     assert run.history["clients"] == [4, 4]
     assert "fl_c dropped out (WorkerUnavailableError)" in run.history.events[0]["text"]
     assert c.status() == "dead"
@@ -51,11 +43,9 @@ def test_secagg_completes_when_a_worker_dies_before_sending_masked_updates(worke
     a, b, c = workers
     fed, xs, ys = split(workers, clients_per_worker=2)
     start = model()
-    for client in fed.clients:
-        if client.worker is c:
-            client.worker = Dropping(c, "secagg.masked", kill=_killer(c))
-    run = fit_federated(start, fed, rounds=1, batch_size=16, seed=SEED, aggregation="secagg",
-                        threshold=4)
+    with crash_before(c, "secagg.masked"):
+        run = fit_federated(start, fed, rounds=1, batch_size=16, seed=SEED,
+                            aggregation="secagg", threshold=4)
     survivors = [cl for cl in fed.clients if cl.worker.name != "fl_c"]
     expected = reference(start, fed, xs, ys, rounds=1, clients=survivors)
     torch.testing.assert_close(flat_weights(run.model), flat_weights(expected), atol=1e-4,
