@@ -186,11 +186,12 @@ class PairwiseMasks(Aggregation):
 
         def each(step: str, per_worker: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
             out = {}
-            for name, w in workers.items():
+            for name, w in list(workers.items()):
                 try:
                     out[name] = w.step(step, round=label, **per_worker(name))
                 except ConnectionError as exc:
                     updates.events.append(f"{name} dropped out during {step} ({exc})")
+                    del workers[name]  # its clients are gone for the rest of the round
             return out
 
         try:
