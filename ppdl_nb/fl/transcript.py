@@ -64,7 +64,8 @@ class Transcript:
             row["tensors"] += 1
             row["dtypes"].add(str(t.dtype).removeprefix("torch."))
             row["values"] += t.numel()
-        return [{**r, "dtypes": ", ".join(sorted(r["dtypes"]))} for r in rows.values()]
+        return [{**rows[k], "dtypes": ", ".join(sorted(rows[k]["dtypes"]))}
+                for k in sorted(rows)]  # replies arrive in any order; list them by name
 
     def __repr__(self) -> str:
         lines = [f"Transcript: {len(self.entries)} tensors received"]
