@@ -4,8 +4,9 @@ For ``z = x * y`` with a dealer triple ``c = a * b`` (any bilinear op: ``*``, ``
 conv2d), each party masks its shares and the masked values are opened:
 
 * round 1, every party ``i``: :func:`beaver_open` -> ``(eps_i, delta_i) = (x_i - a_i,
-  y_i - b_i)``; send both in one message (:func:`~ppdl_nb.mpc.sharing.pack`) to every
-  peer; sum everyone's to get ``eps = x - a`` and ``delta = y - b``. They are uniformly
+  y_i - b_i)``; send both in one message to every peer (workers send the two tensors
+  as two buffers of one message; :func:`~ppdl_nb.mpc.sharing.pack` makes one tensor);
+  sum everyone's to get ``eps = x - a`` and ``delta = y - b``. They are uniformly
   random, so they reveal nothing about ``x`` or ``y``.
 * local, every party ``i``: ``beaver_*_finish(i, eps, delta, a_i, b_i, c_i)`` -> ``z_i``,
   using ``x*y = c + eps*b + a*delta + eps*delta`` (party 0 alone adds ``eps*delta``).
@@ -40,10 +41,13 @@ from .limbs import ring_conv2d, ring_matmul
 from .ring import check_ring
 
 __all__ = [
+    "add_c",
     "beaver_conv2d_finish",
+    "beaver_cross_terms",
     "beaver_matmul_finish",
     "beaver_mul_finish",
     "beaver_open",
+    "beaver_square_cross_terms",
     "beaver_square_finish",
     "beaver_square_open",
 ]
@@ -67,6 +71,26 @@ def beaver_open(
     return x_share - a_share, y_share - b_share
 
 
+def _cross(
+    op: Bilinear,
+    party_index: int,
+    eps: torch.Tensor,
+    delta: torch.Tensor,
+    a_share: torch.Tensor,
+    b_share: torch.Tensor,
+) -> torch.Tensor:
+    for name, t in (("eps", eps), ("delta", delta), ("a_share", a_share),
+                    ("b_share", b_share)):
+        check_ring(t, name)
+    if not isinstance(party_index, int) or party_index < 0:
+        raise ValueError(f"party_index must be a non-negative int, got {party_index!r}")
+    # party 0 folds eps*delta into eps*(b_0 + delta): one product fewer
+    right = b_share + delta if party_index == 0 else b_share
+    z = op(eps, right)
+    z += op(a_share, delta)
+    return z
+
+
 def _finish(
     op: Bilinear,
     party_index: int,
@@ -76,15 +100,14 @@ def _finish(
     b_share: torch.Tensor,
     c_share: torch.Tensor,
 ) -> torch.Tensor:
-    for name, t in (("eps", eps), ("delta", delta), ("a_share", a_share),
-                    ("b_share", b_share), ("c_share", c_share)):
-        check_ring(t, name)
-    if not isinstance(party_index, int) or party_index < 0:
-        raise ValueError(f"party_index must be a non-negative int, got {party_index!r}")
-    # party 0 folds eps*delta into eps*(b_0 + delta): one product fewer
-    right = b_share + delta if party_index == 0 else b_share
-    z = op(eps, right)
-    z += op(a_share, delta)
+    check_ring(c_share, "c_share")
+    z = _cross(op, party_index, eps, delta, a_share, b_share)
+    return add_c(z, c_share)
+
+
+def add_c(z: torch.Tensor, c_share: torch.Tensor) -> torch.Tensor:
+    """LOCAL: add the triple's ``c`` share to :func:`beaver_cross_terms` (in place)."""
+    check_ring(c_share, "c_share")
     if z.shape != c_share.shape:
         raise ValueError(
             f"c_share has shape {tuple(c_share.shape)}, the product has {tuple(z.shape)}: "
@@ -92,6 +115,33 @@ def _finish(
         )
     z += c_share
     return z
+
+
+def beaver_cross_terms(
+    kind: str,
+    party_index: int,
+    eps: torch.Tensor,
+    delta: torch.Tensor,
+    a_share: torch.Tensor,
+    b_share: torch.Tensor,
+    **conv: object,
+) -> torch.Tensor:
+    """LOCAL: the finish step without ``c``: ``eps op b_i + a_i op delta`` (+ ``eps op
+    delta`` for party 0), for ``kind`` in ``mul``, ``matmul``, ``conv2d``.
+
+    The expensive products need only the opened values and the party's own shares, so a
+    party computes them while the dealer's ``c`` share (the last party's correction) may
+    still be on its way, then calls :func:`add_c`.
+    """
+    if kind == "mul":
+        op: Bilinear = torch.mul
+    elif kind == "matmul":
+        op = ring_matmul
+    elif kind == "conv2d":
+        op = functools.partial(ring_conv2d, **conv)  # type: ignore[arg-type]
+    else:
+        raise ValueError(f"kind must be mul, matmul or conv2d, got {kind!r}")
+    return _cross(op, party_index, eps, delta, a_share, b_share)
 
 
 def beaver_mul_finish(
@@ -149,13 +199,21 @@ def beaver_square_open(x_share: torch.Tensor, a_share: torch.Tensor) -> torch.Te
     return x_share - a_share
 
 
+def beaver_square_cross_terms(
+    party_index: int, eps: torch.Tensor, a_share: torch.Tensor
+) -> torch.Tensor:
+    """LOCAL: :func:`beaver_square_finish` without ``c``: ``2 eps a_i`` (+ ``eps^2``, party 0)."""
+    check_ring(eps, "eps")
+    check_ring(a_share, "a_share")
+    if not isinstance(party_index, int) or party_index < 0:
+        raise ValueError(f"party_index must be a non-negative int, got {party_index!r}")
+    right = 2 * a_share + eps if party_index == 0 else 2 * a_share
+    return eps * right
+
+
 def beaver_square_finish(
     party_index: int, eps: torch.Tensor, a_share: torch.Tensor, c_share: torch.Tensor
 ) -> torch.Tensor:
     """LOCAL (every party): share of ``x^2 = c + 2 eps a + eps^2`` (party 0 adds ``eps^2``)."""
-    for name, t in (("eps", eps), ("a_share", a_share), ("c_share", c_share)):
-        check_ring(t, name)
-    if not isinstance(party_index, int) or party_index < 0:
-        raise ValueError(f"party_index must be a non-negative int, got {party_index!r}")
-    right = 2 * a_share + eps if party_index == 0 else 2 * a_share
-    return c_share + eps * right
+    check_ring(c_share, "c_share")
+    return add_c(beaver_square_cross_terms(party_index, eps, a_share), c_share)

@@ -48,7 +48,8 @@ from .limbs import ring_conv2d, ring_matmul
 from .prg import PRG, new_seed
 from .ring import msb, shift_right_logical
 
-__all__ = ["KINDS", "deal", "dealer_bytes", "dealer_seeds", "expand", "simulate_dealer"]
+__all__ = ["KINDS", "check_correction", "deal", "dealer_bytes", "dealer_seeds", "expand",
+           "expand_parts", "simulate_dealer"]
 
 Shape = tuple[int, ...]
 
@@ -175,30 +176,60 @@ def expand(
     **params,
 ) -> tuple[torch.Tensor, ...]:
     """PARTY: its shares of one request, from its seed (last party: plus the correction)."""
-    recipe = _recipe(kind, params)
-    if not isinstance(n_parties, int) or n_parties < 2:
-        raise ValueError(f"n_parties must be an int >= 2, got {n_parties!r}")
-    if not isinstance(party_index, int) or not 0 <= party_index < n_parties:
-        raise ValueError(f"party_index must be in [0, {n_parties}), got {party_index!r}")
-    last = party_index == n_parties - 1
+    last = _check_party(party_index, n_parties)
     if last != (correction is not None):
         raise ValueError(
             "the last party (and only it) must pass the dealer's correction: party "
             f"{party_index} of {n_parties} got correction={'given' if correction else 'None'}"
         )
+    bases, derived = expand_parts(kind, seed, label, party_index, n_parties, **params)
+    if derived is None:
+        derived = check_correction(kind, correction, **params)
+    return tuple(bases + derived)
+
+
+def expand_parts(
+    kind: str, seed: bytes, label: bytes, party_index: int, n_parties: int, **params
+) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+    """PARTY: ``(bases, derived)``, its shares drawn from its seed, without the dealer.
+
+    ``bases`` are its shares of the random inputs (``a, b`` / ``r``), which every party
+    draws at once; ``derived`` its shares of the derived values (``c`` / ``r >> f``,
+    ``msb(r)``), or ``None`` for the last party, whose derived shares are the dealer's
+    correction (:func:`check_correction`). So every party can start a protocol round
+    before the dealer's message arrives.
+    """
+    recipe = _recipe(kind, params)
+    last = _check_party(party_index, n_parties)
     prg = _stream(seed, kind, label)
-    out = [prg.int64(s) for s in recipe.base_shapes]
-    if not last:
-        return tuple(out + [prg.int64(s) for s in recipe.derived_shapes])
+    bases = [prg.int64(s) for s in recipe.base_shapes]
+    if last:
+        return bases, None
+    return bases, [prg.int64(s) for s in recipe.derived_shapes]
+
+
+def check_correction(kind: str, correction: Sequence[torch.Tensor] | None, **params
+                     ) -> list[torch.Tensor]:
+    """The dealer's correction for a ``kind`` request, checked against its shapes."""
+    recipe = _recipe(kind, params)
     corr = list(correction or [])
     if [tuple(c.shape) for c in corr] != list(recipe.derived_shapes) or any(
-        c.dtype != torch.int64 for c in corr
+        not isinstance(c, torch.Tensor) or c.dtype != torch.int64 for c in corr
     ):
         raise ValueError(
             f"correction must be int64 tensors of shapes {list(recipe.derived_shapes)}, got "
             f"{[(tuple(c.shape), c.dtype) for c in corr]}"
         )
-    return tuple(out + corr)
+    return corr
+
+
+def _check_party(party_index: int, n_parties: int) -> bool:
+    """Validate the party's index; True for the last party."""
+    if not isinstance(n_parties, int) or n_parties < 2:
+        raise ValueError(f"n_parties must be an int >= 2, got {n_parties!r}")
+    if not isinstance(party_index, int) or not 0 <= party_index < n_parties:
+        raise ValueError(f"party_index must be in [0, {n_parties}), got {party_index!r}")
+    return party_index == n_parties - 1
 
 
 def dealer_bytes(kind: str, **params) -> int:

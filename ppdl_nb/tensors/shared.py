@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -25,13 +27,22 @@ from ..workers.codec import Ref
 from .chain import Link, chain_of, chain_text
 from .pointer import PointerTensor, _wrap
 
-__all__ = ["MPCSession", "SharedTensor", "session_for"]
+__all__ = ["MPCSession", "SharedTensor", "concurrently", "session_for"]
 
 
 class MPCSession:
-    """Parties, a dealer and a session id; hands out labels that are never reused."""
+    """Parties, a dealer and a session id; hands out labels that are never reused.
 
-    def __init__(self, parties: Sequence[Any], dealer: Any) -> None:
+    ``fused`` picks how a product runs (see :mod:`ppdl_nb.workers.mpc_steps`): one
+    request per party and one to the dealer, all at once, each party running both
+    openings with its peers itself (``True``); or the notebook starting each round on
+    each party in turn (``False``). The default fuses when every worker runs in its own
+    process (kernel workers), where requests to different workers overlap; virtual
+    workers go round by round, which is deterministic and shows each round in a trace.
+    """
+
+    def __init__(self, parties: Sequence[Any], dealer: Any, *, fused: bool | None = None
+                 ) -> None:
         names = [p.name for p in parties]
         if len(parties) < 2:
             raise ValueError("secret sharing needs at least 2 parties")
@@ -48,6 +59,9 @@ class MPCSession:
         self.id = os.urandom(8).hex()
         self._labels = itertools.count()
         self.rounds = 0
+        if fused is None:
+            fused = all(getattr(w, "kind", "virtual") != "virtual" for w in (*parties, dealer))
+        self.fused = bool(fused)
         with tracing.round_label("setup: dealer seeds"):
             dealer.step("mpc.dealer_setup", session=self.id, parties=names)
 
@@ -60,6 +74,58 @@ class MPCSession:
 
     def on_each(self, step: str, per_party: Callable[[int], dict[str, Any]]) -> list[Any]:
         return [p.step(step, session=self.id, **per_party(i)) for i, p in enumerate(self.parties)]
+
+    def fused_op(self, step: str, per_party: Callable[[int], dict[str, Any]],
+                 deal: list[tuple[bytes, str, dict[str, Any]]]) -> list[Any]:
+        """Ask the dealer for ``deal`` and every party to run ``step``, all at once; the
+        parties' replies, in order. Each request travels on its worker's own connection."""
+        calls = [(p, step, {"session": self.id, **per_party(i)})
+                 for i, p in enumerate(self.parties)]
+        if deal:
+            calls.append((self.dealer, "mpc.deal",
+                          {"session": self.id, "requests": deal, "fused": True}))
+        return concurrently(calls)[: self.n]
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="ppdl-nb-request")
+        return _POOL
+
+
+def concurrently(calls: Sequence[tuple[Any, str, dict[str, Any]]]) -> list[Any]:
+    """Run ``worker.step(name, **kwargs)`` for each call at once (one thread per call,
+    the first in this one); return the results in order. If any fails, wait for all
+    and raise the failure that started it (peers of a failed party stop with
+    'stopped: <party> failed: ...', which is raised only if nothing else failed)."""
+    label = tracing.current_round()
+
+    def one(worker: Any, name: str, kwargs: dict[str, Any]) -> Any:
+        with tracing.round_label(label):
+            return worker.step(name, **kwargs)
+
+    futures = [_pool().submit(one, *c) for c in calls[1:]]
+    outcomes: list[tuple[bool, Any]] = []
+    try:
+        outcomes.append((True, one(*calls[0])))
+    except Exception as exc:
+        outcomes.append((False, exc))
+    for f in futures:
+        try:
+            outcomes.append((True, f.result()))
+        except Exception as exc:
+            outcomes.append((False, exc))
+    errors = [v for ok, v in outcomes if not ok]
+    if errors:
+        root = [e for e in errors if " stopped: " not in str(e)]
+        raise (root or errors)[0]
+    return [v for _, v in outcomes]
 
 
 _SESSIONS: dict[tuple[tuple[str, ...], str], MPCSession] = {}
@@ -191,13 +257,23 @@ class SharedTensor:
         out_shape = _out_shape(kind, params)
         if tlabel is not None:
             requests.append((tlabel, "trunc", {"shape": out_shape, "frac_bits": trunc_bits}))
+
+        def operands(i: int) -> dict[str, Any]:
+            return {"x": Ref(self.shares[i].id_at_location),
+                    "y": Ref(other.shares[i].id_at_location) if other is not None else None}
+
+        if sess.fused:
+            with tracing.round_label(f"{kind}: start (dealer and parties at once)"):
+                replies = sess.fused_op("mpc.bilinear", lambda i: {
+                    "label": label, "kind": kind, "params": params, **operands(i),
+                    "trunc_label": tlabel, "frac_bits": trunc_bits}, requests)
+            sess.rounds += 2 if tlabel is not None else 1
+            return self._from_replies(replies)
         with tracing.round_label(f"{kind}: dealer"):
             sess.dealer.step("mpc.deal", session=sess.id, requests=requests)
         with tracing.round_label(f"{kind}: open masked inputs"):
             sess.on_each("mpc.beaver_open", lambda i: {
-                "label": label, "kind": kind, "params": params,
-                "x": Ref(self.shares[i].id_at_location),
-                "y": Ref(other.shares[i].id_at_location) if other is not None else None})
+                "label": label, "kind": kind, "params": params, **operands(i)})
         sess.rounds += 1
         with tracing.round_label(f"{kind}: finish" + (" + open for truncation" if tlabel
                                                       else "")):
@@ -236,9 +312,16 @@ class SharedTensor:
         """Divide by 2^frac_bits exactly (to one unit in the last place): one round."""
         sess = self.session
         label = sess.label()
+        deal = [(label, "trunc", {"shape": list(self.shape), "frac_bits": frac_bits})]
+        if sess.fused:
+            with tracing.round_label("truncate: start (dealer and parties at once)"):
+                replies = sess.fused_op("mpc.truncate", lambda i: {
+                    "label": label, "x": Ref(self.shares[i].id_at_location),
+                    "frac_bits": frac_bits}, deal)
+            sess.rounds += 1
+            return self._from_replies(replies)
         with tracing.round_label("truncate: dealer"):
-            sess.dealer.step("mpc.deal", session=sess.id, requests=[
-                (label, "trunc", {"shape": list(self.shape), "frac_bits": frac_bits})])
+            sess.dealer.step("mpc.deal", session=sess.id, requests=deal)
         with tracing.round_label("truncate: open masked value"):
             sess.on_each("mpc.trunc_open", lambda i: {
                 "label": label, "x": Ref(self.shares[i].id_at_location),

@@ -18,23 +18,30 @@ replayed, reordered or tampered messages are refused and the server keeps servin
 ...         c.request([b"x"])
 [b'hello nb', b'x']
 
-Threads: a server runs its loop in one background thread and calls ``handler`` there,
-one request at a time. A client may be shared between threads (a lock serialises whole
-round trips); a thread that must not wait behind a long request (a live dashboard)
-should open its own :class:`ChannelClient`, which gets its own socket and session.
+Threads: a server runs its loop in one background thread. With ``threads=1`` (the
+default) it calls ``handler`` there, one request at a time. With ``threads=N > 1`` it
+hands each complete request to one of ``N`` handler threads and keeps receiving, so a
+handler may wait for another request to arrive (a protocol step waiting for a peer's
+message); replies are sealed in the handler thread and sent by the loop thread, which
+alone touches the socket. A client may be shared between threads (a lock serialises
+whole round trips); a thread that must not wait behind a long request (a live
+dashboard) should open its own :class:`ChannelClient`, which gets its own socket and
+session.
 """
 
 from __future__ import annotations
 
 import atexit
+import collections
 import os
+import queue
 import shutil
 import tempfile
 import threading
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import zmq
@@ -121,7 +128,10 @@ class ChannelServer:
         *,
         name: str = "server",
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        threads: int = 1,
     ) -> None:
+        if not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be an int >= 1, got {threads!r}")
         self.keypair, self.handler, self.name = keypair, handler, name
         self.max_message_bytes = max_message_bytes
         self._allowed: dict[str, bytes] = {}
@@ -149,6 +159,20 @@ class ChannelServer:
         self.endpoint: str = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._ipc_path = self.endpoint[6:] if self.endpoint.startswith("ipc://") else None
         self._stop = threading.Event()
+        self._jobs: queue.SimpleQueue | None = None
+        self._outbox: collections.deque = collections.deque()  # (ident, message) to send
+        self._wake_r = self._wake_w = -1
+        self._handlers: list[threading.Thread] = []
+        if threads > 1:
+            self._jobs = queue.SimpleQueue()
+            self._wake_r, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_r, False)
+            os.set_blocking(self._wake_w, False)
+            for i in range(threads):
+                t = threading.Thread(target=self._work, name=f"ppdl-chan-{name}-h{i}",
+                                     daemon=True)
+                t.start()
+                self._handlers.append(t)
         self._thread = threading.Thread(target=self._serve, name=f"ppdl-chan-{name}", daemon=True)
         self._thread.start()
 
@@ -172,8 +196,12 @@ class ChannelServer:
     def close(self) -> None:
         """Stop serving, close the socket and remove the ipc file. Idempotent."""
         self._stop.set()
+        if self._jobs is not None:
+            for _ in self._handlers:
+                self._jobs.put(None)
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout=10)
+        self._close_wake_pipe()
         if self._ipc_path and os.path.exists(self._ipc_path):
             try:
                 os.unlink(self._ipc_path)
@@ -195,9 +223,17 @@ class ChannelServer:
 
     def _serve(self) -> None:
         sock = self._sock
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        if self._wake_r >= 0:
+            poller.register(self._wake_r, zmq.POLLIN)
         try:
             while not self._stop.is_set():
-                if not sock.poll(_POLL_MS):
+                events = dict(poller.poll(_POLL_MS))
+                if self._wake_r in events:
+                    self._drain_wakeups()
+                self._flush_outbox()
+                if sock not in events:
                     continue
                 msg = sock.recv_multipart(copy=False)
                 try:
@@ -206,6 +242,53 @@ class ChannelServer:
                     pass  # the client went away while we replied
         finally:
             sock.close(linger=0)
+
+    def _close_wake_pipe(self) -> None:
+        """Close the wake-up pipe once no handler thread can write to it any more (a
+        handler still busy keeps it open: its fd number must not be reused under it)."""
+        if self._wake_r < 0 or threading.current_thread() in self._handlers:
+            return
+        for t in self._handlers:
+            t.join(timeout=0.5)
+        if any(t.is_alive() for t in self._handlers) or self._thread.is_alive():
+            return
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._wake_r = self._wake_w = -1
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _flush_outbox(self) -> None:
+        """Send what handler threads sealed (loop thread only: it alone uses the socket)."""
+        while self._outbox:
+            ident, m = self._outbox.popleft()
+            try:
+                _send(self._sock, m, ident)
+            except zmq.ZMQError:
+                pass  # the client went away
+
+    def _work(self) -> None:
+        """A handler thread: run requests, hand the sealed replies to the loop thread."""
+        assert self._jobs is not None
+        while True:
+            job = self._jobs.get()
+            if job is None or self._stop.is_set():
+                return
+            ident, session, inbound = job
+            for m in self._answer(session, inbound):
+                self._outbox.append((ident, m))
+                try:
+                    os.write(self._wake_w, b"x")
+                except (BlockingIOError, OSError):
+                    pass  # the pipe is full of wake-ups already, or the server closed
 
     def _refuse(self, ident: bytes, seq: int, reason: str) -> None:
         self.refused += 1
@@ -293,6 +376,14 @@ class ChannelServer:
         _send(self._sock, [head, mine.public, confirm], ident)
 
     def _reply(self, ident: bytes, session: _Session, inbound: wire.Inbound) -> None:
+        if self._jobs is not None:
+            self._jobs.put((ident, session, inbound))  # a handler thread answers
+            return
+        for m in self._answer(session, inbound):
+            _send(self._sock, m, ident)
+
+    def _answer(self, session: _Session, inbound: wire.Inbound) -> Iterator[list]:
+        """Run the handler; yield the sealed reply messages in order."""
         status = wire.STATUS_OK
         try:
             frames = list(self.handler(inbound.frames, session.peer))
@@ -303,14 +394,14 @@ class ChannelServer:
         try:
             messages = wire.seal_iter(session.aead_out, wire.KIND_REPLY, inbound.seq, frames,
                                       status=status)
-            for m in messages:
-                _send(self._sock, m, ident)
+            first = next(messages)  # bad frames fail here, before anything is sent
+            yield first
+            yield from messages
         except (TypeError, ValueError, BufferError) as exc:  # handler returned non-bytes
             err = [b"TypeError", f"handler of {self.name!r} returned bad frames: {exc}".encode(),
                    b""]
-            for m in wire.seal_iter(session.aead_out, wire.KIND_REPLY, inbound.seq, err,
-                                    status=wire.STATUS_ERROR):
-                _send(self._sock, m, ident)
+            yield from wire.seal_iter(session.aead_out, wire.KIND_REPLY, inbound.seq, err,
+                                      status=wire.STATUS_ERROR)
 
 
 class ChannelClient:

@@ -27,6 +27,7 @@ from .worker import Worker
 __all__ = ["ChannelConnection", "WorkerRuntime", "current", "start"]
 
 DEFAULT_TIMEOUT = 120.0
+HANDLER_THREADS = 8  # requests a worker may have in hand at once (most wait for a peer)
 
 
 class ChannelConnection(WorkerClient):
@@ -77,8 +78,11 @@ class WorkerRuntime:
         self.worker = Worker(name, connect=self._connect)
         self.worker.state["runtime"] = self
         self.inspect = inspect
+        # several handler threads: a protocol step may wait for a peer's message
+        # (Worker.wait_until), which another thread must be free to receive
         self.server = ChannelServer(self.keys, None, self._handle,
-                                    {"me": parse_public_key(notebook_key)}, name=name)
+                                    {"me": parse_public_key(notebook_key)}, name=name,
+                                    threads=HANDLER_THREADS)
 
     def _handle(self, frames: list[Any], caller: str) -> list[Any]:
         return self.worker.handle(frames, caller, owned=True)  # fresh receive buffers

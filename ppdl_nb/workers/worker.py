@@ -95,6 +95,7 @@ class Worker:
         self.max_message_bytes = max_message_bytes
         self._connect = connect
         self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
         self.state: dict[str, Any] = {}  # per-protocol state (budgets, seeds), keyed by layer
         self.names: dict[str, int] = {}  # objects the owner published by name
 
@@ -115,6 +116,20 @@ class Worker:
         """As the owner, let ``to`` fetch object ``obj_id``."""
         with self._lock:
             self.store.release(obj_id, to=to)
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Inside a handler: let other requests run on this worker until ``predicate()``
+        holds (checked under the worker's lock), or ``timeout`` seconds pass; returns
+        whether it holds. A protocol step waits here for a peer's message, which a
+        handler calls :meth:`notify` for. Needs a transport that serves requests
+        concurrently (kernel workers; virtual workers called from several threads)."""
+        with self._changed:
+            return self._changed.wait_for(predicate, timeout)
+
+    def notify(self) -> None:
+        """Wake the handlers waiting in :meth:`wait_until` to check their condition."""
+        with self._changed:
+            self._changed.notify_all()
 
     def client_for(self, name: str) -> Any:
         """A client for worker ``name``, speaking as this worker."""

@@ -12,6 +12,9 @@ party receives (the notebook included) and what each holds at the end, then chec
   with the same shapes, and ring values that pass a two-sample test.
 
 Routing shares through the notebook, or letting the dealer compute, breaks the first two.
+Both ways of running a product are checked: round by round (the notebook starts each
+round) and fused (one request per party, all at once, the parties running both
+openings themselves; here on virtual workers called from several threads).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from scipy import stats
 
 import ppdl_nb
 from ppdl_nb import mpc
+from ppdl_nb.tensors.shared import session_for
 from ppdl_nb.workers import codec
 from ppdl_nb.workers.virtual import VirtualNetwork
 
@@ -60,7 +64,7 @@ def _structure(tree: Any, session: str) -> Any:
     return tree
 
 
-def run(secret: torch.Tensor) -> dict[str, Any]:
+def run(secret: torch.Tensor, fused: bool) -> dict[str, Any]:
     net = VirtualNetwork()
     workers = {n: ppdl_nb.VirtualWorker(n, network=net) for n in NAMES}
     views: dict[str, list[Any]] = {n: [] for n in (*NAMES, "me")}
@@ -84,6 +88,7 @@ def run(secret: torch.Tensor) -> dict[str, Any]:
     alice, bob, charlie, dave = (workers[n] for n in NAMES)
     x_ptr = ppdl_nb.send(secret, alice, private=True)
     views["me"].clear()  # the notebook handing alice her data is set-up, not the protocol
+    session_for([bob, charlie], dave).fused = fused
     xs = ppdl_nb.share(x_ptr, bob, charlie, dealer=dave)
     ys = ppdl_nb.share(Y, bob, charlie, dealer=dave)
     products = [xs * ys, xs @ ys]
@@ -120,10 +125,13 @@ def _triples(result: dict[str, Any]) -> list[torch.Tensor]:
     return out
 
 
-@pytest.fixture(scope="module")
-def runs():
+@pytest.fixture(scope="module", params=[False, True], ids=["rounds", "fused"])
+def runs(request):
     torch.manual_seed(1)
-    return run(torch.randn(8, 8) * 10), run(torch.full((8, 8), 42.0))
+    fused = request.param
+    first, second = run(torch.randn(8, 8) * 10, fused), run(torch.full((8, 8), 42.0), fused)
+    assert first["session"].fused is fused
+    return first, second
 
 
 def test_nobody_holds_two_shares_and_the_dealer_and_notebook_hold_none(runs):
@@ -156,8 +164,9 @@ def test_views_are_indistinguishable_for_two_secrets(runs):
     for party in ("me", "alice", "bob", "charlie", "dave"):
         if party == "alice":
             continue  # alice is the owner of the secret: her view contains it
-        s1 = _structure(first["views"][party], first["session"].id)
-        s2 = _structure(second["views"][party], second["session"].id)
+        # the same messages (fused: threads may deliver them in another order)
+        s1 = sorted(map(repr, _structure(first["views"][party], first["session"].id)))
+        s2 = sorted(map(repr, _structure(second["views"][party], second["session"].id)))
         assert s1 == s2, f"{party}'s view differs in more than random values"
         ring1 = _ring_sample(first["views"][party])
         ring2 = _ring_sample(second["views"][party])

@@ -2,6 +2,9 @@
 
 Differential tests decode both sides: the reference is torch on decode(encode(x)), so
 the only error measured is the protocol's (truncation: one unit in the last place).
+Each runs round by round (the notebook starts each round) and fused (one request per
+party, the parties running both openings themselves, concurrently: here on virtual
+workers called from several threads; tests/mpc/test_fused.py runs it between kernels).
 """
 
 from __future__ import annotations
@@ -14,20 +17,25 @@ from hypothesis import strategies as st
 
 import ppdl_nb
 from ppdl_nb import mpc
+from ppdl_nb.tensors.shared import session_for
 from ppdl_nb.workers.virtual import VirtualNetwork
 
 ULP = 2.0**-16
 ELEMENTWISE_TOL = 2.0**-15
 
 
-def _workers(n_parties: int):
+def _workers(n_parties: int, fused: bool):
     net = VirtualNetwork()
     names = ["p0", "p1", "p2", "p3"][:n_parties]
     parties = [ppdl_nb.VirtualWorker(n, network=net) for n in names]
-    return parties, ppdl_nb.VirtualWorker("dealer", network=net)
+    dealer = ppdl_nb.VirtualWorker("dealer", network=net)
+    session_for(parties, dealer).fused = fused
+    return parties, dealer
 
 
-GROUPS = {n: _workers(n) for n in (2, 3)}
+GROUPS = {f"{n}{'-fused' if fused else ''}": _workers(n, fused)
+          for fused in (False, True) for n in (2, 3)}
+PARTIES = list(GROUPS)  # "2", "3", "2-fused", "3-fused"
 
 
 def q(x: torch.Tensor) -> torch.Tensor:
@@ -35,7 +43,7 @@ def q(x: torch.Tensor) -> torch.Tensor:
     return mpc.decode(mpc.encode(x))
 
 
-def shared(x: torch.Tensor, n: int):
+def shared(x: torch.Tensor, n: str):
     parties, dealer = GROUPS[n]
     return ppdl_nb.share(x, *parties, dealer=dealer)
 
@@ -54,7 +62,7 @@ def pairs(draw, max_dims=3):
     return a.double(), b.double()
 
 
-@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("n", PARTIES)
 @settings(max_examples=12, deadline=None)
 @given(pairs())
 def test_elementwise_ops_match_torch(n, ab):
@@ -77,7 +85,7 @@ def test_elementwise_ops_match_torch(n, ab):
                                    msg=lambda m, name=name: f"{name}: {m}")
 
 
-@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("n", PARTIES)
 @settings(max_examples=10, deadline=None)
 @given(st.integers(1, 5), st.integers(1, 6), st.integers(1, 4), st.data())
 def test_matmul_matches_torch(n, rows, k, cols, data):
@@ -88,7 +96,7 @@ def test_matmul_matches_torch(n, rows, k, cols, data):
     torch.testing.assert_close(got, q(a) @ q(b), atol=(k + 1) * ULP, rtol=0)
 
 
-@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("n", PARTIES)
 def test_conv2d_matches_torch(n):
     x, w = torch.randn(2, 2, 5, 5).double() * 3, torch.randn(3, 2, 3, 3).double()
     got = F.conv2d(shared(x, n), shared(w, n), padding=1).get()
@@ -97,7 +105,7 @@ def test_conv2d_matches_torch(n):
                                rtol=0)
 
 
-@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("n", PARTIES)
 def test_shape_ops_sum_and_mean(n):
     x = torch.randn(3, 4).double() * 10
     s, qx = shared(x, n), q(x)
@@ -111,7 +119,7 @@ def test_shape_ops_sum_and_mean(n):
     torch.testing.assert_close(torch.stack([s, s], dim=1).get(), torch.stack([qx, qx], dim=1))
 
 
-@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("n", PARTIES)
 def test_linear_layer_with_public_weights_and_shared_input(n):
     x, w, b = torch.randn(4, 5).double(), torch.randn(3, 5).double(), torch.randn(3).double()
     got = F.linear(shared(x, n), shared(w, n), shared(b, n)).get()
@@ -120,7 +128,7 @@ def test_linear_layer_with_public_weights_and_shared_input(n):
     torch.testing.assert_close(got, q(x) @ q(w).t(), atol=6 * ULP, rtol=0)
 
 
-@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("n", PARTIES)
 def test_truncation_at_the_edges_of_the_range(n):
     # products near the truncation bound (|x*y| encoded just under 2^62) and signs
     big = 2.0**21.9  # times 255: encoded product ~2^61.9, just under the 2^62 bound
@@ -131,7 +139,7 @@ def test_truncation_at_the_edges_of_the_range(n):
 
 
 def test_chain_of_a_shared_tensor():
-    s = shared(torch.ones(2), 2)
+    s = shared(torch.ones(2), "2")
     links = ppdl_nb.chain_of(s)
     assert [link.kind for link in links] == ["FixedPrecisionTensor", "SharedTensor"]
     forks = links[1].children
@@ -140,7 +148,7 @@ def test_chain_of_a_shared_tensor():
 
 
 def test_private_data_shared_by_its_owner_stays_private():
-    parties, dealer = GROUPS[2]
+    parties, dealer = GROUPS["2"]
     alice = ppdl_nb.VirtualWorker("alice", network=parties[0].network)
     secret = ppdl_nb.send(torch.tensor([1.0, 2.0]), alice, private=True)
     s = ppdl_nb.share(secret, *parties, dealer=dealer)
@@ -149,13 +157,16 @@ def test_private_data_shared_by_its_owner_stays_private():
 
 
 def test_the_dealer_may_not_be_a_party():
-    parties, _ = GROUPS[2]
+    parties, _ = GROUPS["2"]
     with pytest.raises(ValueError, match="must not be one of the parties"):
         ppdl_nb.share(torch.ones(2), *parties, dealer=parties[0])
 
 
-def test_rounds_are_counted():
-    s = shared(torch.ones(3), 2)
+@pytest.mark.parametrize("n", ["2", "2-fused"])
+def test_rounds_are_counted(n):
+    s = shared(torch.ones(3), n)
     before = s.child.session.rounds
     _ = s * s
     assert s.child.session.rounds - before == 2  # one opening for Beaver, one to truncate
+    _ = s * 0.5  # a public product: one truncation round
+    assert s.child.session.rounds - before == 3
