@@ -81,7 +81,8 @@ def train_fl(shell: Any, args: Any, cell: str | None) -> None:
         live.append(record["round"], **metrics)
         progress.value = record["round"]
         acc = f", accuracy {record['accuracy']:.3f}" if "accuracy" in record else ""
-        status.value = f"round {record['round']}/{args.rounds}: loss {record['loss']:.3f}{acc}"
+        loss = f", loss {record['loss']:.3f}" if "loss" in record else ""
+        status.value = f"round {record['round']}/{args.rounds}{loss}{acc}"
         _redraw(plot, live)
 
     dp = {"noise_multiplier": args.noise, "max_update_norm": args.clip,

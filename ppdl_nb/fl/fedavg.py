@@ -154,7 +154,8 @@ def fit_federated(
                       "clip": max_update_norm if dp else None, "keep": agg.keep,
                       "allow": agg.allow(),
                       "seed": None if seed is None else seed * 1_000_003 + rnd,
-                      "hold": f"{run_id}/{rnd}" if agg.hold else None}
+                      "hold": f"{run_id}/{rnd}" if agg.hold else None,
+                      "report": agg.name == "mean" and not dp}
             groups = data.by_worker(chosen)
             futures = {name: pool.submit(_train_on, cs[0].worker, cs, params, rnd)
                        for name, cs in groups.items()}
@@ -188,10 +189,8 @@ def fit_federated(
             # clients (a data-independent denominator, so the noise calibration holds)
             denom = fraction * len(data.clients) if dp else updates.weight
             apply_update(global_model, server_lr * total / denom)
-            record: dict[str, Any] = {
-                "loss": _weighted_loss(replies), "clients": reported,
-                "sampled": len(chosen), "aggregation": agg.describe(),
-            }
+            record: dict[str, Any] = {"clients": reported, "sampled": len(chosen),
+                                      "aggregation": agg.describe(), **_client_stats(replies)}
             if data.test is not None:
                 record.update(_evaluate(global_model, data.test, loss))
             if dp:
@@ -216,10 +215,16 @@ def _train_on(worker: Any, clients: list[Client], params: dict[str, Any], rnd: i
         return worker.step("fl.train", clients=items, **params)
 
 
-def _weighted_loss(replies: dict[str, dict[str, Any]]) -> float:
-    recs = [c for r in replies.values() for c in r["clients"]]
+def _client_stats(replies: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Training loss (weighted by rows) and median update norm, where clients reported them
+    (only with the notebook as a plain server: secure and DP runs keep them private)."""
+    recs = [c for r in replies.values() for c in r["clients"] if "loss" in c]
+    if not recs:
+        return {}
     rows = sum(c["rows"] for c in recs)
-    return sum(c["loss"] * c["rows"] for c in recs) / max(rows, 1)
+    norms = sorted(c["norm"] for c in recs)
+    return {"loss": sum(c["loss"] * c["rows"] for c in recs) / max(rows, 1),
+            "median_norm": norms[len(norms) // 2]}
 
 
 def _check(rounds: int, local_epochs: int, batch_size: int, fraction: float, min_clients: int,

@@ -86,8 +86,8 @@ def load(worker: Worker, caller: str, *, dataset: str, n_clients: int, clients: 
 def train(worker: Worker, caller: str, *, spec: dict, clients: list, epochs: int,
           batch_size: int, lr: float, loss: str = "cross_entropy", optimizer: str = "sgd",
           prox_mu: float = 0.0, clip: float | None = None, keep: bool = False,
-          allow: list[str] | None = None, seed: int | None = None, hold: str | None = None
-          ) -> dict[str, Any]:
+          allow: list[str] | None = None, seed: int | None = None, hold: str | None = None,
+          report: bool = True) -> dict[str, Any]:
     """Train the model on each listed client ``[id, x, y]``; sum their updates here.
 
     Without ``clip`` the sum is weighted by rows (FedAvg). With ``clip`` each client's
@@ -96,7 +96,9 @@ def train(worker: Worker, caller: str, *, spec: dict, clients: list, epochs: int
     a secure-sum step), instead of replying with it. ``seed``: reproducible batches
     (client ``c`` shuffles with ``seed + c``); fresh randomness without it. ``hold``: keep
     each client's (weighted) update separately under this round label, for pairwise-mask
-    secure aggregation (:mod:`.secagg_steps`), and reply with none.
+    secure aggregation (:mod:`.secagg_steps`), and reply with none. ``report``: include
+    each client's training loss and update norm; off under secure aggregation or DP,
+    where those per-client figures would tell the notebook what the protocol hides.
     """
     global_model = module_from_spec(spec)
     start_weights = local.flat_weights(global_model)
@@ -122,9 +124,11 @@ def train(worker: Worker, caller: str, *, spec: dict, clients: list, epochs: int
             per_client[f"c{cid}"] = update
         else:
             total += update
-        records.append({"client": cid, "rows": run.rows, "loss": run.loss, "norm": norm,
-                        "weight": 1.0 if clip is not None else float(run.rows),
-                        "seconds": run.seconds})
+        record = {"client": cid, "rows": run.rows,
+                  "weight": 1.0 if clip is not None else float(run.rows)}
+        if report:
+            record.update(loss=run.loss, norm=norm, seconds=run.seconds)
+        records.append(record)
     reply: dict[str, Any] = {"weight": weight, "clients": records}
     if hold is not None:
         from .secagg_steps import held
