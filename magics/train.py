@@ -28,6 +28,16 @@ ALGORITHMS = ("dp", "fl")
 TRAINERS: dict[str, Any] = {}  # algorithm -> fn(shell, args, cell)
 
 
+def run_training_cell(shell: Any, cell: str | None) -> dict[str, Any] | None:
+    """Run the cell; its namespace, or None if the cell failed (IPython showed why)."""
+    result = shell.run_cell(cell)
+    if result.error_in_exec is not None:
+        return None
+    if shell.user_ns.get("model") is None:
+        raise UsageError("the cell must define `model` (a torch.nn.Module)")
+    return shell.user_ns
+
+
 def _live_plot(out: widgets.Output, history: list[dict[str, float]]) -> None:
     with out:
         clear_output(wait=True)
@@ -88,13 +98,10 @@ def train(shell: Any, args: Any, cell: str | None) -> None:
     args.batch_size = 64 if args.batch_size is None else args.batch_size
     if (args.epsilon is None) == (args.noise is None):
         raise UsageError("give exactly one of --epsilon (a target) or --noise (sigma)")
-    result = shell.run_cell(cell)
-    if result.error_in_exec is not None:
+    ns = run_training_cell(shell, cell)
+    if ns is None:
         return
-    ns = shell.user_ns
-    model = ns.get("model")
-    if model is None:
-        raise UsageError("the cell must define `model` (a torch.nn.Module)")
+    model = ns["model"]
     common = {"delta": args.delta, "max_grad_norm": args.clip, "epochs": args.epochs,
               "batch_size": args.batch_size, "lr": args.lr,
               "noise_multiplier": args.noise, "epsilon": args.epsilon,

@@ -22,7 +22,7 @@ from ppdl_nb.fl import FederatedDataset, fit_federated
 from ppdl_nb.fl.aggregation import AGGREGATIONS
 from ppdl_nb.workers.party import local_party
 
-from .train import TRAINERS
+from .train import TRAINERS, run_training_cell
 
 __all__ = ["train_fl"]
 
@@ -60,13 +60,10 @@ def train_fl(shell: Any, args: Any, cell: str | None) -> None:
     if args.epsilon is not None:
         raise UsageError("fl takes --noise (and --clip, the max update norm) for DP-FedAvg; "
                          "epsilon is reported per round")
-    result = shell.run_cell(cell)
-    if result.error_in_exec is not None:
+    ns = run_training_cell(shell, cell)
+    if ns is None:
         return
-    ns = shell.user_ns
-    model = ns.get("model")
-    if model is None:
-        raise UsageError("the cell must define `model` (a torch.nn.Module)")
+    model = ns["model"]
     data = _federated_data(ns, args)
     progress = widgets.IntProgress(value=0, max=args.rounds, description="rounds")
     status = widgets.Label()
