@@ -122,6 +122,15 @@ def fit_federated(
     ``noise_multiplier * max_update_norm`` and is divided by the expected number of
     clients; ``epsilon`` (user-level, at ``delta``) is reported per round.
 
+    Whom DP-FedAvg protects: the released model (and its per-round versions) changes
+    little whether or not any one client took part, so whoever sees the model (the
+    notebook, other clients, the world) learns little about one client's rows. With
+    ``"mean"`` the notebook adds the noise and sees the un-noised sum first; with
+    ``"trusted"`` the aggregator does; with ``"secure"`` and ``"secagg"`` the noise is
+    added inside the shares / masked updates, so no single party ever sees the sum
+    without noise. Under DP and secure aggregation workers report no per-client losses
+    or norms, which would leak around the guarantee.
+
     ``aggregation`` is one of :data:`~ppdl_nb.fl.aggregation.AGGREGATIONS`: ``"mean"``
     (the notebook sums), ``"trusted"`` (needs ``aggregator=`` a worker), ``"secure"``
     (additive shares among the workers) or ``"secagg"`` (pairwise masks; ``threshold``
