@@ -61,6 +61,8 @@ def test_dp_fedavg_clips_adds_noise_and_accounts(trio):
             for r in (1, 2, 3)]
     assert run.history["epsilon"] == pytest.approx(want)
     assert want[0] < want[1] < want[2]
+    # per-client losses and norms would leak around the guarantee: none reach the notebook
+    assert "loss" not in run.history.metrics and "median_norm" not in run.history.metrics
 
 
 @pytest.mark.parametrize("aggregation", ["mean", "secure"])
