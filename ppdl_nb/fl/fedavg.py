@@ -152,12 +152,14 @@ def fit_federated(
     pool = ThreadPoolExecutor(max_workers=len(workers), thread_name_prefix="fedavg")
     alive = {w.name: True for w in workers}
     run_id = os.urandom(4).hex()
+    structure = module_to_spec(global_model)  # traced once; each round sends new weights
     try:
         for rnd in range(1, rounds + 1):
             start = time.perf_counter()
             before = _bytes_seen(workers)
             chosen = [c for c in _sample(data.clients, fraction, dp, gen) if alive[c.worker.name]]
-            spec = module_to_spec(global_model)
+            spec = {**structure, "state": {k: v.detach()
+                                           for k, v in global_model.state_dict().items()}}
             params = {"spec": spec, "epochs": local_epochs, "batch_size": batch_size, "lr": lr,
                       "loss": loss, "optimizer": optimizer, "prox_mu": prox_mu,
                       "clip": max_update_norm if dp else None, "keep": agg.keep,

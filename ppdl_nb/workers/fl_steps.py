@@ -100,7 +100,7 @@ def train(worker: Worker, caller: str, *, spec: dict, clients: list, epochs: int
     each client's training loss and update norm; off under secure aggregation or DP,
     where those per-client figures would tell the notebook what the protocol hides.
     """
-    global_model = module_from_spec(spec)
+    global_model = _model(worker, spec)
     start_weights = local.flat_weights(global_model)
     total = torch.zeros_like(start_weights)
     weight, records, per_client = 0.0, [], {}
@@ -141,6 +141,31 @@ def train(worker: Worker, caller: str, *, spec: dict, clients: list, epochs: int
     else:
         reply["update"] = total
     return reply
+
+
+def _model(worker: Worker, spec: dict) -> torch.nn.Module:
+    """The spec's model, rebuilt once per architecture and reloaded with new weights after.
+
+    Rounds of one run send the same graph with new weights; rebuilding (layer init,
+    graph checks) every round would cost more than loading the weights.
+    """
+    if not isinstance(spec, dict):
+        raise TypeError("spec must be a model description (module_to_spec)")
+    key = repr((spec.get("format"), spec.get("nodes"), spec.get("layers"), spec.get("params")))
+    cache = _fl(worker).setdefault("models", {})
+    model = cache.get(key)
+    if model is None:
+        model = module_from_spec(spec)
+        if len(cache) >= 4:
+            cache.pop(next(iter(cache)))
+        cache[key] = model
+    else:
+        state = spec.get("state")
+        if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor)
+                                                for v in state.values())):
+            raise TypeError("the model's state must map names to tensors")
+        model.load_state_dict(state, strict=True)
+    return model
 
 
 def _generator(seed: int | None, client: int) -> torch.Generator | None:
