@@ -108,7 +108,10 @@ def trace(workers: Sequence[Any] | None = None) -> Iterator[Trace]:
 
     Workers in other processes record their own requests and hand them over at the end.
     """
-    remote = [w for w in (workers or local_party().workers()) if w.kind != "virtual"]
+    if workers is None:  # every worker this notebook reaches that is still up
+        workers = [w for w in local_party().workers()
+                   if getattr(w, "status", lambda: "running")() == "running"]
+    remote = [w for w in workers if w.kind != "virtual"]
     result = Trace()
     with tracing.recording() as rec:
         for w in remote:

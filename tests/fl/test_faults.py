@@ -52,3 +52,13 @@ def test_secagg_completes_when_a_worker_dies_before_sending_masked_updates(worke
                                rtol=0)
     texts = " ".join(e["text"] for e in run.history.events)
     assert "fl_c dropped out during secagg.masked" in texts and "c2, c5 dropped" in texts
+
+
+def test_tracing_skips_workers_that_are_down(workers):
+    import ppdl_nb
+
+    a, b, c = workers
+    c.shutdown()
+    with ppdl_nb.trace() as t:
+        ppdl_nb.send(torch.ones(2), a)
+    assert [(r["src"], r["dst"]) for r in t.records] == [("me", "fl_a")]
