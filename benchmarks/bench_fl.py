@@ -31,9 +31,9 @@ from ppdl_nb.fl import FederatedDataset, fit_federated, public_split  # noqa: E4
 from ppdl_nb.fl.local import train_local  # noqa: E402
 
 
-def model(seed: int) -> torch.nn.Module:
+def model(seed: int, features: int = 784) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(784, 64), torch.nn.ReLU(),
+    return torch.nn.Sequential(torch.nn.Linear(features, 64), torch.nn.ReLU(),
                                torch.nn.Linear(64, 10))
 
 
@@ -44,12 +44,18 @@ def accuracy(m: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--workers", choices=["kernel", "virtual"], default="kernel")
+    p.add_argument("--workers", choices=["kernel", "virtual"],
+                   help="default kernel (virtual with --quick, a smoke run)")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--dataset", choices=["mnist_5k", "digits"],
+                   help="default mnist_5k (digits with --quick)")
     args = p.parse_args()
     seeds, epochs = (1, 2) if args.quick else (args.seeds, args.epochs)
+    args.workers = args.workers or ("virtual" if args.quick else "kernel")
+    name = args.dataset or ("digits" if args.quick else "mnist_5k")
+    held_out = 1000 if name == "mnist_5k" else 297
     torch.set_num_threads(args.threads)
     names = ("alice", "bob", "charlie")
     if args.workers == "kernel":
@@ -61,29 +67,31 @@ def main() -> None:
 
         net = VirtualNetwork()
         workers = [ppdl_nb.VirtualWorker(n, network=net) for n in names]
-    data = datasets.load_mnist_5k()
-    train, test = public_split(len(data.y), 1000, seed=0)
+    data = getattr(datasets, f"load_{name}")()
+    train, test = public_split(len(data.y), held_out, seed=0)
+    features = data.x.shape[1]
     x, y, xt, yt = data.x[train], data.y[train], data.x[test], data.y[test]
-    iid = FederatedDataset.load("mnist_5k", workers, scheme="iid", seed=0, test_rows=1000)
-    by_label = FederatedDataset.load("mnist_5k", workers, scheme="label", seed=0,
-                                     test_rows=1000)
+    iid = FederatedDataset.load(name, workers, scheme="iid", seed=0, test_rows=held_out)
+    by_label = FederatedDataset.load(name, workers, scheme="label", seed=0,
+                                     test_rows=held_out)
     opts = {"batch_size": 32, "lr": args.lr, "local_epochs": 1}
     rows = []
     try:
         # warm-up, untimed: first calls compile kernels and load modules on every side
-        train_local(model(0), x, y, epochs=1, batch_size=32, lr=args.lr)
-        fit_federated(model(0), iid, rounds=1, **opts)
+        train_local(model(0, features), x, y, epochs=1, batch_size=32, lr=args.lr)
+        fit_federated(model(0, features), iid, rounds=1, **opts)
         for seed in range(seeds):
-            central = model(seed)
+            central = model(seed, features)
             t0 = time.perf_counter()
             gen = torch.Generator().manual_seed(seed)
             for _ in range(epochs):
                 train_local(central, x, y, epochs=1, batch_size=32, lr=args.lr, generator=gen)
             t_central = time.perf_counter() - t0
             t0 = time.perf_counter()
-            fed = fit_federated(model(seed), iid, rounds=epochs, seed=seed, **opts)
+            fed = fit_federated(model(seed, features), iid, rounds=epochs, seed=seed, **opts)
             t_fed = time.perf_counter() - t0
-            skewed = fit_federated(model(seed), by_label, rounds=epochs, seed=seed, **opts)
+            skewed = fit_federated(model(seed, features), by_label, rounds=epochs, seed=seed,
+                                   **opts)
             rows.append({
                 "seed": seed, "central_s": t_central, "fedavg_s": t_fed,
                 "time_ratio": t_fed / t_central,
@@ -96,8 +104,8 @@ def main() -> None:
         for aggregation in ("mean", "trusted", "secure", "secagg"):
             extra = {"aggregator": workers[2]} if aggregation == "trusted" else {}
             data_for = iid if aggregation != "trusted" else FederatedDataset.load(
-                "mnist_5k", workers[:2], clients_per_worker=2, seed=0, test_rows=1000)
-            run = fit_federated(model(0), data_for, rounds=2 if args.quick else 5, seed=0,
+                name, workers[:2], clients_per_worker=2, seed=0, test_rows=held_out)
+            run = fit_federated(model(0, features), data_for, rounds=2 if args.quick else 5, seed=0,
                                 aggregation=aggregation, **opts, **extra)
             secure[aggregation] = statistics.median(run.history["seconds"])
     finally:
@@ -108,7 +116,8 @@ def main() -> None:
                              for k in rows[0] if k != "seed"},
     }
     mean_gap = statistics.mean(r["central_acc"] - r["fedavg_iid_acc"] for r in rows)
-    report(f"FedAvg ({args.workers} workers) vs centralised, {epochs} passes, {seeds} seeds",
+    report(f"FedAvg ({args.workers} workers) vs centralised on {name}, {epochs} passes, "
+           f"{seeds} seeds",
            [*rows, summary], args,
            extra={"iid_gap_mean_points": 100 * mean_gap,
                   "label_gap_mean_points": 100 * statistics.mean(
