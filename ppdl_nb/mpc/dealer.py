@@ -26,6 +26,11 @@ kind        parameters                                          party gets
 ``trunc``   ``shape, frac_bits``                                ``(r, r>>f, msb(r))``
 ==========  =================================================  ====================
 
+Truncation uses ``msb(r)`` only multiplied by ``2^(64-f)``, so its shares need only be
+right modulo ``2^f``: the last party's correction for it travels as int16 (``f <= 16``)
+or int32 (``f <= 32``), 2 or 4 bytes per element instead of 8. Its shares sum to
+``msb(r)`` modulo ``2^f`` (not modulo 2^64).
+
 A label must never be reused with the same seeds: a triple used twice leaks its inputs.
 
 >>> seeds = dealer_seeds(2)
@@ -59,6 +64,12 @@ class _Recipe:
     base_shapes: tuple[Shape, ...]  # random tensors: every party draws a share from its seed
     derived_shapes: tuple[Shape, ...]  # derived tensors: last party's share is sent
     derive: Callable[[list[torch.Tensor]], list[torch.Tensor]]
+    # dtype of each correction on the wire: int64, or narrower for values needed only
+    # modulo 2^16 / 2^32 (their shares are then right only modulo that)
+    derived_dtypes: tuple[torch.dtype, ...] | None = None
+
+    def dtypes(self) -> tuple[torch.dtype, ...]:
+        return self.derived_dtypes or (torch.int64,) * len(self.derived_shapes)
 
 
 def _shape(s: Sequence[int], name: str) -> Shape:
@@ -111,7 +122,9 @@ def _trunc(*, shape: Sequence[int], frac_bits: int) -> _Recipe:
     s = _shape(shape, "shape")
     if not isinstance(frac_bits, int) or not 1 <= frac_bits <= 61:
         raise ValueError(f"frac_bits for truncation must be an int in [1, 61], got {frac_bits!r}")
-    return _Recipe((s,), (s, s), lambda t: [shift_right_logical(t[0], frac_bits), msb(t[0])])
+    narrow = torch.int16 if frac_bits <= 16 else torch.int32 if frac_bits <= 32 else torch.int64
+    return _Recipe((s,), (s, s), lambda t: [shift_right_logical(t[0], frac_bits), msb(t[0])],
+                   (torch.int64, narrow))
 
 
 _RECIPES: dict[str, Callable[..., _Recipe]] = {
@@ -153,17 +166,28 @@ def deal(kind: str, seeds: Sequence[bytes], label: bytes, **params) -> list[torc
     n = len(seeds)
     if n < 2:
         raise ValueError(f"the dealer needs one seed per party, at least 2, got {n}")
-    bases = [torch.zeros(s, dtype=torch.int64) for s in recipe.base_shapes]
-    derived_others = [torch.zeros(s, dtype=torch.int64) for s in recipe.derived_shapes]
+    bases: list[list[torch.Tensor]] = [[] for _ in recipe.base_shapes]
+    others: list[list[torch.Tensor]] = [[] for _ in recipe.derived_shapes]
     for i, seed in enumerate(seeds):
         prg = _stream(seed, kind, label)
         for acc, s in zip(bases, recipe.base_shapes, strict=True):
-            acc += prg.int64(s)
+            acc.append(prg.int64(s))
         if i < n - 1:
-            for acc, s in zip(derived_others, recipe.derived_shapes, strict=True):
-                acc += prg.int64(s)
-    secrets = recipe.derive(bases)
-    return [v - o for v, o in zip(secrets, derived_others, strict=True)]
+            for acc, s in zip(others, recipe.derived_shapes, strict=True):
+                acc.append(prg.int64(s))
+    secrets = recipe.derive([_sum(parts) for parts in bases])
+    return [v.sub_(_sum(o)).to(dtype)  # derive() made fresh tensors: reuse them
+            for v, o, dtype in zip(secrets, others, recipe.dtypes(), strict=True)]
+
+
+def _sum(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Sum of the parties' shares mod 2^64 (no copy for one part, one pass for two)."""
+    if len(parts) == 1:
+        return parts[0]
+    out = torch.add(parts[0], parts[1])
+    for p in parts[2:]:
+        out += p
+    return out
 
 
 def expand(
@@ -213,14 +237,12 @@ def check_correction(kind: str, correction: Sequence[torch.Tensor] | None, **par
     """The dealer's correction for a ``kind`` request, checked against its shapes."""
     recipe = _recipe(kind, params)
     corr = list(correction or [])
-    if [tuple(c.shape) for c in corr] != list(recipe.derived_shapes) or any(
-        not isinstance(c, torch.Tensor) or c.dtype != torch.int64 for c in corr
-    ):
-        raise ValueError(
-            f"correction must be int64 tensors of shapes {list(recipe.derived_shapes)}, got "
-            f"{[(tuple(c.shape), c.dtype) for c in corr]}"
-        )
-    return corr
+    want = list(zip(recipe.derived_shapes, recipe.dtypes(), strict=True))
+    got = [(tuple(c.shape), c.dtype) if isinstance(c, torch.Tensor) else (None, type(c))
+           for c in corr]
+    if got != want:
+        raise ValueError(f"correction must be tensors of shapes and dtypes {want}, got {got}")
+    return [c if c.dtype == torch.int64 else c.to(torch.int64) for c in corr]
 
 
 def _check_party(party_index: int, n_parties: int) -> bool:
@@ -235,7 +257,8 @@ def _check_party(party_index: int, n_parties: int) -> bool:
 def dealer_bytes(kind: str, **params) -> int:
     """Bytes the dealer sends for one request (to the last party only)."""
     recipe = _recipe(kind, params)
-    return sum(8 * torch.Size(s).numel() for s in recipe.derived_shapes)
+    return sum(torch.Size(s).numel() * torch.empty((), dtype=d).element_size()
+               for s, d in zip(recipe.derived_shapes, recipe.dtypes(), strict=True))
 
 
 def simulate_dealer(kind: str, n_parties: int, **params) -> list[tuple[torch.Tensor, ...]]:

@@ -13,7 +13,7 @@ def test_traffic_is_counted_per_round():
     assert t.rounds == 2 and t.log == ["matmul", "trunc"]
     # round 1: eps (8x4) and delta (4x2) in one message to each of 2 peers; round 2: 8x2
     assert t.bytes_per_party == 2 * 8 * (32 + 8) + 2 * 8 * 16
-    assert t.dealer_bytes == 8 * 16 + 16 * 16  # c correction; r_hi and r_msb corrections
+    assert t.dealer_bytes == 8 * 16 + 10 * 16  # c correction; r_hi (8 B) and r_msb (2 B)
     assert "2 rounds" in str(t)
     want = roundtrip(data((8, 4), 1)) @ roundtrip(data((4, 2), 2))
     assert (sim.reveal(out) - want).abs().max() < 1e-3

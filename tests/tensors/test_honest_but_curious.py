@@ -34,6 +34,7 @@ from ppdl_nb.workers import codec
 from ppdl_nb.workers.virtual import VirtualNetwork
 
 NAMES = ("alice", "bob", "charlie", "dave")
+RINGS = {torch.int64: np.uint64, torch.int32: np.uint32, torch.int16: np.uint16}
 Y = torch.linspace(-3, 3, 64).reshape(8, 8)
 
 
@@ -50,8 +51,8 @@ def _tensors(tree: Any) -> list[torch.Tensor]:
 def _structure(tree: Any, session: str) -> Any:
     """The view with ring values and random bytes blanked out; all else verbatim."""
     if isinstance(tree, torch.Tensor):
-        if tree.dtype == torch.int64:
-            return ("ring", tuple(tree.shape))
+        if tree.dtype in RINGS:  # shares: int64, or int16/int32 for shares mod 2^16/2^32
+            return ("ring", str(tree.dtype), tuple(tree.shape))
         return ("tensor", str(tree.dtype), tree.tolist())
     if isinstance(tree, bytes):
         return ("bytes", len(tree))
@@ -121,7 +122,11 @@ def _triples(result: dict[str, Any]) -> list[torch.Tensor]:
             parts = [mpc.expand(kind, seeds[i], label, i, len(seeds),
                                 corr if i == len(seeds) - 1 else None, **params)
                      for i in range(len(seeds))]
-            out.extend(mpc.reconstruct([p[j] for p in parts]) for j in range(len(parts[0])))
+            opened = [mpc.reconstruct([p[j] for p in parts]) for j in range(len(parts[0]))]
+            if kind == "trunc":  # msb(r) is shared modulo 2^f
+                opened[2] &= (1 << params["frac_bits"]) - 1
+                assert set(opened[2].unique().tolist()) <= {0, 1}
+            out.extend(opened)
     return out
 
 
@@ -178,11 +183,14 @@ def test_views_are_indistinguishable_for_two_secrets(runs):
 
 
 def _ring_sample(view: list[Any]) -> np.ndarray:
-    values = [t.reshape(-1) for v in view for t in _tensors(v) if t.dtype == torch.int64]
+    """Every ring value a party received, as a fraction of its ring's size (uniform on
+    [0, 1) when it is a share or a masked value)."""
+    values = [t.reshape(-1).numpy().view(RINGS[t.dtype]).astype(np.float64)
+              / 2.0 ** (8 * t.element_size())
+              for v in view for t in _tensors(v) if t.dtype in RINGS]
     if not values:
         return np.array([])
-    flat = torch.cat(values).numpy().view(np.uint64).astype(np.float64)
-    return flat / 2.0**64
+    return np.concatenate(values)
 
 
 def test_sanity_the_protocol_computed_the_right_thing(runs):
