@@ -151,7 +151,13 @@ def _model(worker: Worker, spec: dict) -> torch.nn.Module:
     """
     if not isinstance(spec, dict):
         raise TypeError("spec must be a model description (module_to_spec)")
-    key = repr((spec.get("format"), spec.get("nodes"), spec.get("layers"), spec.get("params")))
+    state = spec.get("state")
+    if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor)
+                                            for v in state.values())):
+        raise TypeError("the model's state must map names to tensors")
+    shapes = sorted((k, tuple(v.shape), str(v.dtype)) for k, v in state.items())
+    key = repr((spec.get("format"), spec.get("nodes"), spec.get("layers"), spec.get("params"),
+                shapes))
     cache = _fl(worker).setdefault("models", {})
     model = cache.get(key)
     if model is None:
@@ -160,10 +166,6 @@ def _model(worker: Worker, spec: dict) -> torch.nn.Module:
             cache.pop(next(iter(cache)))
         cache[key] = model
     else:
-        state = spec.get("state")
-        if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor)
-                                                for v in state.values())):
-            raise TypeError("the model's state must map names to tensors")
         model.load_state_dict(state, strict=True)
     return model
 

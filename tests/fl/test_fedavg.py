@@ -194,3 +194,14 @@ def test_pairwise_masks_abort_below_the_threshold(trio):
     run = fit_federated(start, fed, rounds=1, aggregation="secagg", threshold=3, seed=SEED)
     assert "round aborted" in run.history.events[-1]["text"]
     torch.testing.assert_close(flat_weights(run.model), flat_weights(start))
+
+
+def test_models_of_one_graph_but_other_shapes_train_in_turn(trio):
+    """The worker reuses a rebuilt model per architecture; shapes are part of it."""
+    x, y = data(60)
+    fed = FederatedDataset.from_tensors(x, y, trio[:1])
+    wide = torch.nn.Linear(6, 3)
+    fit_federated(wide, fed, rounds=1)
+    narrow = FederatedDataset.from_tensors(x[:, :4], y, trio[:1])
+    run = fit_federated(torch.nn.Linear(4, 3), narrow, rounds=1)
+    assert run.model.weight.shape == (3, 4)
