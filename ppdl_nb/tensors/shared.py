@@ -12,7 +12,9 @@ Most users meet it under a :class:`~ppdl_nb.tensors.fixed.FixedPrecisionTensor`
 
 from __future__ import annotations
 
+import collections
 import itertools
+import json
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -39,6 +41,9 @@ class MPCSession:
     each party in turn (``False``). The default fuses when every worker runs in its own
     process (kernel workers), where requests to different workers overlap; virtual
     workers go round by round, which is deterministic and shows each round in a trace.
+
+    :meth:`deal_ahead` is SPDZ's offline phase: the dealer deals (and the parties draw)
+    the randomness of products before they run, so they then run without the dealer.
     """
 
     def __init__(self, parties: Sequence[Any], dealer: Any, *, fused: bool | None = None
@@ -62,6 +67,8 @@ class MPCSession:
         if fused is None:
             fused = all(getattr(w, "kind", "virtual") != "virtual" for w in (*parties, dealer))
         self.fused = bool(fused)
+        self._dealt: dict[str, collections.deque[tuple[bytes, bytes | None]]] = {}
+        self._recording: list[tuple[str, dict[str, Any], int]] | None = None
         with tracing.round_label("setup: dealer seeds"):
             dealer.step("mpc.dealer_setup", session=self.id, parties=names)
 
@@ -85,6 +92,80 @@ class MPCSession:
             calls.append((self.dealer, "mpc.deal",
                           {"session": self.id, "requests": deal, "fused": True}))
         return concurrently(calls)[: self.n]
+
+    # ---- the offline phase ---------------------------------------------------------------
+    def deal_ahead(self, fn: Callable[[], Any], *, times: int) -> int:
+        """Offline phase: run ``fn()`` once, noting the products (and truncations) it
+        makes among these parties; then have the dealer deal, and each party draw, the
+        randomness of ``times`` more runs of them. Later products of the same kind and
+        shapes use it and run without asking the dealer: only the parties' openings are
+        left (SPDZ's online phase). Returns how many products were dealt ahead.
+
+        Nothing about the data is dealt: only random masks for given shapes, each used
+        once, whichever product of that kind and shape comes first.
+        """
+        if not isinstance(times, int) or times < 0:
+            raise ValueError(f"times must be a non-negative int, got {times!r}")
+        if self._recording is not None:
+            raise RuntimeError("deal_ahead is already recording; do not nest it")
+        self._recording = []
+        try:
+            fn()
+        finally:
+            recorded, self._recording = self._recording, None
+        requests: list[tuple[bytes, str, dict[str, Any]]] = []
+        for _ in range(times):
+            for kind, params, trunc_bits in recorded:
+                labels = self._labels_for(kind, params, trunc_bits)
+                requests.extend(_requests(labels, kind, params, trunc_bits))
+                self._dealt.setdefault(_signature(kind, params, trunc_bits),
+                                       collections.deque()).append(labels)
+        if requests:
+            with tracing.round_label("offline: dealer and parties"):
+                calls = [(p, "mpc.prepare", {"session": self.id, "requests": requests})
+                         for p in self.parties]
+                deal = (self.dealer, "mpc.deal", {"session": self.id, "requests": requests,
+                                                  "fused": self.fused})
+                if self.fused:
+                    concurrently([*calls, deal])
+                else:
+                    for worker, name, kwargs in [deal, *calls]:
+                        worker.step(name, **kwargs)
+        return len(recorded) * times
+
+    def _labels_for(self, kind: str, params: dict[str, Any], trunc_bits: int
+                    ) -> tuple[bytes, bytes | None]:
+        label = self.label()
+        return label, (self.label() if trunc_bits and kind != "trunc" else None)
+
+    def _take(self, kind: str, params: dict[str, Any], trunc_bits: int
+              ) -> tuple[tuple[bytes, bytes | None], list[tuple[bytes, str, dict[str, Any]]]]:
+        """Labels for one product, and what the dealer must deal now (nothing if it was
+        dealt ahead)."""
+        if self._recording is not None:
+            self._recording.append((kind, params, trunc_bits))
+        ready = self._dealt.get(_signature(kind, params, trunc_bits))
+        if ready:
+            return ready.popleft(), []
+        labels = self._labels_for(kind, params, trunc_bits)
+        return labels, _requests(labels, kind, params, trunc_bits)
+
+
+def _signature(kind: str, params: dict[str, Any], trunc_bits: int) -> str:
+    return json.dumps([kind, params, trunc_bits], sort_keys=True)
+
+
+def _requests(labels: tuple[bytes, bytes | None], kind: str, params: dict[str, Any],
+              trunc_bits: int) -> list[tuple[bytes, str, dict[str, Any]]]:
+    """The dealer's requests for one product (and its truncation)."""
+    label, tlabel = labels
+    if kind == "trunc":
+        return [(label, "trunc", params)]
+    out = [(label, kind, params)]
+    if tlabel is not None:
+        out.append((tlabel, "trunc", {"shape": _out_shape(kind, params),
+                                      "frac_bits": trunc_bits}))
+    return out
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -251,12 +332,7 @@ class SharedTensor:
         sess = self.session
         if other is not None:
             self._check_same(other)
-        label = sess.label()
-        tlabel = sess.label() if trunc_bits else None
-        requests: list[tuple[bytes, str, dict[str, Any]]] = [(label, kind, params)]
-        out_shape = _out_shape(kind, params)
-        if tlabel is not None:
-            requests.append((tlabel, "trunc", {"shape": out_shape, "frac_bits": trunc_bits}))
+        (label, tlabel), requests = sess._take(kind, params, trunc_bits)
 
         def operands(i: int) -> dict[str, Any]:
             return {"x": Ref(self.shares[i].id_at_location),
@@ -269,8 +345,9 @@ class SharedTensor:
                     "trunc_label": tlabel, "frac_bits": trunc_bits}, requests)
             sess.rounds += 2 if tlabel is not None else 1
             return self._from_replies(replies)
-        with tracing.round_label(f"{kind}: dealer"):
-            sess.dealer.step("mpc.deal", session=sess.id, requests=requests)
+        if requests:
+            with tracing.round_label(f"{kind}: dealer"):
+                sess.dealer.step("mpc.deal", session=sess.id, requests=requests)
         with tracing.round_label(f"{kind}: open masked inputs"):
             sess.on_each("mpc.beaver_open", lambda i: {
                 "label": label, "kind": kind, "params": params, **operands(i)})
@@ -311,8 +388,8 @@ class SharedTensor:
     def truncate(self, frac_bits: int) -> SharedTensor:
         """Divide by 2^frac_bits exactly (to one unit in the last place): one round."""
         sess = self.session
-        label = sess.label()
-        deal = [(label, "trunc", {"shape": list(self.shape), "frac_bits": frac_bits})]
+        (label, _), deal = sess._take("trunc", {"shape": list(self.shape),
+                                                "frac_bits": frac_bits}, frac_bits)
         if sess.fused:
             with tracing.round_label("truncate: start (dealer and parties at once)"):
                 replies = sess.fused_op("mpc.truncate", lambda i: {
@@ -320,8 +397,9 @@ class SharedTensor:
                     "frac_bits": frac_bits}, deal)
             sess.rounds += 1
             return self._from_replies(replies)
-        with tracing.round_label("truncate: dealer"):
-            sess.dealer.step("mpc.deal", session=sess.id, requests=deal)
+        if deal:
+            with tracing.round_label("truncate: dealer"):
+                sess.dealer.step("mpc.deal", session=sess.id, requests=deal)
         with tracing.round_label("truncate: open masked value"):
             sess.on_each("mpc.trunc_open", lambda i: {
                 "label": label, "x": Ref(self.shares[i].id_at_location),

@@ -244,12 +244,18 @@ def _derived(worker: Worker, session: str, label: bytes, *, wait: bool = False
 
 def _draw(worker: Worker, session: str, label: bytes, kind: str, params: dict[str, Any]
           ) -> list[torch.Tensor]:
-    """This party's shares of a request's random inputs, from its seed; remembers how to
-    get the derived ones."""
+    """This party's shares of a request's random inputs, from its seed (or drawn ahead by
+    ``mpc.prepare``); remembers how to get the derived ones."""
+    pend = _pending(worker, label)
+    drawn = pend.pop("drawn", None)
+    if drawn is not None:
+        if (pend["kind"], pend["params"]) != (kind, params):
+            raise ValueError(f"{worker.name} drew randomness for a {pend['kind']} "
+                             f"{pend['params']} under this label, not for {kind} {params}")
+        return drawn
     sess = _session(worker, session)
     bases, derived = expand_parts(kind, sess["seed"], label, sess["index"], sess["n"],
                                   **params)
-    pend = _pending(worker, label)
     pend["kind"], pend["params"] = kind, params
     if derived is not None:
         pend["derived"] = derived
@@ -362,6 +368,22 @@ def abort(worker: Worker, caller: str, *, session: str, labels: list[bytes],
     for label in labels:
         _pending(worker, label)["aborted"] = str(reason)
     worker.notify()
+
+
+@protocol_step("mpc.prepare")
+def prepare(worker: Worker, caller: str, *, session: str,
+            requests: list[tuple[bytes, str, dict[str, Any]]]) -> int:
+    """PARTY, offline: draw its shares of requests dealt ahead (the dealer's ``mpc.deal``
+    for the same labels), so the products that use them later start at once."""
+    _session(worker, session)
+    with _single_threaded():
+        for label, kind, params in requests:
+            pend = _pending(worker, label)
+            if "drawn" in pend or "bases" in pend:
+                raise ValueError(f"{worker.name} already drew randomness for label {label!r}"
+                                 "; a label is used once")
+            pend["drawn"] = _draw(worker, session, label, kind, params)
+    return len(requests)
 
 
 # ---- sharing -------------------------------------------------------------------------------

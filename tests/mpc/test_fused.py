@@ -129,3 +129,37 @@ def test_a_channel_server_with_threads_serves_while_a_handler_waits():
         setter.close()
     with pytest.raises(ValueError, match="threads"):
         ChannelServer(server_keys, None, handler, threads=0)
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["rounds", "fused"])
+def test_dealt_ahead_products_run_without_the_dealer(fused):
+    parties, dealer = _virtual(fused)
+    g = torch.Generator().manual_seed(5)  # test data only
+    a, b = torch.randn(4, 3, generator=g).double(), torch.randn(3, 2, generator=g).double()
+    x, y = ppdl_nb.share(a, *parties, dealer=dealer), ppdl_nb.share(b, *parties, dealer=dealer)
+    sess = x.child.session
+    assert sess.deal_ahead(lambda: (x @ y, x * 0.5, x.square()), times=2) == 6
+    for _ in range(2):
+        with ppdl_nb.trace() as t:
+            products = [x @ y, x * 0.5, x.square()]
+        assert not any("dealer" in (r["src"], r["dst"]) for r in t.records)
+        torch.testing.assert_close(products[0].get(), q(a) @ q(b), atol=4 * ULP, rtol=0)
+        torch.testing.assert_close(products[1].get(), q(a) * 0.5, atol=2 * ULP, rtol=0)
+        torch.testing.assert_close(products[2].get(), q(a) * q(a), atol=2 * ULP, rtol=0)
+    with ppdl_nb.trace() as t:  # all used: the dealer is asked again
+        _ = x @ y
+    assert any(r["kind"] == "mpc.deal" for r in t.records)
+    with pytest.raises(ValueError, match="times"):
+        sess.deal_ahead(lambda: None, times=-1)
+
+
+def test_kernel_workers_deal_ahead(kernel_trio):
+    alice, bob, charlie = kernel_trio
+    a = torch.arange(12.0).reshape(3, 4) / 7
+    x = ppdl_nb.share(a, alice, bob, dealer=charlie)
+    sess = x.child.session
+    assert sess.deal_ahead(lambda: x @ x.t(), times=1) == 1
+    with ppdl_nb.trace() as t:
+        z = x @ x.t()
+    assert not any("charlie" in (r["src"], r["dst"]) for r in t.records)
+    torch.testing.assert_close(z.get(), q(a) @ q(a).t(), atol=5 * ULP, rtol=0)

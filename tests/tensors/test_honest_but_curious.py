@@ -14,7 +14,8 @@ party receives (the notebook included) and what each holds at the end, then chec
 Routing shares through the notebook, or letting the dealer compute, breaks the first two.
 Both ways of running a product are checked: round by round (the notebook starts each
 round) and fused (one request per party, all at once, the parties running both
-openings themselves; here on virtual workers called from several threads).
+openings themselves; here on virtual workers called from several threads), the latter
+also with the dealer's randomness dealt ahead (the offline phase).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def _structure(tree: Any, session: str) -> Any:
     return tree
 
 
-def run(secret: torch.Tensor, fused: bool) -> dict[str, Any]:
+def run(secret: torch.Tensor, fused: bool, ahead: bool = False) -> dict[str, Any]:
     net = VirtualNetwork()
     workers = {n: ppdl_nb.VirtualWorker(n, network=net) for n in NAMES}
     views: dict[str, list[Any]] = {n: [] for n in (*NAMES, "me")}
@@ -92,6 +93,8 @@ def run(secret: torch.Tensor, fused: bool) -> dict[str, Any]:
     session_for([bob, charlie], dave).fused = fused
     xs = ppdl_nb.share(x_ptr, bob, charlie, dealer=dave)
     ys = ppdl_nb.share(Y, bob, charlie, dealer=dave)
+    if ahead:  # offline phase: the dealer deals before the products run (one dry run)
+        xs.child.session.deal_ahead(lambda: [xs * ys, xs @ ys], times=1)
     products = [xs * ys, xs @ ys]
     session = xs.child.session
     held = {n: [e.obj for e in (w.owner.store.entry(i) for i in w.owner.store.ids())]
@@ -130,11 +133,13 @@ def _triples(result: dict[str, Any]) -> list[torch.Tensor]:
     return out
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["rounds", "fused"])
+@pytest.fixture(scope="module", params=[(False, False), (True, False), (True, True)],
+                ids=["rounds", "fused", "fused-dealt-ahead"])
 def runs(request):
     torch.manual_seed(1)
-    fused = request.param
-    first, second = run(torch.randn(8, 8) * 10, fused), run(torch.full((8, 8), 42.0), fused)
+    fused, ahead = request.param
+    first = run(torch.randn(8, 8) * 10, fused, ahead)
+    second = run(torch.full((8, 8), 42.0), fused, ahead)
     assert first["session"].fused is fused
     return first, second
 
