@@ -37,7 +37,7 @@ from collections.abc import Callable
 
 import torch
 
-from .limbs import ring_conv2d, ring_matmul
+from .limbs import ring_addmm_, ring_conv2d, ring_matmul
 from .ring import check_ring
 
 __all__ = [
@@ -87,6 +87,8 @@ def _cross(
     # party 0 folds eps*delta into eps*(b_0 + delta): one product fewer
     right = b_share + delta if party_index == 0 else b_share
     z = op(eps, right)
+    if op is ring_matmul:
+        return ring_addmm_(z, a_share, delta)
     z += op(a_share, delta)
     return z
 

@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 from .ring import check_ring, wrap
 
-__all__ = ["limb_plan", "ring_conv2d", "ring_matmul", "ring_method", "split_limbs"]
+__all__ = ["limb_plan", "ring_addmm_", "ring_conv2d", "ring_matmul", "ring_method",
+           "split_limbs"]
 
 _METHODS = ("auto", "int64", "limbs")
 _default_method = ["auto"]
@@ -199,6 +200,20 @@ def ring_matmul(a: torch.Tensor, b: torch.Tensor, *, method: str | None = None) 
     if squeeze_b:
         out = out.squeeze(-1)
     return out
+
+
+def ring_addmm_(z: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *,
+                method: str | None = None) -> torch.Tensor:
+    """``z += a @ b`` modulo 2^64, in place (one pass fewer than ``z += ring_matmul(a, b)``
+    where the int64 kernel is used: it accumulates straight into ``z``)."""
+    check_ring(z, "z")
+    check_ring(a, "a")
+    check_ring(b, "b")
+    if (a.dim() == 2 and b.dim() == 2 and z.shape == (a.shape[0], b.shape[1])
+            and z.is_contiguous() and _resolve(method, "matmul", a.shape[-1]) is None):
+        return z.addmm_(a, b)
+    z += ring_matmul(a, b, method=method)
+    return z
 
 
 def ring_conv2d(

@@ -81,6 +81,17 @@ def _check_shape(shape: Sequence[int]) -> tuple[int, ...]:
     return out
 
 
+_ZEROS_LEN = 1 << 20
+_ZEROS: list[memoryview] = []
+
+
+def _zeros() -> memoryview:
+    """1 MiB of zero bytes (the plaintext whose encryption is the keystream), made once."""
+    if not _ZEROS:
+        _ZEROS.append(memoryview(bytes(_ZEROS_LEN)))
+    return _ZEROS[0]
+
+
 class PRG:
     """Deterministic stream of uniform ring elements from a 32-byte seed (AES-256-CTR).
 
@@ -122,8 +133,17 @@ class PRG:
             n *= s
         if n == 0:
             return torch.zeros(shape, dtype=torch.int64)
-        buf = bytearray(self.random_bytes(8 * n))
-        return torch.frombuffer(buf, dtype=torch.int64).reshape(shape)
+        # the keystream is encrypted straight into the tensor's memory (no copies);
+        # update_into wants 15 bytes of room past the end: two spare elements
+        out = torch.empty(n + 2, dtype=torch.int64)
+        target = memoryview(out.numpy()).cast("B")
+        done = 0
+        while done < 8 * n:
+            step = min(8 * n - done, _ZEROS_LEN)
+            self._enc.update_into(_zeros()[:step], target[done:])
+            done += step
+        self.bytes_drawn += 8 * n
+        return out[:n].reshape(shape)
 
     def bits(self, shape: Sequence[int]) -> torch.Tensor:
         """A tensor of independent uniform 0/1 values (int64)."""

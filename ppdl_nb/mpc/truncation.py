@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import torch
 
-from .ring import check_ring, msb, shift_right_logical, wrap
+from .ring import check_ring, shift_right_logical, wrap
 
 __all__ = ["TRUNC_BOUND_BITS", "trunc_finish", "trunc_open"]
 
@@ -87,8 +87,8 @@ def trunc_finish(
     check_ring(r_msb_share, "r_msb_share")
     if not isinstance(frac_bits, int) or not 1 <= frac_bits <= 61:
         raise ValueError(f"frac_bits must be an int in [1, 61], got {frac_bits!r}")
-    no_carry = 1 - msb(masked)
-    y = no_carry * r_msb_share * wrap(1 << (64 - frac_bits))
+    y = r_msb_share * wrap(1 << (64 - frac_bits))
+    y.mul_(masked >= 0)  # no carry out of bit 63 when c's top bit is clear
     y -= r_hi_share
     if party_index == 0:
         y += shift_right_logical(masked, frac_bits)

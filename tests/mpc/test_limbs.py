@@ -7,7 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mpc_helpers import full_range
 
-from ppdl_nb.mpc.limbs import limb_plan, ring_conv2d, ring_matmul, ring_method, split_limbs
+from ppdl_nb.mpc.limbs import (
+    limb_plan,
+    ring_addmm_,
+    ring_conv2d,
+    ring_matmul,
+    ring_method,
+    split_limbs,
+)
 
 dims = st.integers(1, 9)
 
@@ -93,3 +100,14 @@ def test_limbs_at_their_most_negative(k):
     x = torch.full((1, k, 1, 1), v, dtype=torch.int64)
     w = torch.full((1, k, 1, 1), v, dtype=torch.int64)
     assert torch.equal(ring_conv2d(x, w, method="limbs"), F.conv2d(x, w))
+
+
+@pytest.mark.parametrize("method", ["int64", "limbs", "auto"])
+def test_addmm_accumulates_in_place_bit_for_bit(method):
+    a, b, z = full_range((5, 7), 11), full_range((7, 3), 12), full_range((5, 3), 13)
+    want = z + a @ b
+    out = ring_addmm_(z, a, b, method=method)
+    assert out is z and torch.equal(z, want)
+    z3 = full_range((2, 5, 3), 14)  # batched: falls back to the general product
+    want3 = z3 + full_range((2, 5, 7), 15) @ b
+    assert torch.equal(ring_addmm_(z3, full_range((2, 5, 7), 15), b, method=method), want3)
