@@ -163,3 +163,18 @@ def test_kernel_workers_deal_ahead(kernel_trio):
         z = x @ x.t()
     assert not any("charlie" in (r["src"], r["dst"]) for r in t.records)
     torch.testing.assert_close(z.get(), q(a) @ q(a).t(), atol=5 * ULP, rtol=0)
+
+
+def test_kernel_workers_round_by_round_too(kernel_trio):
+    from ppdl_nb.tensors.fixed import FixedPrecisionTensor
+    from ppdl_nb.tensors.shared import MPCSession, SharedTensor
+
+    alice, bob, charlie = kernel_trio
+    sess = MPCSession([alice, bob], charlie, fused=False)
+    a = torch.linspace(-3, 3, 12).reshape(3, 4).double()
+    x = FixedPrecisionTensor(SharedTensor.from_ring(mpc.encode(a), sess), 16)
+    with ppdl_nb.trace() as t:
+        z = x @ x.t()
+    assert sorted(r["kind"] for r in t.records if r["src"] == "me").count("mpc.deal") == 1
+    assert "mpc.beaver_open" in {r["kind"] for r in t.records}
+    torch.testing.assert_close(z.get(), q(a) @ q(a).t(), atol=5 * ULP, rtol=0)
