@@ -387,7 +387,8 @@ class ChannelServer:
         status = wire.STATUS_OK
         try:
             frames = list(self.handler(inbound.frames, session.peer))
-            self.served += 1
+            with self._lock:  # handler threads count too
+                self.served += 1
         except Exception as exc:  # a handler bug must not stop the server
             status = wire.STATUS_ERROR
             frames = [wire_type(exc).encode(), str(exc).encode(), traceback.format_exc().encode()]
