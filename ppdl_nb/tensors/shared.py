@@ -6,6 +6,15 @@ share; multiplications run the Beaver protocol with a dealer (crypto provider) t
 a separate worker holding no shares. See :mod:`ppdl_nb.workers.mpc_steps` for the steps
 each party runs and who sends what to whom.
 
+Between kernel workers a product is *fused*: the notebook asks the dealer and every
+party at once, one request each, and the parties run both openings among themselves
+(:class:`MPCSession`). ``session.deal_ahead(fn, times=n)`` is the offline phase: the
+dealer's randomness for ``n`` more runs of ``fn``'s products is dealt beforehand.
+
+>>> # x = ppdl_nb.share(a, bob, charlie, dealer=dave); w = ppdl_nb.share(b, ...)
+>>> # x.child.session.deal_ahead(lambda: x @ w, times=10)   # offline
+>>> # y = x @ w                                              # online: parties only
+
 Most users meet it under a :class:`~ppdl_nb.tensors.fixed.FixedPrecisionTensor`
 (``ppdl_nb.share(x, bob, charlie, dealer=dave)``), which encodes floats.
 """

@@ -311,17 +311,25 @@ def join(worker: Worker, caller: str, *, session: str, index: int, n: int,
 @protocol_step("mpc.deal")
 def deal(worker: Worker, caller: str, *, session: str,
          requests: list[tuple[bytes, str, dict[str, Any]]], fused: bool = False) -> int:
-    """DEALER: corrections for each (label, kind, params), sent to the last party only."""
+    """DEALER: corrections for each (label, kind, params), sent to the last party only.
+
+    Fused, for one product (a few requests), each correction leaves as soon as it is
+    made: the product's ``c`` is on its way while the truncation mask is dealt."""
     seeds = _state(worker)["dealer"].get(session)
     if seeds is None:
         raise KeyError(f"{worker.name} is not the dealer of MPC session {session!r}")
     last = _last_party(worker, session)
     out = _Outbox(worker, background=fused)
+    one_by_one = fused and len(requests) <= 4
+    items = []
     try:
         with _single_threaded() if fused else contextlib.nullcontext():
-            items = [(label, mpc.deal(kind, seeds, label, **params))
-                     for label, kind, params in requests]
-        out.send(last, "mpc.corrections", items=items)
+            for label, kind, params in requests:
+                items.append((label, mpc.deal(kind, seeds, label, **params)))
+                if one_by_one:
+                    out.send(last, "mpc.corrections", items=items[-1:])
+        if not one_by_one:
+            out.send(last, "mpc.corrections", items=items)
         out.flush()
     except Exception as exc:
         if fused:  # the last party waits for these corrections: tell it they won't come
@@ -330,7 +338,7 @@ def deal(worker: Worker, caller: str, *, session: str,
                     "mpc.abort", session=session, labels=[r[0] for r in requests],
                     reason=f"the dealer {worker.name} failed: {type(exc).__name__}: {exc}")
         raise
-    return sum(8 * t.numel() for _, ts in items for t in ts)
+    return sum(t.numel() * t.element_size() for _, ts in items for t in ts)
 
 
 def _last_party(worker: Worker, session: str) -> str:

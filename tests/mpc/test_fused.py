@@ -58,7 +58,9 @@ def test_kernel_workers_fuse_and_compute_right(kernel_trio):
         ("alice", "bob"), ("alice", "bob"), ("bob", "alice"), ("bob", "alice")]
     assert {r["round"] for r in delivers} == {"matmul: open masked inputs",
                                               "matmul: open for truncation"}
-    assert [r["src"] for r in t.records if r["kind"] == "mpc.corrections"] == ["charlie"]
+    # the dealer sends c, then the truncation mask, each as soon as it is dealt
+    assert [r["src"] for r in t.records if r["kind"] == "mpc.corrections"] == ["charlie"] * 2
+    assert {r["dst"] for r in t.records if r["kind"] == "mpc.corrections"} == {"bob"}
     from_me = sorted(r["kind"] for r in t.records if r["src"] == "me")
     assert from_me == ["mpc.bilinear", "mpc.bilinear", "mpc.deal"]  # one request each
     assert not any(r["dst"] == "me" for r in t.records)
