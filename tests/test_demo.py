@@ -11,3 +11,5 @@ def test_demo_runs_and_checks_itself():
     assert "matches the plaintext model" in out
     value = float(out.split("matches the plaintext model to ")[1].split()[0])
     assert value < 1e-3
+    accuracy = float(out.split("federated accuracy ")[1].split()[0])
+    assert accuracy > 0.8  # 5 rounds of FedAvg on the digits, pairwise-mask aggregation
