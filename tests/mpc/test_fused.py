@@ -50,7 +50,8 @@ def test_kernel_workers_fuse_and_compute_right(kernel_trio):
     _check_ops([alice, bob], charlie)
     x = ppdl_nb.share(torch.ones(3, 3), alice, bob, dealer=charlie)
     before = sess.rounds
-    with ppdl_nb.trace() as t:
+    # name the workers: other tests' virtual workers called alice or bob may shadow these
+    with ppdl_nb.trace(kernel_trio) as t:
         _ = x @ x
     assert sess.rounds - before == 2
     delivers = [r for r in t.records if r["kind"] == "mpc.deliver"]
@@ -161,7 +162,7 @@ def test_kernel_workers_deal_ahead(kernel_trio):
     x = ppdl_nb.share(a, alice, bob, dealer=charlie)
     sess = x.child.session
     assert sess.deal_ahead(lambda: x @ x.t(), times=1) == 1
-    with ppdl_nb.trace() as t:
+    with ppdl_nb.trace(kernel_trio) as t:
         z = x @ x.t()
     assert not any("charlie" in (r["src"], r["dst"]) for r in t.records)
     torch.testing.assert_close(z.get(), q(a) @ q(a).t(), atol=5 * ULP, rtol=0)
@@ -175,7 +176,7 @@ def test_kernel_workers_round_by_round_too(kernel_trio):
     sess = MPCSession([alice, bob], charlie, fused=False)
     a = torch.linspace(-3, 3, 12).reshape(3, 4).double()
     x = FixedPrecisionTensor(SharedTensor.from_ring(mpc.encode(a), sess), 16)
-    with ppdl_nb.trace() as t:
+    with ppdl_nb.trace(kernel_trio) as t:
         z = x @ x.t()
     assert sorted(r["kind"] for r in t.records if r["src"] == "me").count("mpc.deal") == 1
     assert "mpc.beaver_open" in {r["kind"] for r in t.records}
