@@ -34,6 +34,7 @@ from torch import nn
 
 from ..dp.accounting import epsilon as epsilon_of
 from ..dp.fit import LOSSES
+from ..dp.noise import gaussian_noise
 from ..dp.noise import generator as secure_generator
 from ..workers import tracing
 from ..workers.codec import Ref
@@ -41,7 +42,7 @@ from ..workers.modules import module_to_spec
 from .aggregation import AGGREGATIONS, RoundAborted, RoundUpdates
 from .dataset import Client, FederatedDataset
 from .history import History
-from .local import OPTIMIZERS, apply_update
+from .local import OPTIMIZERS, apply_update, flat_weights
 
 __all__ = ["FederatedRun", "fit_federated"]
 
@@ -153,11 +154,13 @@ def fit_federated(
     alive = {w.name: True for w in workers}
     run_id = os.urandom(4).hex()
     structure = module_to_spec(global_model)  # traced once; each round sends new weights
+    structure_size = flat_weights(global_model).shape
     try:
         for rnd in range(1, rounds + 1):
             start = time.perf_counter()
             before = _bytes_seen(workers)
-            chosen = [c for c in _sample(data.clients, fraction, dp, gen) if alive[c.worker.name]]
+            sampled = _sample(data.clients, fraction, dp, gen)
+            chosen = [c for c in sampled if alive[c.worker.name]]  # the dead cannot report
             spec = {**structure, "state": {k: v.detach()
                                            for k, v in global_model.state_dict().items()}}
             params = {"spec": spec, "epochs": local_epochs, "batch_size": batch_size, "lr": lr,
@@ -179,17 +182,23 @@ def fit_federated(
                     events.append(f"{name} dropped out ({type(exc).__name__}); its "
                                   f"{len(groups[name])} clients did not report")
             reported = sum(len(r["clients"]) for r in replies.values())
-            if reported < min_clients or not replies:
+            if reported < min(min_clients, len(sampled)) or (sampled and not replies):
+                dead = sorted(n for n, ok in alive.items() if not ok)
                 raise RuntimeError(
-                    f"round {rnd}: only {reported} of {len(chosen)} sampled clients reported "
-                    f"(min_clients={min_clients}); {'; '.join(events) or 'none sampled'}. "
-                    "Restart the workers that died, or lower min_clients.")
+                    f"round {rnd}: only {reported} of {len(sampled)} sampled clients reported "
+                    f"(min_clients={min_clients}); workers down: {', '.join(dead)}. "
+                    f"{'; '.join(events)} Restart the workers that died, or lower min_clients.")
             noise_std = noise_multiplier * max_update_norm if dp else 0.0
             updates = RoundUpdates(rnd, replies, {w.name: w for w in workers}, noise_std,
                                    events, label=f"{run_id}/{rnd}")
             try:
                 with tracing.round_label(f"round {rnd}: {agg.name} aggregation"):
-                    total = agg.total(updates)
+                    if replies:
+                        total = agg.total(updates)
+                    else:  # DP's Poisson sampling drew nobody: the step is noise alone
+                        total = gaussian_noise(structure_size, noise_std)
+                        events.append("no client was sampled this round (Poisson sampling): "
+                                      "the model moved by the noise alone")
             except RoundAborted as exc:
                 history.append(rnd, clients=reported, aggregation=agg.describe(),
                                seconds=time.perf_counter() - start)

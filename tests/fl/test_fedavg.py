@@ -205,3 +205,14 @@ def test_models_of_one_graph_but_other_shapes_train_in_turn(trio):
     narrow = FederatedDataset.from_tensors(x[:, :4], y, trio[:1])
     run = fit_federated(torch.nn.Linear(4, 3), narrow, rounds=1)
     assert run.model.weight.shape == (3, 4)
+
+
+def test_a_dp_round_that_samples_nobody_still_adds_its_noise(trio):
+    fed, _, _ = split(trio, clients_per_worker=2)
+    start = model()
+    run = fit_federated(start, fed, rounds=3, fraction=0.01, noise_multiplier=1.0,
+                        max_update_norm=0.1, seed=SEED)
+    empty = [e for e in run.history.events if "no client was sampled" in e["text"]]
+    assert empty  # at rate 0.01 over 6 clients, most rounds draw nobody
+    assert run.history["clients"][empty[0]["round"] - 1] == 0
+    assert not torch.equal(flat_weights(run.model), flat_weights(start))
