@@ -9,15 +9,62 @@
 import torch
 
 from ppdl_nb.datasets import load_digits
-from ppdl_nb.dp.pate import noisy_max, pate_epsilon, teacher_votes, train_teachers
+from ppdl_nb.dp.pate import noisy_max, pate_epsilon
 
 _ = torch.manual_seed(0)
 digits = load_digits()
 private_x, private_y = digits.x[:1200], digits.y[:1200]   # the sensitive data
 public_x, test_x, test_y = digits.x[1200:1500], digits.x[1500:], digits.y[1500:]
 # %% [markdown]
-# ## Teachers on disjoint partitions
+# ## Teachers on separate workers, one partition each
+# Each data owner is a worker holding its own part of the private data (here 20
+# in-process workers; kernel workers speak the same protocol). The notebook sends only a
+# description of the model; each owner trains its teacher on its own rows with the
+# `dp.teacher_votes` step and replies with nothing but one predicted label per public
+# query. Before training, the owner charges its own budget what those votes can cost it
+# once the aggregator adds Gaussian noise σ to the vote counts (the data-independent
+# bound below): the budget is kept by the data owner, not by the notebook.
 # %%
+import ppdl_nb
+from ppdl_nb.dp.pate import gnmax_epsilon, votes_from_workers
+from ppdl_nb.workers.dp_steps import attach_dataset
+
+n_teachers, sigma = 20, 4.0
+owners = []
+for i in range(n_teachers):
+    owner = ppdl_nb.VirtualWorker(f"owner{i}")
+    # What each owner runs on its own machine: its rows, and the budget it grants.
+    attach_dataset(owner.owner, "digits", private_x[i::n_teachers], private_y[i::n_teachers],
+                   epsilon=60.0, delta=1e-5)
+    owners.append(owner)
+
+votes = votes_from_workers(owners, dataset="digits", model=torch.nn.Linear(64, 10),
+                           public=public_x, n_classes=10, sigma=sigma, delta=1e-5,
+                           epochs=60, batch_size=60, lr=0.5, seed=0)
+votes[:3]
+# %% [markdown]
+# Every owner's ledger shows the same charge: the worst case for answering 300 queries
+# with σ = 4, whatever the other teachers vote.
+# %%
+ledger = owners[0].step("dp.budget", dataset="digits")
+round(ledger["spent_epsilon"], 2), round(gnmax_epsilon(queries=300, sigma=sigma,
+                                                       delta=1e-5), 2)
+# %% [markdown]
+# ## Noisy arg-max, and what it costs
+# More noise (a larger σ) means a smaller ε, and more wrong labels. The data-independent
+# bound holds whatever the votes; the data-dependent one is much tighter when teachers
+# agree, but it depends on the votes themselves (releasing it is not private as such).
+# %%
+for s in (2.0, 4.0, 20.0):
+    independent = pate_epsilon(votes, sigma=s, delta=1e-5, data_dependent=False)
+    dependent = pate_epsilon(votes, sigma=s, delta=1e-5, data_dependent=True)
+    print(f"sigma {s:>4}: epsilon {independent:7.2f} (data-independent), "
+          f"{dependent:6.2f} (data-dependent)")
+# %% [markdown]
+# ## The student learns only from noisy labels
+# The aggregator adds the noise the owners charged for (σ = 4) and releases only the
+# noisy arg-max; `train` is plain full-batch SGD on the public queries and those labels.
+# %% [ignore-output]
 def train(x, y, epochs=60):
     model = torch.nn.Linear(64, 10)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
@@ -28,26 +75,7 @@ def train(x, y, epochs=60):
     return model
 
 
-n_teachers = 20
-parts = [(private_x[i::n_teachers], private_y[i::n_teachers]) for i in range(n_teachers)]
-teachers = train_teachers(parts, train)
-votes = teacher_votes(teachers, public_x, n_classes=10)
-votes[:3]
-# %% [markdown]
-# ## Noisy arg-max, and what it costs
-# More noise (a larger σ) means a smaller ε, and more wrong labels. The data-independent
-# bound holds whatever the votes; the data-dependent one is much tighter when teachers
-# agree, but it depends on the votes themselves (releasing it is not private as such).
-# %%
-for sigma in (2.0, 4.0, 20.0):
-    independent = pate_epsilon(votes, sigma=sigma, delta=1e-5, data_dependent=False)
-    dependent = pate_epsilon(votes, sigma=sigma, delta=1e-5, data_dependent=True)
-    print(f"sigma {sigma:>4}: epsilon {independent:7.2f} (data-independent), "
-          f"{dependent:6.2f} (data-dependent)")
-# %% [markdown]
-# ## The student learns only from noisy labels
-# %% [ignore-output]
-labels = noisy_max(votes, sigma=4.0)
+labels = noisy_max(votes, sigma=sigma)
 student = train(public_x, labels, epochs=120)
 agreement = (labels == votes.argmax(1)).float().mean().item()
 accuracy = (student(test_x).argmax(1) == test_y).float().mean().item()

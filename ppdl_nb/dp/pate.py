@@ -14,8 +14,11 @@ and a student trained on the noisy labels inherits the guarantee.
   Data-dependent epsilons depend on the votes themselves and are not private
   to release without smooth sensitivity; report them with that caveat.
 * :func:`pate_epsilon` - compose per-answer RDP and convert to (epsilon, delta);
-* :func:`train_teachers` - train one model per partition (plain function; a worker
-  version can call it on its own data).
+* :func:`train_teachers` - train one model per partition, here (plain function);
+* :func:`votes_from_workers` - the distributed version: each worker (data owner) trains
+  its teacher on its own partition with the ``dp.teacher_votes`` protocol step and sends
+  back only its predicted labels on the public queries; the owner charges its budget the
+  data-independent epsilon (:func:`gnmax_epsilon`) first.
 
 >>> import torch
 >>> votes = torch.tensor([[48.0, 1.0, 1.0], [20.0, 18.0, 12.0]])
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,6 +43,7 @@ from .noise import gaussian_noise, laplace_noise
 
 __all__ = [
     "DEFAULT_ORDERS",
+    "gnmax_epsilon",
     "gnmax_rdp_data_dependent",
     "gnmax_rdp_data_independent",
     "noisy_max",
@@ -46,6 +51,7 @@ __all__ = [
     "teacher_votes",
     "train_teachers",
     "vote_histogram",
+    "votes_from_workers",
 ]
 
 DEFAULT_ORDERS = np.concatenate([np.linspace(1.01, 10, 100), np.arange(11, 200, 1.0)])
@@ -139,6 +145,23 @@ def pate_epsilon(
     return float(compute_epsilon(orders, total, delta)[0])
 
 
+def gnmax_epsilon(*, queries: int, sigma: float, delta: float,
+                  orders: np.ndarray = DEFAULT_ORDERS) -> float:
+    """Data-independent epsilon of ``queries`` GNMax answers with noise ``sigma``.
+
+    It bounds what one partition (one teacher) can reveal whatever the votes, so a data
+    owner can charge it before any vote is counted.
+    """
+    from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
+
+    if queries < 0 or sigma <= 0:
+        raise ValueError(f"need queries >= 0 and sigma > 0, got {queries} and {sigma}.")
+    if queries == 0:
+        return 0.0
+    total = gnmax_rdp_data_independent(sigma, orders) * queries
+    return float(compute_epsilon(orders, total, delta)[0])
+
+
 def train_teachers(
     partitions: Sequence[tuple[torch.Tensor, torch.Tensor]],
     train_fn: Callable[[torch.Tensor, torch.Tensor], nn.Module],
@@ -155,3 +178,45 @@ def teacher_votes(teachers: Sequence[nn.Module], x: torch.Tensor, n_classes: int
     """Vote histogram (queries, classes) of the teachers' arg-max predictions on ``x``."""
     preds = torch.stack([t(x).argmax(-1) for t in teachers])
     return vote_histogram(preds, n_classes)
+
+
+def votes_from_workers(
+    workers: Sequence[Any],
+    *,
+    dataset: str,
+    model: nn.Module,
+    public: torch.Tensor,
+    n_classes: int,
+    sigma: float,
+    delta: float,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int | None = None,
+) -> torch.Tensor:
+    """Vote histogram (queries, classes) of teachers trained on separate workers.
+
+    Each worker holds its own partition as ``dataset`` (disjoint from the others': one
+    person, one owner) and runs the ``dp.teacher_votes`` step: it rebuilds ``model`` from
+    its spec, trains it on its data, and replies with one label per public query, after
+    charging its own budget. The teachers' weights and data stay on the workers. Workers
+    are asked concurrently. Aggregate the result with :func:`noisy_max` at the same
+    ``sigma`` the owners charged for.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..workers.modules import module_to_spec
+
+    if not workers:
+        raise ValueError("Need at least one worker (one teacher per data owner).")
+    spec = module_to_spec(model)
+    kwargs = dict(dataset=dataset, spec=spec, public=public, n_classes=n_classes, sigma=sigma,
+                  delta=delta, epochs=epochs, batch_size=batch_size, lr=lr)
+
+    def ask(i: int) -> torch.Tensor:
+        extra = {} if seed is None else {"seed": seed + i}
+        return workers[i].step("dp.teacher_votes", **kwargs, **extra)
+
+    with ThreadPoolExecutor(max_workers=len(workers), thread_name_prefix="pate") as pool:
+        preds = list(pool.map(ask, range(len(workers))))
+    return vote_histogram(torch.stack(preds), n_classes)

@@ -8,6 +8,11 @@ answering a query. A caller can read the ledger; nobody but the owner can raise 
 >>> # on the notebook: alice.step("dp.load", dataset="breast_cancer", epsilon=1.0, delta=1e-5)
 >>> # alice.step("dp.query", dataset="breast_cancer", kind="mean", column=0, lower=0,
 >>> #            upper=30, epsilon=0.1)
+
+PATE (:mod:`ppdl_nb.dp.pate`) runs its teachers here: ``dp.teacher_votes`` trains one
+teacher on the worker's own dataset (its partition of the private data) and returns only
+the teacher's predicted labels on public queries, after charging the dataset's budget
+the data-independent cost of the noisy aggregate those votes will enter.
 """
 
 from __future__ import annotations
@@ -191,3 +196,49 @@ def fit(worker: Worker, caller: str, *, dataset: str, spec: dict, delta: float,
     return {"spec": module_to_spec(result.model), "history": result.history,
             "epsilon": result.epsilon, "charged": planned,
             "noise_multiplier": result.noise_multiplier}
+
+
+@protocol_step("dp.teacher_votes")
+def teacher_votes(worker: Worker, caller: str, *, dataset: str, spec: dict,
+                  public: torch.Tensor, n_classes: int, sigma: float, delta: float,
+                  epochs: int, batch_size: int, lr: float, loss: str = "cross_entropy",
+                  optimizer: str = "sgd", seed: int | None = None) -> torch.Tensor:
+    """PATE teacher: train on this worker's own dataset, return only votes on ``public``.
+
+    The teacher (the model ``spec``, trained without noise: PATE's privacy comes from the
+    aggregation) never leaves the worker; the reply is one predicted label per public
+    query. Those votes are not private on their own: the owner releases them for a noisy
+    arg-max with Gaussian noise ``sigma`` per vote count (GNMax), and charges its budget,
+    before training, the data-independent epsilon of that many noisy answers, so one
+    person in this partition is covered whatever the other teachers vote. The aggregator
+    is trusted to add the noise (PATE's model); it sees each teacher's votes.
+    """
+    from ..dp.pate import gnmax_epsilon
+    from ..fl import local
+    from .modules import module_from_spec
+
+    ids = _dp(worker)["data"].get(dataset)
+    if ids is None:
+        raise KeyError(f"{worker.name} holds no dataset {dataset!r}; load or attach it first")
+    if not isinstance(public, torch.Tensor) or public.dim() < 2 or not public.is_floating_point():
+        raise TypeError("public must be a float tensor of queries, (queries, features...)")
+    if n_classes < 2:
+        raise ValueError(f"n_classes must be >= 2, got {n_classes}")
+    x, y = worker.store.entry(ids["x"]).obj, worker.store.entry(ids["y"]).obj
+    model = module_from_spec(spec)
+    public = public.to(x.dtype)
+    with torch.no_grad():  # check the model's shape before anything is charged
+        shape = tuple(model(public[:1]).shape)
+    if len(shape) != 2 or shape[1] != n_classes:
+        raise ValueError(f"the teacher's output has shape {shape} for one query; PATE needs "
+                         f"(queries, n_classes={n_classes}) scores to vote with")
+    cost = gnmax_epsilon(queries=len(public), sigma=sigma, delta=delta)
+    budget_of(worker, dataset).charge(
+        cost, delta, f"PATE votes on {len(public)} queries, sigma {sigma:g} ({caller})")
+    gen = None if seed is None else torch.Generator().manual_seed(int(seed))
+    local.train_local(model, x, y, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
+                      optimizer=optimizer, generator=gen)
+    model.eval()
+    with torch.no_grad():
+        votes = model(public).argmax(-1)
+    return votes.to(torch.int64)
