@@ -43,6 +43,22 @@ def test_noise_multiplier_for_within_one_percent(accountant, target):
     assert 0.99 * target <= epsilon(noise_multiplier=sigma, **kw) <= target
 
 
+@pytest.mark.parametrize("target", [0.5, 2.0, 8.0])
+@pytest.mark.parametrize("q, steps", [(256 / 60000, 1000), (0.1, 50), (1.0, 1), (1.0, 300)])
+def test_calibration_grid_never_above_target(q, steps, target):
+    kw = dict(sample_rate=q, steps=steps, delta=1e-5)
+    sigma = noise_multiplier_for(target_epsilon=target, **kw)
+    got = epsilon(noise_multiplier=sigma, **kw)
+    assert 0.99 * target <= got <= target
+    # and the same sigma, handed to dp-accounting directly, agrees
+    event = dp_event.GaussianDpEvent(sigma)
+    if q < 1:
+        event = dp_event.PoissonSampledDpEvent(q, event)
+    ref = rdp.RdpAccountant()
+    ref.compose(event, steps)
+    assert ref.get_epsilon(1e-5) == pytest.approx(got, rel=1e-12)
+
+
 def test_composition_of_different_steps():
     acc = Accountant()
     acc.step(noise_multiplier=1.0, sample_rate=0.1, steps=10)
