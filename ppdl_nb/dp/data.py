@@ -18,6 +18,7 @@ was empty. The sampling masks come from :func:`.noise.generator` (seeded from
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -27,7 +28,31 @@ from torch.utils.data.dataloader import default_collate
 
 from .noise import generator
 
-__all__ = ["PoissonLoader"]
+__all__ = ["PoissonLoader", "poisson_indices"]
+
+
+def poisson_indices(n: int, q: float, gen: torch.Generator) -> torch.Tensor:
+    """Sorted indices of a Poisson sample of ``range(n)``: each kept with probability ``q``.
+
+    For small ``q`` the gaps between kept indices are drawn instead (i.i.d. geometric on
+    {1, 2, ...} with parameter ``q``, which is the same distribution as n coin flips):
+    about ``q n`` draws instead of ``n``. For ``q > 1/4`` a mask of ``n`` coin flips is
+    as cheap.
+    """
+    if q >= 1.0:
+        return torch.arange(n)
+    if q > 0.25:
+        return (torch.rand(n, generator=gen) < q).nonzero().squeeze(1)
+    chunk = int(q * n + 4 * math.sqrt(q * n) + 16)
+    parts, last = [], -1
+    while last < n:
+        gaps = torch.empty(chunk, dtype=torch.float64).geometric_(q, generator=gen)
+        # clamp: a gap beyond n ends the sample anyway (and guards log(0) = -inf draws)
+        pos = gaps.clamp_(max=n + 1).to(torch.int64).cumsum_(0).add_(last)
+        parts.append(pos)
+        last = int(pos[-1])
+    idx = parts[0] if len(parts) == 1 else torch.cat(parts)
+    return idx[: int(torch.searchsorted(idx, n))]
 
 
 def _empty_like(batch: Any) -> Any:
@@ -73,13 +98,11 @@ class PoissonLoader:
 
     def __iter__(self) -> Iterator[Any]:
         for _ in range(self.steps):
-            mask = torch.rand(self.n, generator=generator()) < self.sample_rate
-            idx = mask.nonzero().squeeze(1)
-            yield self._batch(idx)
+            yield self._batch(poisson_indices(self.n, self.sample_rate, generator()))
 
     def _batch(self, idx: torch.Tensor) -> Any:
         if isinstance(self.dataset, TensorDataset):
-            return [t[idx] for t in self.dataset.tensors]
+            return [t.index_select(0, idx) for t in self.dataset.tensors]
         if idx.numel() == 0:
             return _empty_like(self.collate_fn([self.dataset[0]]))
         return self.collate_fn([self.dataset[i] for i in idx.tolist()])

@@ -124,6 +124,14 @@ class LinearRule:
         return trace.cache["ag"]
 
     def norms2(self, trace: LayerTrace) -> torch.Tensor:
+        flat = self._flat(trace)
+        if flat is not None:  # one use on (B, d) inputs, the MLP case: no reshapes
+            a, g = flat
+            gn2 = torch.linalg.vector_norm(g, dim=1).square_()
+            if "weight" not in trace.params:
+                return gn2
+            an2 = torch.linalg.vector_norm(a, dim=1).square_()
+            return gn2.mul_(an2.add_(1.0)) if "bias" in trace.params else gn2.mul_(an2)
         a, g = self._ag(trace)
         if a.shape[1] == 1 and "weight" in trace.params:  # |g|^2 |a|^2 (+ |g|^2 for bias)
             gn2, an2 = _sq_norms(g), _sq_norms(a)
@@ -136,14 +144,42 @@ class LinearRule:
         return out
 
     def clipped_sum(self, trace: LayerTrace, coef: torch.Tensor) -> dict[str, torch.Tensor]:
-        a, g = self._ag(trace)
-        gc = (g * coef.view(-1, 1, 1).to(g.dtype)).reshape(-1, g.shape[-1])
+        flat = self._flat(trace)
+        if flat is not None:
+            a, g = flat
+            gc = g * coef.to(g.dtype).unsqueeze(1)
+        else:
+            a, g = self._ag(trace)
+            gc = (g * coef.view(-1, 1, 1).to(g.dtype)).reshape(-1, g.shape[-1])
+            a = a.reshape(-1, a.shape[-1])
         out: dict[str, torch.Tensor] = {}
         if "weight" in trace.params:
-            out["weight"] = torch.mm(gc.t(), a.reshape(-1, a.shape[-1]))
+            out["weight"] = torch.mm(gc.t(), a)
         if "bias" in trace.params:
             out["bias"] = gc.sum(0)
         return out
+
+    def clipped_sum_into(self, trace: LayerTrace, coef: torch.Tensor,
+                         out: dict[str, torch.Tensor]) -> None:
+        """Add the clipped sums into ``out`` in place (one GEMM with beta = 1 per weight)."""
+        flat = self._flat(trace)
+        if flat is None:
+            for name, g in self.clipped_sum(trace, coef).items():
+                out[name].add_(g.reshape(out[name].shape))
+            return
+        a, g = flat
+        gc = g * coef.to(g.dtype).unsqueeze(1)
+        if "weight" in trace.params:
+            out["weight"].addmm_(gc.t(), a)
+        if "bias" in trace.params:
+            out["bias"].add_(gc.sum(0))
+
+    @staticmethod
+    def _flat(trace: LayerTrace) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if len(trace.activations) != 1 or trace.activations[0].dim() != 2:
+            return None
+        g = trace.grads[0]
+        return None if g is None else (trace.activations[0], g)
 
 
 @register_grad_rule(nn.Conv2d)

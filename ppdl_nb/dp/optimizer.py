@@ -101,27 +101,47 @@ class DPOptimizer(Optimizer):
                 "in train mode and loss.backward() before step(), once per batch."
             )
         scale = 1.0 / self.expected_batch_size
-        sums = self.module.clipped_grad_sum(self.max_grad_norm, factor=scale)
         std = self.noise_multiplier * self.max_grad_norm * scale
-        params = [p for group in self.param_groups for p in group["params"] if p in sums]
-        noise = self._noise_buffer(params, std)
-        offset = 0
+        trainable = {id(p) for p in self.module.trainable}
+        params = []
+        for group in self.param_groups:
+            for p in group["params"]:
+                if id(p) in trainable:
+                    params.append(p)
+                elif p.grad is not None:
+                    raise RuntimeError(
+                        f"A parameter of shape {tuple(p.shape)} has an ordinary gradient that "
+                        "escaped clipping and noise: it was made trainable after "
+                        "make_private. Wrap the model again after changing which "
+                        "parameters train."
+                    )
+        if not params:
+            return
+        # One buffer for all gradients: fill it with the noise, let every layer add its
+        # clipped sum into its slice (a GEMM with beta = 1 costs no extra pass), and hand
+        # the slices out as .grad. The buffer is reused by the next step (no page faults):
+        # a .grad is valid until then, which is all an optimizer needs.
+        buf = self._noise_buffer(params, std)
+        grads, offset = {}, 0
         for p in params:
-            g = sums[p]  # a fresh tensor: safe to update in place
-            if noise is not None:
-                g.add_(noise[offset : offset + g.numel()].view_as(g), alpha=std)
-                offset += g.numel()
+            grads[p] = buf[offset : offset + p.numel()].view_as(p)
+            offset += p.numel()
+        self.module.clipped_grad_sum(self.max_grad_norm, factor=scale, out=grads)
+        for p, g in grads.items():
             p.grad = g
 
-    def _noise_buffer(self, params: list[torch.Tensor], std: float) -> torch.Tensor | None:
-        """One N(0, 1) draw for all parameters, from a freshly seeded generator."""
-        if std <= 0 or not params:
-            return None
+    def _noise_buffer(self, params: list[torch.Tensor], std: float) -> torch.Tensor:
+        """N(0, std^2) for all parameters in one draw, from a freshly seeded generator."""
         n = sum(p.numel() for p in params)
         dtype = params[0].dtype
+        if any(p.dtype != dtype for p in params):
+            raise TypeError("DP-SGD needs all trainable parameters in one dtype; got "
+                            f"{sorted({str(p.dtype) for p in params})}.")
         if self._noise is None or self._noise.numel() != n or self._noise.dtype != dtype:
             self._noise = torch.empty(n, dtype=dtype)
-        return self._noise.normal_(generator=generator())
+        if std <= 0:
+            return self._noise.zero_()
+        return self._noise.normal_(0.0, std, generator=generator())
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = None

@@ -150,3 +150,42 @@ def test_dp_sgd_learns_a_separable_task():
     acc = float((model(x).argmax(1) == y).float().mean())
     assert acc > 0.85
     assert 0 < opt.epsilon(1e-5) < 20
+
+
+@pytest.mark.parametrize("q", [0.02, 0.1, 0.5, 1.0])
+def test_poisson_indices_keep_each_example_independently_with_rate_q(q):
+    from ppdl_nb.dp.data import poisson_indices
+
+    n, rounds = 40, 4000
+    gen = torch.Generator().manual_seed(0)
+    counts, sizes = torch.zeros(n), []
+    for _ in range(rounds):
+        idx = poisson_indices(n, q, gen)
+        assert bool((idx[1:] > idx[:-1]).all()) and (len(idx) == 0 or 0 <= idx[0] <= idx[-1] < n)
+        counts[idx] += 1
+        sizes.append(len(idx))
+    sd = (q * (1 - q) / rounds) ** 0.5  # of one example's inclusion frequency
+    assert float((counts / rounds - q).abs().max()) <= 5 * sd + 1e-12
+    sizes_t = torch.tensor(sizes, dtype=torch.float64)  # Binomial(n, q)
+    assert float(sizes_t.var()) == pytest.approx(n * q * (1 - q), abs=0.15 * n * q + 1e-9)
+
+
+def test_parameters_stay_trainable_and_none_escapes_clipping():
+    module, opt, _ = _setup(noise=0.0)
+    model = module.module
+    x, y = torch.randn(5, 3), torch.randint(0, 2, (5,))
+    nn.functional.cross_entropy(module(x), y).backward()
+    assert all(p.requires_grad for p in model.parameters())  # switched back after forward
+    assert all(p.grad is None for p in model.parameters())  # autograd wrote no raw grads
+    opt.step()
+    # A layer frozen when wrapped and unfrozen later would train on raw gradients: refused.
+    torch.manual_seed(0)
+    frozen = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    frozen[0].weight.requires_grad_(False)
+    module, opt, _ = make_private(module=frozen, optimizer=torch.optim.SGD(frozen.parameters(),
+                                 lr=0.1), data_loader=DataLoader(TensorDataset(x, y)),
+                                 noise_multiplier=1.0, max_grad_norm=1.0)
+    frozen[0].weight.requires_grad_(True)
+    nn.functional.cross_entropy(module(x), y).backward()
+    with pytest.raises(RuntimeError, match="escaped clipping"):
+        opt.step()

@@ -191,3 +191,11 @@ def test_no_recording_raises():
 def test_bad_loss_reduction():
     with pytest.raises(ValueError, match="loss_reduction"):
         PrivateModule(nn.Linear(2, 2), loss_reduction="max")
+
+
+def test_benchmark_mlp_784_256_10():
+    """The architecture bench_dp_sgd times: norms and clipped sum match per-example autograd."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+    _check(model, torch.randn(16, 784, dtype=torch.float64), torch.randint(0, 10, (16,)),
+           clip=1.0)
