@@ -16,14 +16,22 @@ Protocol (fixed before looking at results):
 * features are scaled to [-1, 1] with PUBLIC bounds taken from the datasets'
   documentation (``BOSTON_BOUNDS``, ``PIMA_BOUNDS``: units and physical ranges),
   never from the data, so scaling costs no privacy budget;
-* mechanism: DP full-batch gradient descent for linear regression (Boston) and
-  logistic regression (Pima), ``ppdl_nb.dp.glm.fit_glm``: per-sample clipping in
-  closed form, Gaussian noise, PLD accounting so the whole run spends exactly
-  (0.5, 1e-5); the non-DP model is the same loop without clipping and noise;
-* hyperparameters (steps, learning rate, clipping norm) were chosen a priori and
-  checked on PUBLIC proxy data of similar size (scikit-learn's diabetes regression
-  and breast-cancer classification sets at epsilon 0.5), never on these datasets'
-  test splits; they are the constants ``HYPER`` below.
+* mechanism (``ppdl_nb.dp.glm.fit_glm``): linear regression (Boston) and logistic
+  regression (Pima) fitted in three Gaussian releases composed by the PLD accountant
+  into exactly (0.5, 1e-5): a DP centre of the publicly scaled features (10% of the
+  budget for Boston, 5% for Pima), a DP spread per feature (20%), and full-batch
+  noisy gradient descent with per-sample clipping (closed form for GLMs), ridge and
+  tail averaging (the rest). The
+  non-DP model is the same pipeline without noise or clipping (exact centre and
+  spread), so the pair differs only by privacy;
+* hyperparameters (``HYPER``) were fixed before any run on these datasets, by small
+  grids on PUBLIC proxies of similar size with documentation-style bounds (and the
+  same bounds loosened to [0, 2x]): scikit-learn's diabetes (regression; and its
+  target > 140 as a classification task), mlxtend's auto-mpg (regression; mpg > 23),
+  and scikit-learn's breast cancer, at epsilon 0.5, 30-50 splits each; the settings
+  that did best on average over the proxies were taken, never tuned on these
+  datasets' test splits. (An earlier version of this benchmark, with a different
+  mechanism, was run on the targets before; see the DP issue's closing note.)
 
 Timing: each fit is timed alone (median over splits); the ratio is DP / non-DP on
 the same split. The noise calibration (a bisection over sigma that depends only on
@@ -47,10 +55,13 @@ from ppdl_nb.dp.glm import fit_glm  # noqa: E402
 
 EPSILON, DELTA = 0.5, 1e-5
 SPLIT_SEED_BASE = 20_181_204
-# (steps, learning rate, max_grad_norm, standardise): see the docstring for how they were
-# fixed (best of a small grid on the public proxies at epsilon 0.5, bounds widened there
-# to mimic documented ranges).
-HYPER = {"regression": (100, 0.1, 0.5, 20), "logistic": (100, 0.3, 1.0, 20)}
+# fit_glm settings per task: see the docstring for how they were fixed (public proxies).
+_COMMON = {"steps": 2000, "scale": 0.2, "center_clip": 0.5, "scale_clip": 0.3, "z_clip": 3.0,
+           "accountant": "pld"}
+HYPER = {
+    "regression": {**_COMMON, "center": 0.1, "max_grad_norm": 0.03, "l2": 0.01, "average": 0.9},
+    "logistic": {**_COMMON, "center": 0.05, "max_grad_norm": 0.5, "l2": 0.003, "average": 0.75},
+}
 
 # Public bounds from the datasets' documentation (units, physical ranges), per column.
 BOSTON_BOUNDS = {  # Harrison & Rubinfeld (1978), StatLib description
@@ -92,12 +103,9 @@ def _summary(values: list[float], boot_seed: int = 0) -> dict[str, float]:
 
 
 def _evaluate(task: str, x, y, bounds, y_bounds, splits: int) -> dict[str, dict[str, float]]:
-    steps, lr, clip, stand = HYPER[task]
-
     def fit(xtr, ytr, eps):
         return fit_glm(xtr, ytr, task=task, x_bounds=bounds, y_bounds=y_bounds, epsilon=eps,
-                       delta=DELTA, steps=steps, lr=lr, max_grad_norm=clip, standardise=stand,
-                       accountant="pld")
+                       delta=DELTA, **HYPER[task])
 
     def score(model, xte, yte) -> float:
         pred = model.predict(xte)
@@ -140,8 +148,15 @@ def main() -> None:
     if not args.quick and splits < 50:
         p.error("--splits must be at least 50 (the protocol); use --quick for a smoke test")
     data = Path(args.data_dir)
-    boston = load_csv(data / "boston-housing.csv", target="medv")
-    pima = load_csv(data / "pima-indians-diabetes.csv", target="target")
+    try:
+        boston = load_csv(data / "boston-housing.csv", target="medv")
+        pima = load_csv(data / "pima-indians-diabetes.csv", target="target")
+    except FileNotFoundError as e:
+        if not args.quick:
+            p.error(f"{e} (point --data-dir at the folder holding both CSVs)")
+        report("PySyft paper table: skipped, the data sets are not here", [{"skipped": str(e)}],
+               args, {"skipped": str(e)})
+        return
     results = {
         "boston_mse": _evaluate("regression", boston.x, boston.y,
                                 _bounds(boston.feature_names, BOSTON_BOUNDS),
