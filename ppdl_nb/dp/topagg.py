@@ -17,7 +17,10 @@ fraction of contributors sampled, 1 for all), i.e. RDP ``alpha k / (2 sigma^2)``
 
 Use as the aggregation step of DP-SGD: rows of ``contributions`` are per-example
 (or per-teacher) gradients flattened to (n, d); the output times a learning rate
-is the update.
+is the update. :func:`topagg_step` does one such step on a model: per-example
+gradients by ``torch.func`` (materialised: TopAgg needs each one's top-k), the
+aggregate, and ``w -= lr * direction``. With Poisson-sampled batches at rate ``q``,
+pass ``sample_rate=q`` so the accountant credits the subsampling.
 
 >>> import torch
 >>> agg = TopAgg(k=2, clip=1.0, sigma=0.5, threshold=1.0)
@@ -35,11 +38,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from .accounting import Accountant
 from .noise import generator
 
-__all__ = ["TopAgg", "stochastic_sign", "top_k_mask", "topagg_rdp"]
+__all__ = ["TopAgg", "per_example_grads", "stochastic_sign", "top_k_mask", "topagg_rdp",
+           "topagg_step"]
 
 
 def top_k_mask(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -84,10 +89,17 @@ class TopAgg:
         return self.sigma / math.sqrt(self.k)
 
     def votes(self, contributions: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """Each row compressed to top-k stochastic signs, summed: (d,)."""
-        mask = top_k_mask(contributions, self.k)
-        signs = stochastic_sign(contributions, self.clip, gen)
-        return (signs * mask).sum(0)
+        """Each row compressed to top-k stochastic signs, summed: (d,).
+
+        Only the k selected entries per row are quantised (the rest are zero anyway), so
+        the cost is O(n k) random draws, not O(n d).
+        """
+        n, d = contributions.shape
+        k = min(self.k, d)
+        idx = contributions.abs().topk(k, dim=-1).indices
+        signs = stochastic_sign(contributions.gather(1, idx), self.clip, gen)
+        out = torch.zeros(d, dtype=contributions.dtype)
+        return out.index_add_(0, idx.reshape(-1), signs.reshape(-1))
 
     def __call__(self, contributions: torch.Tensor, *, sample_rate: float = 1.0) -> torch.Tensor:
         if contributions.dim() != 2:
@@ -101,3 +113,58 @@ class TopAgg:
         if self.accountant is not None:
             self.accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=sample_rate)
         return torch.sign(noisy) * (noisy.abs() >= self.threshold)
+
+
+def per_example_grads(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Gradients of ``loss_fn(model(x_i), y_i)`` for each example, flattened: (n, d).
+
+    Parameters that do not require grad are left out; the column order is
+    ``model.parameters()`` order, as :func:`topagg_step` applies it.
+    """
+    from torch.func import functional_call, grad, vmap
+
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    buffers = dict(model.named_buffers())
+
+    def loss_one(p: dict, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
+        out = functional_call(model, (p, buffers), (xi.unsqueeze(0),))
+        return loss_fn(out, yi.unsqueeze(0))
+
+    if len(x) == 0:
+        return torch.zeros(0, sum(params[n].numel() for n in names))
+    g = vmap(grad(loss_one), in_dims=(None, 0, 0))(params, x, y)
+    return torch.cat([g[n].reshape(len(x), -1) for n in names], 1)
+
+
+@torch.no_grad()
+def _apply(model: nn.Module, direction: torch.Tensor, lr: float) -> None:
+    offset = 0
+    for p in model.parameters():
+        if p.requires_grad:
+            p -= lr * direction[offset:offset + p.numel()].view_as(p).to(p.dtype)
+            offset += p.numel()
+
+
+def topagg_step(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, agg: TopAgg, *,
+                lr: float, sample_rate: float = 1.0) -> torch.Tensor:
+    """One DP-SGD step with TopAgg as the aggregation: returns the direction applied.
+
+    ``loss_fn(output, target)`` must average over its batch (it sees one example at a
+    time). An empty batch still makes a step (pure noise), as Poisson sampling requires.
+
+    >>> import torch
+    >>> model = torch.nn.Linear(3, 2)
+    >>> agg = TopAgg(k=2, clip=0.1, sigma=1.0, threshold=0.5)
+    >>> d = topagg_step(model, torch.nn.functional.cross_entropy, torch.randn(8, 3),
+    ...                 torch.randint(0, 2, (8,)), agg, lr=0.01)
+    >>> d.shape
+    torch.Size([8])
+    """
+    grads = per_example_grads(model, loss_fn, x, y)
+    if len(grads) == 0:
+        d = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        grads = torch.zeros(0, d)
+    direction = agg(grads, sample_rate=sample_rate)
+    _apply(model, direction, lr)
+    return direction

@@ -46,3 +46,13 @@ def test_bench_dp_sgd_quick(tmp_path):
 def test_bench_dp_paper_quick(tmp_path):
     doc = _run("bench_dp_paper.py", tmp_path)
     assert set(doc["results"]) == {"boston_mse", "pima_accuracy"}
+
+
+def test_bench_dp_topagg_quick_compares_at_equal_epsilon(tmp_path):
+    doc = _run("bench_dp_topagg.py", tmp_path)
+    rows = {r["method"]: r for r in doc["rows"]}
+    dpsgd, topagg = rows["DP-SGD (Gaussian sum)"], rows["DP-SGD + TopAgg"]
+    target = doc["epsilons"][0]
+    for row in (dpsgd, topagg):  # each run's own accountant, read back
+        assert 0.99 * target <= row["epsilon"] <= target
+    assert dpsgd["noise_mult"] == topagg["noise_mult"]
