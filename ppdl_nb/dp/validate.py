@@ -73,10 +73,22 @@ def _validator_for(module: nn.Module) -> Validator | None:
 def problems(module: nn.Module) -> list[str]:
     """Every reason why ``module`` cannot be trained with DP-SGD (empty when it can)."""
     found: list[str] = []
+    owners: dict[int, list[str]] = {}
     for name, sub in module.named_modules():
         check = _validator_for(sub)
         if check is not None:
             found.extend(check(name or "<root>", sub))
+        for pname, p in sub.named_parameters(recurse=False):
+            if p.requires_grad:
+                owners.setdefault(id(p), []).append(f"{name or '<root>'}.{pname}")
+    for names in owners.values():
+        if len(names) > 1:
+            found.append(
+                f"{' and '.join(names)} are one parameter shared by several layers (tied "
+                "weights): per-sample gradient norms are computed layer by layer and would "
+                "miss the cross terms, under-clipping. Untie them (separate parameters), or "
+                "reuse one layer module instead of sharing its weight."
+            )
     return found
 
 

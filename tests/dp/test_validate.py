@@ -24,3 +24,12 @@ def test_all_problems_reported_together():
 def test_good_layers_pass():
     validate(nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2), nn.GroupNorm(1, 2),
                            nn.InstanceNorm1d(2)))
+
+
+def test_weights_tied_across_layers_are_refused():
+    a, b = nn.Linear(3, 3), nn.Linear(3, 3)
+    b.weight = a.weight  # tied: one parameter, two layers
+    with pytest.raises(ValueError, match="tied weights"):
+        PrivateModule(nn.Sequential(a, nn.ReLU(), b))
+    b.weight.requires_grad_(False)  # frozen shared weights are not clipped: fine
+    validate(nn.Sequential(a, nn.ReLU(), b))
