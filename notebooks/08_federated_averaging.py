@@ -64,7 +64,8 @@ def make_model():
 
 run_iid = fit_federated(make_model(), iid, rounds=8, local_epochs=1, batch_size=32, lr=0.1,
                         seed=1)
-print(run_iid.history)
+print(f"{len(run_iid.history)} rounds; test accuracy above 0.85:",
+      run_iid.history.last["accuracy"] > 0.85)
 # %% [markdown]
 # Every round records loss, test accuracy, bytes moved and time:
 # %% [ignore-output]
