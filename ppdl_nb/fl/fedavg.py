@@ -170,17 +170,7 @@ def fit_federated(
                       "seed": None if seed is None else seed * 1_000_003 + rnd,
                       "hold": f"{run_id}/{rnd}" if agg.hold else None,
                       "report": agg.name == "mean" and not dp}
-            groups = data.by_worker(chosen)
-            futures = {name: pool.submit(_train_on, cs[0].worker, cs, params, rnd)
-                       for name, cs in groups.items()}
-            replies, events = {}, []
-            for name, fut in futures.items():
-                try:
-                    replies[name] = fut.result()
-                except ConnectionError as exc:  # includes WorkerUnavailableError, timeouts
-                    alive[name] = False
-                    events.append(f"{name} dropped out ({type(exc).__name__}); its "
-                                  f"{len(groups[name])} clients did not report")
+            replies, events = _train_round(pool, data.by_worker(chosen), params, rnd, alive)
             reported = sum(len(r["clients"]) for r in replies.values())
             if reported < min(min_clients, len(sampled)) or (sampled and not replies):
                 dead = sorted(n for n, ok in alive.items() if not ok)
@@ -209,7 +199,7 @@ def fit_federated(
             # clients (a data-independent denominator, so the noise calibration holds)
             denom = fraction * len(data.clients) if dp else updates.weight
             apply_update(global_model, server_lr * total / denom)
-            record: dict[str, Any] = {"clients": reported, "sampled": len(chosen),
+            record: dict[str, Any] = {"clients": reported, "sampled": len(sampled),
                                       "aggregation": agg.describe(), **_client_stats(replies)}
             if data.test is not None:
                 record.update(_evaluate(global_model, data.test, loss))
@@ -226,6 +216,23 @@ def fit_federated(
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return FederatedRun(global_model, history)
+
+
+def _train_round(pool: ThreadPoolExecutor, groups: dict[str, list[Client]],
+                 params: dict[str, Any], rnd: int, alive: dict[str, bool]
+                 ) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Every worker trains its sampled clients at once; replies, and who dropped out."""
+    futures = {name: pool.submit(_train_on, cs[0].worker, cs, params, rnd)
+               for name, cs in groups.items()}
+    replies, events = {}, []
+    for name, fut in futures.items():
+        try:
+            replies[name] = fut.result()
+        except ConnectionError as exc:  # includes WorkerUnavailableError, timeouts
+            alive[name] = False
+            events.append(f"{name} dropped out ({type(exc).__name__}); its "
+                          f"{len(groups[name])} clients did not report")
+    return replies, events
 
 
 def _train_on(worker: Any, clients: list[Client], params: dict[str, Any], rnd: int
