@@ -203,8 +203,7 @@ def votes_from_workers(
     are asked concurrently. Aggregate the result with :func:`noisy_max` at the same
     ``sigma`` the owners charged for.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
+    from ..workers.concurrent import concurrently
     from ..workers.modules import module_to_spec
 
     if not workers:
@@ -213,10 +212,7 @@ def votes_from_workers(
     kwargs = dict(dataset=dataset, spec=spec, public=public, n_classes=n_classes, sigma=sigma,
                   delta=delta, epochs=epochs, batch_size=batch_size, lr=lr)
 
-    def ask(i: int) -> torch.Tensor:
-        extra = {} if seed is None else {"seed": seed + i}
-        return workers[i].step("dp.teacher_votes", **kwargs, **extra)
-
-    with ThreadPoolExecutor(max_workers=len(workers), thread_name_prefix="pate") as pool:
-        preds = list(pool.map(ask, range(len(workers))))
+    preds = concurrently([(w, "dp.teacher_votes",
+                           {**kwargs, **({} if seed is None else {"seed": seed + i})})
+                          for i, w in enumerate(workers)])
     return vote_histogram(torch.stack(preds), n_classes)

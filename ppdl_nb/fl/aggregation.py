@@ -125,9 +125,7 @@ class TrustedAggregator(Aggregation):
             ptr.move(self.aggregator)
             ptr.disown()  # the aggregator frees it once summed
             refs.append(Ref(ptr.id_at_location))
-        # the aggregator divides by the weight we pass; 1.0 asks for the sum itself
-        return self.aggregator.step("fl.aggregate", updates=refs, weight=1.0,
-                                    noise_std=updates.noise_std)
+        return self.aggregator.step("fl.aggregate", updates=refs, noise_std=updates.noise_std)
 
     def describe(self) -> str:
         return f"trusted aggregator {self.aggregator.name}"

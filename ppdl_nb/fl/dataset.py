@@ -78,7 +78,6 @@ class FederatedDataset:
         The test split (``test_rows`` rows chosen by ``seed``) is public: the notebook
         loads it itself to evaluate the global model.
         """
-        from .. import datasets
         from ..workers.dp_steps import DATASETS
 
         workers = _check_workers(workers, clients_per_worker)
@@ -93,7 +92,7 @@ class FederatedDataset:
         if test_rows:
             if name not in DATASETS:
                 raise KeyError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
-            data = getattr(datasets, DATASETS[name].__name__)()
+            data = DATASETS[name]()
             _, test_idx = public_split(len(data.y), test_rows, seed)
             test = (data.x[test_idx], data.y[test_idx])
         clients.sort(key=lambda c: c.id)

@@ -25,7 +25,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +37,7 @@ from ..dp.noise import gaussian_noise
 from ..dp.noise import generator as secure_generator
 from ..workers import tracing
 from ..workers.codec import Ref
+from ..workers.concurrent import outcomes
 from ..workers.modules import module_to_spec
 from .aggregation import AGGREGATIONS, RoundAborted, RoundUpdates
 from .dataset import Client, FederatedDataset
@@ -150,96 +150,90 @@ def fit_federated(
     gen = torch.Generator().manual_seed(seed) if seed is not None else secure_generator()
     history = History()
     workers = data.workers
-    pool = ThreadPoolExecutor(max_workers=len(workers), thread_name_prefix="fedavg")
     alive = {w.name: True for w in workers}
     run_id = os.urandom(4).hex()
     structure = module_to_spec(global_model)  # traced once; each round sends new weights
     structure_size = flat_weights(global_model).shape
-    try:
-        for rnd in range(1, rounds + 1):
-            start = time.perf_counter()
-            before = _bytes_seen(workers)
-            sampled = _sample(data.clients, fraction, dp, gen)
-            chosen = [c for c in sampled if alive[c.worker.name]]  # the dead cannot report
-            spec = {**structure, "state": {k: v.detach()
-                                           for k, v in global_model.state_dict().items()}}
-            params = {"spec": spec, "epochs": local_epochs, "batch_size": batch_size, "lr": lr,
-                      "loss": loss, "optimizer": optimizer, "prox_mu": prox_mu,
-                      "clip": max_update_norm if dp else None, "keep": agg.keep,
-                      "allow": agg.allow(),
-                      "seed": None if seed is None else seed * 1_000_003 + rnd,
-                      "hold": f"{run_id}/{rnd}" if agg.hold else None,
-                      "report": agg.name == "mean" and not dp}
-            replies, events = _train_round(pool, data.by_worker(chosen), params, rnd, alive)
-            reported = sum(len(r["clients"]) for r in replies.values())
-            if reported < min(min_clients, len(sampled)) or (sampled and not replies):
-                dead = sorted(n for n, ok in alive.items() if not ok)
-                raise RuntimeError(
-                    f"round {rnd}: only {reported} of {len(sampled)} sampled clients reported "
-                    f"(min_clients={min_clients}); workers down: {', '.join(dead)}. "
-                    f"{'; '.join(events)} Restart the workers that died, or lower min_clients.")
-            noise_std = noise_multiplier * max_update_norm if dp else 0.0
-            updates = RoundUpdates(rnd, replies, {w.name: w for w in workers}, noise_std,
-                                   events, label=f"{run_id}/{rnd}")
-            try:
-                with tracing.round_label(f"round {rnd}: {agg.name} aggregation"):
-                    if replies:
-                        total = agg.total(updates)
-                    else:  # DP's Poisson sampling drew nobody: the step is noise alone
-                        total = gaussian_noise(structure_size, noise_std)
-                        events.append("no client was sampled this round (Poisson sampling): "
-                                      "the model moved by the noise alone")
-            except RoundAborted as exc:
-                history.append(rnd, clients=reported, aggregation=agg.describe(),
-                               seconds=time.perf_counter() - start)
-                for text in [*events, f"round aborted, model unchanged: {exc}"]:
-                    history.event(rnd, text)
-                continue
-            # FedAvg divides by the rows that trained; DP-FedAvg by the expected count of
-            # clients (a data-independent denominator, so the noise calibration holds)
-            denom = fraction * len(data.clients) if dp else updates.weight
-            apply_update(global_model, server_lr * total / denom)
-            record: dict[str, Any] = {"clients": reported, "sampled": len(sampled),
-                                      "aggregation": agg.describe(), **_client_stats(replies)}
-            if data.test is not None:
-                record.update(_evaluate(global_model, data.test, loss))
-            if dp:
-                record["epsilon"] = epsilon_of(noise_multiplier=noise_multiplier,
-                                               sample_rate=fraction, steps=rnd, delta=delta)
-            record["bytes_moved"] = _bytes_seen(workers) - before
-            record["seconds"] = time.perf_counter() - start
-            history.append(rnd, **record)
-            for text in events:
+    for rnd in range(1, rounds + 1):
+        start = time.perf_counter()
+        before = _bytes_seen(workers)
+        sampled = _sample(data.clients, fraction, dp, gen)
+        chosen = [c for c in sampled if alive[c.worker.name]]  # the dead cannot report
+        spec = {**structure, "state": {k: v.detach()
+                                       for k, v in global_model.state_dict().items()}}
+        params = {"spec": spec, "epochs": local_epochs, "batch_size": batch_size, "lr": lr,
+                  "loss": loss, "optimizer": optimizer, "prox_mu": prox_mu,
+                  "clip": max_update_norm if dp else None, "keep": agg.keep,
+                  "allow": agg.allow(),
+                  "seed": None if seed is None else seed * 1_000_003 + rnd,
+                  "hold": f"{run_id}/{rnd}" if agg.hold else None,
+                  "report": agg.name == "mean" and not dp}
+        replies, events = _train_round(data.by_worker(chosen), params, rnd, alive)
+        reported = sum(len(r["clients"]) for r in replies.values())
+        if reported < min(min_clients, len(sampled)) or (sampled and not replies):
+            dead = sorted(n for n, ok in alive.items() if not ok)
+            raise RuntimeError(
+                f"round {rnd}: only {reported} of {len(sampled)} sampled clients reported "
+                f"(min_clients={min_clients}); workers down: {', '.join(dead)}. "
+                f"{'; '.join(events)} Restart the workers that died, or lower min_clients.")
+        noise_std = noise_multiplier * max_update_norm if dp else 0.0
+        updates = RoundUpdates(rnd, replies, {w.name: w for w in workers}, noise_std,
+                               events, label=f"{run_id}/{rnd}")
+        try:
+            with tracing.round_label(f"round {rnd}: {agg.name} aggregation"):
+                if replies:
+                    total = agg.total(updates)
+                else:  # DP's Poisson sampling drew nobody: the step is noise alone
+                    total = gaussian_noise(structure_size, noise_std)
+                    events.append("no client was sampled this round (Poisson sampling): "
+                                  "the model moved by the noise alone")
+        except RoundAborted as exc:
+            history.append(rnd, clients=reported, aggregation=agg.describe(),
+                           seconds=time.perf_counter() - start)
+            for text in [*events, f"round aborted, model unchanged: {exc}"]:
                 history.event(rnd, text)
-            if callback is not None:
-                callback({"round": rnd, "rounds": rounds, **record})
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+            continue
+        # FedAvg divides by the rows that trained; DP-FedAvg by the expected count of
+        # clients (a data-independent denominator, so the noise calibration holds)
+        denom = fraction * len(data.clients) if dp else updates.weight
+        apply_update(global_model, server_lr * total / denom)
+        record: dict[str, Any] = {"clients": reported, "sampled": len(sampled),
+                                  "aggregation": agg.describe(), **_client_stats(replies)}
+        if data.test is not None:
+            record.update(_evaluate(global_model, data.test, loss))
+        if dp:
+            record["epsilon"] = epsilon_of(noise_multiplier=noise_multiplier,
+                                           sample_rate=fraction, steps=rnd, delta=delta)
+        record["bytes_moved"] = _bytes_seen(workers) - before
+        record["seconds"] = time.perf_counter() - start
+        history.append(rnd, **record)
+        for text in events:
+            history.event(rnd, text)
+        if callback is not None:
+            callback({"round": rnd, "rounds": rounds, **record})
     return FederatedRun(global_model, history)
 
 
-def _train_round(pool: ThreadPoolExecutor, groups: dict[str, list[Client]],
-                 params: dict[str, Any], rnd: int, alive: dict[str, bool]
-                 ) -> tuple[dict[str, dict[str, Any]], list[str]]:
+def _train_round(groups: dict[str, list[Client]], params: dict[str, Any], rnd: int,
+                 alive: dict[str, bool]) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Every worker trains its sampled clients at once; replies, and who dropped out."""
-    futures = {name: pool.submit(_train_on, cs[0].worker, cs, params, rnd)
-               for name, cs in groups.items()}
-    replies, events = {}, []
-    for name, fut in futures.items():
-        try:
-            replies[name] = fut.result()
-        except ConnectionError as exc:  # includes WorkerUnavailableError, timeouts
-            alive[name] = False
-            events.append(f"{name} dropped out ({type(exc).__name__}); its "
-                          f"{len(groups[name])} clients did not report")
-    return replies, events
-
-
-def _train_on(worker: Any, clients: list[Client], params: dict[str, Any], rnd: int
-              ) -> dict[str, Any]:
-    items = [[c.id, Ref(c.x.id_at_location), Ref(c.y.id_at_location)] for c in clients]
+    calls = [(cs[0].worker, "fl.train",
+              {"clients": [[c.id, Ref(c.x.id_at_location), Ref(c.y.id_at_location)]
+                           for c in cs], **params})
+             for cs in groups.values()]
     with tracing.round_label(f"round {rnd}: local training"):
-        return worker.step("fl.train", clients=items, **params)
+        done = outcomes(calls)
+    replies, events = {}, []
+    for (name, cs), (ok, value) in zip(groups.items(), done, strict=True):
+        if ok:
+            replies[name] = value
+        elif isinstance(value, ConnectionError):  # WorkerUnavailableError, timeouts
+            alive[name] = False
+            events.append(f"{name} dropped out ({type(value).__name__}); its "
+                          f"{len(cs)} clients did not report")
+        else:
+            raise value
+    return replies, events
 
 
 def _client_stats(replies: dict[str, dict[str, Any]]) -> dict[str, float]:

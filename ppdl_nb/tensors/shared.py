@@ -25,9 +25,7 @@ import collections
 import itertools
 import json
 import os
-import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -35,6 +33,7 @@ import torch
 from .. import mpc
 from ..workers import tracing
 from ..workers.codec import Ref
+from ..workers.concurrent import concurrently
 from .chain import Link, chain_of, chain_text
 from .pointer import PointerTensor, _wrap
 
@@ -175,47 +174,6 @@ def _requests(labels: tuple[bytes, bytes | None], kind: str, params: dict[str, A
         out.append((tlabel, "trunc", {"shape": _out_shape(kind, params),
                                       "frac_bits": trunc_bits}))
     return out
-
-
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="ppdl-nb-request")
-        return _POOL
-
-
-def concurrently(calls: Sequence[tuple[Any, str, dict[str, Any]]]) -> list[Any]:
-    """Run ``worker.step(name, **kwargs)`` for each call at once (one thread per call,
-    the first in this one); return the results in order. If any fails, wait for all
-    and raise the failure that started it (peers of a failed party stop with
-    'stopped: <party> failed: ...', which is raised only if nothing else failed)."""
-    label = tracing.current_round()
-
-    def one(worker: Any, name: str, kwargs: dict[str, Any]) -> Any:
-        with tracing.round_label(label):
-            return worker.step(name, **kwargs)
-
-    futures = [_pool().submit(one, *c) for c in calls[1:]]
-    outcomes: list[tuple[bool, Any]] = []
-    try:
-        outcomes.append((True, one(*calls[0])))
-    except Exception as exc:
-        outcomes.append((False, exc))
-    for f in futures:
-        try:
-            outcomes.append((True, f.result()))
-        except Exception as exc:
-            outcomes.append((False, exc))
-    errors = [v for ok, v in outcomes if not ok]
-    if errors:
-        root = [e for e in errors if " stopped: " not in str(e)]
-        raise (root or errors)[0]
-    return [v for _, v in outcomes]
 
 
 _SESSIONS: dict[tuple[tuple[str, ...], str], MPCSession] = {}

@@ -36,6 +36,12 @@ def _fl(worker: Worker) -> dict[str, Any]:
     return worker.state.setdefault("fl", {"shares": {}})
 
 
+def held(worker: Worker) -> dict[str, dict[str, Any]]:
+    """round -> {"updates": {client id: update}, "clients": {client id: SecAggClient}}:
+    updates kept apart for pairwise-mask aggregation (:mod:`.secagg_steps`)."""
+    return _fl(worker).setdefault("held", {})
+
+
 def _tensor(worker: Worker, ref: Any, what: str) -> torch.Tensor:
     if not isinstance(ref, Ref):
         raise TypeError(f"{what} must be a reference to a tensor held by {worker.name}")
@@ -131,8 +137,6 @@ def train(worker: Worker, caller: str, *, spec: dict, clients: list, epochs: int
         records.append(record)
     reply: dict[str, Any] = {"weight": weight, "clients": records}
     if hold is not None:
-        from .secagg_steps import held
-
         held(worker)[hold] = {"updates": per_client}
         reply["update"] = None
     elif keep:
@@ -177,23 +181,22 @@ def _generator(seed: int | None, client: int) -> torch.Generator | None:
 
 
 @protocol_step("fl.aggregate")
-def aggregate(worker: Worker, caller: str, *, updates: list, weight: float,
-              noise_std: float = 0.0) -> torch.Tensor:
-    """AGGREGATOR: the weighted mean of the updates moved here; only the mean leaves.
+def aggregate(worker: Worker, caller: str, *, updates: list, noise_std: float = 0.0
+              ) -> torch.Tensor:
+    """AGGREGATOR: the sum of the updates moved here; only the sum leaves (the caller, who
+    knows the weights, divides).
 
-    ``noise_std`` adds Gaussian noise to the *sum* before dividing (DP-FedAvg with a
-    trusted aggregator: the aggregator sees the un-noised sum, the notebook does not).
+    ``noise_std`` adds Gaussian noise to the sum (DP-FedAvg with a trusted aggregator:
+    the aggregator sees the un-noised sum, the notebook does not).
     """
     if not updates:
         raise ValueError("no updates to aggregate")
-    if not weight > 0:
-        raise ValueError(f"weight must be positive, got {weight}")
     total = sum(_tensor(worker, ref, "update") for ref in updates)
     if noise_std:
         total = total + noise.gaussian_noise(total.shape, noise_std)
     for ref in updates:
         worker.store.pop(ref.id)
-    return total / weight
+    return total
 
 
 @protocol_step("fl.share")

@@ -19,15 +19,11 @@ import torch
 
 from ..dp import noise
 from ..fl.secagg import SecAggClient
+from .fl_steps import held
 from .messages import protocol_step
 from .worker import Worker
 
 __all__: list[str] = []  # protocol steps only; they register themselves
-
-
-def held(worker: Worker) -> dict[str, dict[str, Any]]:
-    """round -> {"updates": {client id: update}, "clients": {client id: SecAggClient}}."""
-    return worker.state.setdefault("fl", {"shares": {}}).setdefault("held", {})
 
 
 def _round(worker: Worker, round: str) -> dict[str, Any]:
