@@ -56,3 +56,17 @@ def test_bench_dp_topagg_quick_compares_at_equal_epsilon(tmp_path):
     for row in (dpsgd, topagg):  # each run's own accountant, read back
         assert 0.99 * target <= row["epsilon"] <= target
     assert dpsgd["noise_mult"] == topagg["noise_mult"]
+
+
+def test_dp_glm_proxies_quick_names_the_settings_the_paper_benchmark_uses(tmp_path):
+    doc = _run("dp_glm_proxies.py", tmp_path, "--only", "v1,v2")
+    assert {r["setting"] for r in doc["rows"]} == {"v1", "v2"}
+    assert set(doc["best"]) == {"regression", "logistic"}
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        paper, proxies = (importlib.import_module(m) for m in ("bench_dp_paper",
+                                                               "dp_glm_proxies"))
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    for task, name in proxies.CHOSEN.items():
+        assert paper.HYPER[task] == proxies.CANDIDATES[task][name]
