@@ -46,7 +46,7 @@ class WorkerDashboard:
         self.message = widgets.HTML()
         self.widget = widgets.VBox([widgets.HTML("<b>ppdl workers</b>"), self.grid,
                                     self.message])
-        self._cells: dict[str, list[widgets.Widget]] = {}
+        self._cells: dict[int, list[widgets.Widget]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.refresh()
@@ -90,9 +90,9 @@ class WorkerDashboard:
         header = [widgets.HTML(f"<b>{c}</b>") for c in COLUMNS]
         children: list[widgets.Widget] = list(header)
         for w in workers:
-            cells = self._cells.get(w.name)
+            cells = self._cells.get(id(w))  # the cells' callbacks keep w (and its id) alive
             if cells is None:
-                cells = self._cells[w.name] = self._row(w)
+                cells = self._cells[id(w)] = self._row(w)
             values = self._values(w)
             for cell, value in zip(cells[2:8], values, strict=True):
                 if cell.value != value:

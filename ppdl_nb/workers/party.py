@@ -8,6 +8,7 @@ played by the :class:`LocalParty` returned by :func:`local_party`.
 
 from __future__ import annotations
 
+import itertools
 import weakref
 from typing import Any
 
@@ -15,29 +16,41 @@ __all__ = ["LocalParty", "Siblings", "local_party"]
 
 
 class LocalParty:
-    """The notebook's identity (``"me"``) and its clients, by worker name."""
+    """The notebook's identity (``"me"``) and its clients.
+
+    A name resolves to the live client registered last under it; :meth:`workers` lists
+    every live client, so a second worker called "alice" (say a virtual one next to a
+    kernel one) does not hide the first from traces and dashboards.
+    """
 
     def __init__(self, name: str = "me") -> None:
         self.name = name
         self._clients: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+        self._all: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+        self._order = itertools.count()
 
     def register(self, client: Any) -> None:
         self._clients[client.name] = client
-
-    def unregister(self, name: str) -> None:
-        self._clients.pop(name, None)
+        if not any(c is client for c in self._all.values()):
+            self._all[next(self._order)] = client
 
     def client_for(self, name: str) -> Any:
         client = self._clients.get(name)
-        if client is None:
-            raise ConnectionError(
-                f"the notebook is not connected to a worker named {name!r} "
-                f"(connected: {sorted(self._clients)}); launch or connect it first"
-            )
+        if client is None:  # the newest by that name is gone: fall back to an older one
+            named = [c for _, c in sorted(self._all.items()) if c.name == name]
+            if not named:
+                raise ConnectionError(
+                    f"the notebook is not connected to a worker named {name!r} "
+                    f"(connected: {sorted({c.name for c in self._all.values()})}); "
+                    "launch or connect it first"
+                )
+            client = self._clients[name] = named[-1]
         return client
 
     def workers(self) -> list[Any]:
-        return [self._clients[k] for k in sorted(self._clients)]
+        """Every live client, by name, then in the order they were made."""
+        live = sorted(self._all.items(), key=lambda kv: (kv[1].name, kv[0]))
+        return [client for _, client in live]
 
 
 _LOCAL = LocalParty()
