@@ -75,16 +75,21 @@ def plan_epsilon(*, noise_multiplier: float, batch_size: int, n: int, epochs: in
                       steps=epochs * steps_per_epoch, delta=delta, accountant=accountant)
 
 
-def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable
-              ) -> dict[str, float]:
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable
+             ) -> dict[str, float]:
+    """Test loss, and accuracy where the labels are classes (integers).
+
+    Accuracy is the arg-max for several outputs, the sign of the logit for one.
+    """
     model.eval()
     with torch.no_grad():
         out = model(x)
         record = {"test_loss": float(loss_fn(out, y))}
-        if out.dim() == 2 and out.shape[1] > 1:
-            record["accuracy"] = float((out.argmax(1) == y).float().mean())
-        elif out.dim() >= 1 and not torch.is_floating_point(y):
-            record["accuracy"] = float(((out.squeeze(-1) > 0).long() == y).float().mean())
+        if not torch.is_floating_point(y):
+            if out.dim() == 2 and out.shape[1] > 1:
+                record["accuracy"] = float((out.argmax(1) == y).float().mean())
+            elif out.dim() >= 1:
+                record["accuracy"] = float(((out.squeeze(-1) > 0).long() == y).float().mean())
     model.train()
     return record
 
@@ -145,7 +150,7 @@ def fit_private(
                   "epsilon": dp_opt.accountant.epsilon(delta),
                   "seconds": time.perf_counter() - start}
         if x_test is not None and y_test is not None:
-            record.update(_evaluate(private_copy, x_test, y_test, loss_fn))
+            record.update(evaluate(private_copy, x_test, y_test, loss_fn))
         result.history.append(record)
         result.epsilon = record["epsilon"]
         if callback is not None:

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ..dp.accounting import epsilon as epsilon_of
-from ..dp.fit import LOSSES
+from ..dp.fit import LOSSES, evaluate
 from ..dp.noise import gaussian_noise
 from ..dp.noise import generator as secure_generator
 from ..workers import tracing
@@ -70,15 +70,7 @@ def _sample(clients: list[Client], fraction: float, dp: bool, gen: torch.Generat
 
 def _evaluate(model: nn.Module, test: tuple[torch.Tensor, torch.Tensor], loss: str
               ) -> dict[str, float]:
-    x, y = test
-    model.eval()
-    with torch.no_grad():
-        out = model(x)
-        record = {"test_loss": float(LOSSES[loss](out, y))}
-        if out.dim() == 2 and out.shape[1] > 1 and not torch.is_floating_point(y):
-            record["accuracy"] = float((out.argmax(1) == y).float().mean())
-    model.train()
-    return record
+    return evaluate(model, *test, LOSSES[loss])
 
 
 def _bytes_seen(workers: list[Any]) -> int:
