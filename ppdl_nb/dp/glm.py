@@ -51,7 +51,7 @@ import torch
 from .accounting import Accountant, noise_multiplier_for
 from .noise import generator
 
-__all__ = ["GLM", "fit_glm", "glm_noise"]
+__all__ = ["GLM", "center_and_spread", "fit_glm", "glm_noise"]
 
 _TASKS = ("regression", "logistic")
 Bounds = tuple["float | torch.Tensor", "float | torch.Tensor"]
@@ -127,6 +127,35 @@ def glm_noise(epsilon: float, delta: float, steps: int, center: float, scale: fl
     raise RuntimeError("could not calibrate the GLM noise; this is a bug")  # pragma: no cover
 
 
+def center_and_spread(xs: torch.Tensor, mults: dict[str, float], gen: torch.Generator | None,
+                      *, center_clip: float, scale_clip: float
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centre and spread (1.25 x mean absolute deviation) of publicly scaled features.
+
+    Private when ``mults`` has ``center`` / ``scale`` noise multipliers (a release each,
+    rows clipped as the module docstring says); exact when ``mults`` is empty.
+    """
+    n, d = xs.shape
+    if not mults:
+        mid = xs.mean(0)
+        return mid, (1.25 * (xs - mid).abs().mean(0)).clamp_min(1e-6)
+    mid = torch.zeros(d, dtype=torch.float64)
+    if "center" in mults:
+        radius = center_clip * math.sqrt(d)
+        norms = torch.linalg.vector_norm(xs, dim=1, keepdim=True)
+        rows = xs * (radius / norms.clamp_min(radius))
+        total = rows.sum(0) + torch.randn(d, generator=gen, dtype=torch.float64) * (
+            mults["center"] * radius)
+        mid = (total / n).clamp(-1, 1)
+    spread = torch.ones(d, dtype=torch.float64)
+    if "scale" in mults:
+        dev = (xs - mid).abs().clamp_max(scale_clip)
+        total = dev.sum(0) + torch.randn(d, generator=gen, dtype=torch.float64) * (
+            mults["scale"] * scale_clip * math.sqrt(d))
+        spread = 1.25 * (total / n).clamp_min(scale_clip / 20)
+    return mid, spread
+
+
 def _bounds(bounds: Bounds, d: int) -> tuple[torch.Tensor, torch.Tensor]:
     lo = torch.as_tensor(bounds[0], dtype=torch.float64).expand(d).clone()
     hi = torch.as_tensor(bounds[1], dtype=torch.float64).expand(d).clone()
@@ -188,24 +217,8 @@ def fit_glm(
     xs = model._scaled(x)
 
     # 2. centre and spread of the publicly scaled features
-    if not private:
-        mid, spread = xs.mean(0), 1.25 * (xs - xs.mean(0)).abs().mean(0)
-        spread = spread.clamp_min(1e-6)
-    else:
-        mid = torch.zeros(d, dtype=torch.float64)
-        if center > 0:
-            radius = center_clip * math.sqrt(d)
-            norms = torch.linalg.vector_norm(xs, dim=1, keepdim=True)
-            rows = xs * (radius / norms.clamp_min(radius))
-            total = rows.sum(0) + torch.randn(d, generator=gen, dtype=torch.float64) * (
-                mults["center"] * radius)
-            mid = (total / n).clamp(-1, 1)
-        spread = torch.ones(d, dtype=torch.float64)
-        if scale > 0:
-            dev = (xs - mid).abs().clamp_max(scale_clip)
-            total = dev.sum(0) + torch.randn(d, generator=gen, dtype=torch.float64) * (
-                mults["scale"] * scale_clip * math.sqrt(d))
-            spread = 1.25 * (total / n).clamp_min(scale_clip / 20)
+    mid, spread = center_and_spread(xs, mults, gen, center_clip=center_clip,
+                                    scale_clip=scale_clip)
     model = GLM(task, model.weight, lo, hi, mid, spread, z_clip, y_mid, y_half, mults,
                 epsilon, model.delta)
 
