@@ -50,7 +50,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import parser, report  # noqa: E402
-from dp_glm_proxies import CANDIDATES, CHOSEN  # noqa: E402
+from dp_glm_proxies import CANDIDATES, CHOSEN, score, split  # noqa: E402
 
 from ppdl_nb.datasets import load_csv  # noqa: E402
 from ppdl_nb.dp.glm import fit_glm  # noqa: E402
@@ -79,12 +79,6 @@ def _bounds(names: tuple[str, ...], table: dict[str, tuple[float, float]]):
     return lo, hi
 
 
-def _split(n: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED_BASE + k))
-    cut = int(round(0.8 * n))
-    return perm[:cut], perm[cut:]
-
-
 def _summary(values: list[float], boot_seed: int = 0) -> dict[str, float]:
     v = torch.tensor(values, dtype=torch.float64)
     g = torch.Generator().manual_seed(boot_seed)
@@ -105,26 +99,20 @@ def _evaluate(task: str, x, y, bounds, y_bounds, splits: int, draws: int
         return fit_glm(xtr, ytr, task=task, x_bounds=bounds, y_bounds=y_bounds, epsilon=eps,
                        delta=DELTA, **HYPER[task])
 
-    def score(model, xte, yte) -> float:
-        pred = model.predict(xte)
-        if task == "regression":
-            return float(((pred - yte) ** 2).mean())
-        return float(((pred > 0.5).long() == yte).float().mean())
-
     fit(x[:10], y[:10], EPSILON)  # calibrate sigma once (public) and warm up
     dp_scores, plain_scores, ratios, dp_times, plain_times = [], [], [], [], []
     for k in range(splits):
-        tr, te = _split(len(x), k)
+        tr, te = split(len(x), k, SPLIT_SEED_BASE)
         t0 = time.perf_counter()
         plain = fit(x[tr], y[tr], None)
         plain_time = time.perf_counter() - t0
-        plain_scores.append(score(plain, x[te], y[te]))
+        plain_scores.append(score(task, plain, x[te], y[te]))
         scores, times = [], []
         for _ in range(draws):  # the DP noise varies: average it out of the split's figure
             t0 = time.perf_counter()
             dp = fit(x[tr], y[tr], EPSILON)
             times.append(time.perf_counter() - t0)
-            scores.append(score(dp, x[te], y[te]))
+            scores.append(score(task, dp, x[te], y[te]))
         dp_scores.append(statistics.fmean(scores))
         plain_times.append(plain_time)
         dp_times.append(statistics.median(times))

@@ -102,14 +102,22 @@ CANDIDATES: dict[str, dict[str, dict]] = {
 CHOSEN = {"regression": "v2", "logistic": "v2"}
 
 
-def _score(task: str, model, x, y) -> float:
+def split(n: int, k: int, seed_base: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k``-th pre-declared random 80/20 split of ``n`` rows: (train, test) indices."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed_base + k))
+    cut = int(round(0.8 * n))
+    return perm[:cut], perm[cut:]
+
+
+def score(task: str, model, x, y) -> float:
+    """Test MSE (regression) or accuracy at threshold 0.5 (logistic)."""
     pred = model.predict(x).double()
     if task == "regression":
         return float(((pred - y) ** 2).mean())
     return float(((pred > 0.5).double() == y).double().mean())
 
 
-def evaluate(name: str, proxy, settings: dict, splits: int) -> float:
+def evaluate(proxy, settings: dict, splits: int) -> float:
     """Mean over splits of DP MSE / reference MSE, or of the accuracy points lost.
 
     The reference is the same for every candidate: the non-private fit with the
@@ -120,14 +128,12 @@ def evaluate(name: str, proxy, settings: dict, splits: int) -> float:
     lo, hi = (torch.as_tensor(b, dtype=torch.float64) for b in bounds)
     out = []
     for k in range(splits):
-        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(SEED_BASE + k))
-        cut = int(round(0.8 * len(x)))
-        tr, te = perm[:cut], perm[cut:]
+        tr, te = split(len(x), k, SEED_BASE)
         fit = functools.partial(fit_glm, x[tr], y[tr], task=task, x_bounds=(lo, hi),
                                 y_bounds=y_bounds, delta=DELTA)
         with fixed_seed(SEED_BASE + 1000 * k):  # the same noise for every candidate
-            dp = _score(task, fit(epsilon=EPSILON, **settings), x[te], y[te])
-        ref = _score(task, fit(epsilon=None, **CANDIDATES[task]["v1"]), x[te], y[te])
+            dp = score(task, fit(epsilon=EPSILON, **settings), x[te], y[te])
+        ref = score(task, fit(epsilon=None, **CANDIDATES[task]["v1"]), x[te], y[te])
         out.append(dp / ref if task == "regression" else 100 * (ref - dp))
     return statistics.fmean(out)
 
@@ -146,7 +152,7 @@ def main() -> None:
         for cname, settings in cands.items():
             if only and cname not in only:
                 continue
-            scores = {n: evaluate(n, pr, settings, splits)
+            scores = {n: evaluate(pr, settings, splits)
                       for n, pr in proxies.items() if pr[0] == task}
             mean = statistics.fmean(scores.values())
             rows.append({"task": task, "setting": cname, **{k: round(v, 3)
