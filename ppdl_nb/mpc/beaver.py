@@ -102,7 +102,6 @@ def _finish(
     b_share: torch.Tensor,
     c_share: torch.Tensor,
 ) -> torch.Tensor:
-    check_ring(c_share, "c_share")
     z = _cross(op, party_index, eps, delta, a_share, b_share)
     return add_c(z, c_share)
 
@@ -117,6 +116,10 @@ def add_c(z: torch.Tensor, c_share: torch.Tensor) -> torch.Tensor:
         )
     z += c_share
     return z
+
+
+_BILINEAR: dict[str, Bilinear] = {"mul": torch.mul, "matmul": ring_matmul,
+                                  "conv2d": ring_conv2d}  # type: ignore[dict-item]
 
 
 def beaver_cross_terms(
@@ -135,14 +138,11 @@ def beaver_cross_terms(
     party computes them while the dealer's ``c`` share (the last party's correction) may
     still be on its way, then calls :func:`add_c`.
     """
-    if kind == "mul":
-        op: Bilinear = torch.mul
-    elif kind == "matmul":
-        op = ring_matmul
-    elif kind == "conv2d":
-        op = functools.partial(ring_conv2d, **conv)  # type: ignore[arg-type]
-    else:
+    op = _BILINEAR.get(kind)
+    if op is None:
         raise ValueError(f"kind must be mul, matmul or conv2d, got {kind!r}")
+    if conv:
+        op = functools.partial(op, **conv)  # type: ignore[arg-type]
     return _cross(op, party_index, eps, delta, a_share, b_share)
 
 

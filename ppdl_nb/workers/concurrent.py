@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from . import tracing
 
-__all__ = ["concurrently", "outcomes"]
+__all__ = ["concurrently", "outcomes", "submit"]
 
 Call = tuple[Any, str, dict[str, Any]]  # (worker, protocol step, its keyword arguments)
 
@@ -36,21 +36,27 @@ def _pool() -> ThreadPoolExecutor:
         return _POOL
 
 
+def submit(worker: Any, name: str, kwargs: dict[str, Any]) -> Future:
+    """``worker.step(name, **kwargs)`` on a pool thread, under the caller's round label."""
+    label = tracing.current_round()
+
+    def job() -> Any:
+        with tracing.round_label(label):
+            return worker.step(name, **kwargs)
+
+    return _pool().submit(job)
+
+
 def outcomes(calls: Sequence[Call]) -> list[tuple[bool, Any]]:
     """Run ``worker.step(name, **kwargs)`` for each call at once (the first in this
     thread); ``(True, result)`` or ``(False, exception)`` for each, in order."""
     if not calls:
         return []
-    label = tracing.current_round()
-
-    def one(worker: Any, name: str, kwargs: dict[str, Any]) -> Any:
-        with tracing.round_label(label):
-            return worker.step(name, **kwargs)
-
-    futures = [_pool().submit(one, *c) for c in calls[1:]]
+    futures = [submit(*c) for c in calls[1:]]
     done: list[tuple[bool, Any]] = []
     try:
-        done.append((True, one(*calls[0])))
+        worker, name, kwargs = calls[0]
+        done.append((True, worker.step(name, **kwargs)))
     except Exception as exc:
         done.append((False, exc))
     for f in futures:

@@ -40,7 +40,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 import torch
@@ -51,6 +51,7 @@ from ..mpc.dealer import check_correction, expand_parts
 from ..mpc.ring import check_ring
 from . import tracing
 from .codec import Ref
+from .concurrent import submit
 from .handlers import stored_result
 from .messages import protocol_step
 from .store import Entry
@@ -98,18 +99,6 @@ def _policy(entries: list[Entry]) -> frozenset[str]:
 
 
 # ---- sending to peers ----------------------------------------------------------------------
-_SENDERS: ThreadPoolExecutor | None = None
-_SENDERS_LOCK = threading.Lock()
-
-
-def _senders() -> ThreadPoolExecutor:
-    global _SENDERS
-    with _SENDERS_LOCK:
-        if _SENDERS is None:
-            _SENDERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ppdl-mpc-send")
-        return _SENDERS
-
-
 class _Outbox:
     """How a step sends to peers: at once (round by round), or from a background thread
     (fused): the step then waits with its worker unlocked while the message travels, so
@@ -128,13 +117,7 @@ class _Outbox:
         if not self.background:
             client.step(step, **kwargs)
             return
-        label = tracing.current_round()
-
-        def job() -> None:
-            with tracing.round_label(label):
-                client.step(step, **kwargs)
-
-        future = _senders().submit(job)
+        future = submit(client, step, kwargs)
         future.add_done_callback(lambda _: self.worker.notify())
         self.sent.append(future)
 
@@ -279,8 +262,8 @@ def _abort_peers(worker: Worker, session: str, labels: list[bytes], exc: BaseExc
         if name == worker.name:
             continue
         with contextlib.suppress(Exception):
-            _senders().submit(worker.client_for(name).step, "mpc.abort", session=session,
-                              labels=labels, reason=reason)
+            submit(worker.client_for(name), "mpc.abort",
+                   {"session": session, "labels": labels, "reason": reason})
 
 
 # ---- setup ---------------------------------------------------------------------------------
