@@ -18,6 +18,8 @@ replayed, reordered or tampered messages are refused and the server keeps servin
 ...         c.request([b"x"])
 [b'hello nb', b'x']
 
+The client is :class:`.channel_client.ChannelClient` (re-exported here).
+
 Threads: a server runs its loop in one background thread. With ``threads=1`` (the
 default) it calls ``handler`` there, one request at a time. With ``threads=N > 1`` it
 hands each complete request to one of ``N`` handler threads and keeps receiving, so a
@@ -31,82 +33,29 @@ session.
 
 from __future__ import annotations
 
-import atexit
 import collections
 import os
 import queue
-import shutil
-import tempfile
 import threading
-import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 
 import zmq
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..errors import RemoteError, remote_exception, wire_type
+from ..errors import wire_type
 from . import chan_wire as wire
+from .chan_socket import HWM, MAX_MESSAGE_BYTES, Session, context, private_endpoint, send_parts
+from .channel_client import ChannelClient
 from .keys import KeyPair, derive_session, parse_public_key
 
 __all__ = ["ChannelClient", "ChannelServer", "Frames", "Handler", "private_endpoint"]
 
 Frames = list[bytes | bytearray | memoryview]
 Handler = Callable[[list, str], Sequence]
-MAX_MESSAGE_BYTES = 1 << 34
-_BIG = 1 << 16  # frames above this are handed to zmq without a copy
-_HWM = 256  # messages (chunks are 1 MiB): bounds memory, gives back-pressure
 _MAX_SESSIONS = 1024
 _POLL_MS = 50
-_ALIVE_POLL_MS = 200
-
-_ctx_lock = threading.Lock()
-_ctx: tuple[int, zmq.Context] | None = None
-_tmpdir: str | None = None
-
-
-def _context() -> zmq.Context:
-    """One zmq context per process (re-made after a fork)."""
-    global _ctx
-    with _ctx_lock:
-        if _ctx is None or _ctx[0] != os.getpid():
-            _ctx = (os.getpid(), zmq.Context(io_threads=1))
-        return _ctx[1]
-
-
-def private_endpoint(name: str = "chan") -> str:
-    """A fresh ``ipc://`` endpoint in this process's private (0700) temp directory.
-
-    No ports to race for and no other user can connect. The directory is removed at exit.
-    """
-    global _tmpdir
-    with _ctx_lock:
-        if _tmpdir is None or not os.path.isdir(_tmpdir):
-            _tmpdir = tempfile.mkdtemp(prefix="ppdl-")
-            atexit.register(shutil.rmtree, _tmpdir, True)
-        fd, path = tempfile.mkstemp(prefix=f"{name[:20]}-", suffix=".ipc", dir=_tmpdir)
-    os.close(fd)
-    os.unlink(path)
-    return f"ipc://{path}"
-
-
-def _send(sock: zmq.Socket, parts: list, ident: bytes | None = None) -> None:
-    if ident is not None:
-        parts = [ident, *parts]
-    copy = all(len(p) < _BIG for p in parts)
-    sock.send_multipart(parts, copy=copy)
-
-
-@dataclass
-class _Session:
-    peer: str
-    aead_in: AESGCM
-    aead_out: AESGCM
-    last_seq: int = 0
-    inbound: wire.Inbound | None = None
 
 
 class ChannelServer:
@@ -138,14 +87,14 @@ class ChannelServer:
         self._lock = threading.Lock()
         for peer, key in (allowed_peers or {}).items():
             self.allow(peer, key)
-        self._sessions: OrderedDict[bytes, _Session] = OrderedDict()
+        self._sessions: OrderedDict[bytes, Session] = OrderedDict()
         self.refused = 0  # messages refused (bad auth, replay, unknown peer, ...)
         self.served = 0
-        self._sock = _context().socket(zmq.ROUTER)
+        self._sock = context().socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self._sock.setsockopt(zmq.SNDHWM, _HWM)
-        self._sock.setsockopt(zmq.RCVHWM, _HWM)
+        self._sock.setsockopt(zmq.SNDHWM, HWM)
+        self._sock.setsockopt(zmq.RCVHWM, HWM)
         self._sock.setsockopt(zmq.SNDTIMEO, 30_000)
         endpoint = endpoint or private_endpoint(name)
         try:
@@ -271,7 +220,7 @@ class ChannelServer:
         while self._outbox:
             ident, m = self._outbox.popleft()
             try:
-                _send(self._sock, m, ident)
+                send_parts(self._sock, m, ident)
             except zmq.ZMQError:
                 pass  # the client went away
 
@@ -293,7 +242,7 @@ class ChannelServer:
     def _refuse(self, ident: bytes, seq: int, reason: str) -> None:
         self.refused += 1
         try:
-            _send(self._sock, [wire.prefix(wire.KIND_REFUSED, seq), reason.encode()], ident)
+            send_parts(self._sock, [wire.prefix(wire.KIND_REFUSED, seq), reason.encode()], ident)
         except zmq.ZMQError:
             pass
 
@@ -366,23 +315,23 @@ class ChannelServer:
         except ValueError as exc:
             self._refuse(ident, 0, str(exc))
             return
-        session = _Session(name, AESGCM(keys.c2s), AESGCM(keys.s2c))
+        session = Session(name, AESGCM(keys.c2s), AESGCM(keys.s2c))
         with self._lock:
             self._sessions[ident] = session
             while len(self._sessions) > _MAX_SESSIONS:
                 self._sessions.popitem(last=False)
         head = wire.prefix(wire.KIND_WELCOME, 0)
         confirm = session.aead_out.encrypt(bytes(12), b"welcome " + name_b, head)
-        _send(self._sock, [head, mine.public, confirm], ident)
+        send_parts(self._sock, [head, mine.public, confirm], ident)
 
-    def _reply(self, ident: bytes, session: _Session, inbound: wire.Inbound) -> None:
+    def _reply(self, ident: bytes, session: Session, inbound: wire.Inbound) -> None:
         if self._jobs is not None:
             self._jobs.put((ident, session, inbound))  # a handler thread answers
             return
         for m in self._answer(session, inbound):
-            _send(self._sock, m, ident)
+            send_parts(self._sock, m, ident)
 
-    def _answer(self, session: _Session, inbound: wire.Inbound) -> Iterator[list]:
+    def _answer(self, session: Session, inbound: wire.Inbound) -> Iterator[list]:
         """Run the handler; yield the sealed reply messages in order."""
         status = wire.STATUS_OK
         try:
@@ -403,183 +352,3 @@ class ChannelServer:
                    b""]
             yield from wire.seal_iter(session.aead_out, wire.KIND_REPLY, inbound.seq, err,
                                       status=wire.STATUS_ERROR)
-
-
-class ChannelClient:
-    """Send requests to one :class:`ChannelServer` and wait for the replies.
-
-    ``name`` is how the server knows this client (its allowlist entry);
-    ``server_public_key`` is the key the server must prove it holds; ``peer`` names the
-    server in error messages. The handshake happens on the first request (or
-    :meth:`connect`). After a timeout or a refusal the connection is dropped and the
-    next request makes a fresh one, so a late reply can never be taken for the next.
-    Safe to share between threads: a lock serialises round trips.
-    """
-
-    def __init__(
-        self,
-        keypair: KeyPair,
-        endpoint: str,
-        server_public_key: bytes | str,
-        name: str,
-        *,
-        peer: str | None = None,
-        max_message_bytes: int = MAX_MESSAGE_BYTES,
-    ) -> None:
-        self.keypair, self.endpoint, self.name = keypair, endpoint, name
-        self.server_public_key = parse_public_key(server_public_key)
-        self.peer = peer or endpoint
-        self.max_message_bytes = max_message_bytes
-        self._lock = threading.Lock()
-        self._sock: zmq.Socket | None = None
-        self._session: _Session | None = None
-        self._seq = 0
-        self._closed = False
-        self.alive: Callable[[], bool] | None = None  # set by owners of the peer's process
-
-    def connect(self, timeout: float = 10.0) -> None:
-        """Handshake now (instead of on the first request); raises like :meth:`request`."""
-        with self._lock:
-            self._ensure(time.monotonic() + timeout, timeout)
-
-    def request(self, frames: Sequence[bytes | bytearray | memoryview], timeout: float = 60.0
-                ) -> list:
-        """Send ``frames``, return the reply frames (``bytes``; a writable ``memoryview`` if large).
-
-        Raises ``TimeoutError`` if no full reply comes within ``timeout`` seconds,
-        ``PermissionError`` if the server refuses us or fails to prove its key, and the
-        server handler's exception (see :func:`ppdl_nb.errors.remote_exception`).
-        """
-        if self._closed:
-            raise ConnectionError(f"channel client to {self.peer} is closed")
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            try:
-                session = self._ensure(deadline, timeout)
-                self._seq += 1
-                seq = self._seq
-                for m in wire.seal_iter(session.aead_out, wire.KIND_REQUEST, seq, frames):
-                    self._sock.setsockopt(zmq.SNDTIMEO, _ms_left(deadline))
-                    _send(self._sock, m)
-                return self._await_reply(session, seq, deadline, timeout)
-            except zmq.Again:
-                self._reset()
-                raise self._timeout(timeout) from None
-            except RemoteError:
-                raise  # the handler failed; the connection is fine
-            except BaseException:
-                self._reset()
-                raise
-
-    def close(self) -> None:
-        """Close the socket. Idempotent."""
-        with self._lock:
-            self._closed = True
-            self._reset()
-
-    def __enter__(self) -> ChannelClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        state = "connected" if self._session else "idle"
-        return f"ChannelClient({self.name!r} -> {self.peer}, {state})"
-
-    # -- internals (under self._lock) ----------------------------------------------------
-
-    def _timeout(self, timeout: float) -> TimeoutError:
-        return TimeoutError(
-            f"no reply from {self.peer} ({self.endpoint}) within {timeout:g} s: it may be "
-            "busy with a long request, dead, or not listening. Check that it is running "
-            "(is_alive()), or pass a larger timeout"
-        )
-
-    def _reset(self) -> None:
-        if self._sock is not None:
-            self._sock.close(linger=0)
-        self._sock, self._session = None, None
-
-    def _recv(self, deadline: float, timeout: float) -> list:
-        while True:
-            left = _ms_left(deadline)
-            if left <= 0:
-                raise self._timeout(timeout)
-            # wake up now and then to notice a peer process that died mid-request
-            if self._sock.poll(min(left, _ALIVE_POLL_MS) if self.alive else left):
-                return self._sock.recv_multipart(copy=False)
-            if self.alive is not None and not self.alive():
-                raise ConnectionError(f"{self.peer} died while handling a request")
-
-    def _ensure(self, deadline: float, timeout: float) -> _Session:
-        if self._session is not None:
-            return self._session
-        self._reset()
-        sock = _context().socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SNDHWM, _HWM)
-        sock.setsockopt(zmq.RCVHWM, _HWM)
-        sock.connect(self.endpoint)
-        self._sock = sock
-        mine = KeyPair.generate()
-        sock.send_multipart([wire.prefix(wire.KIND_HELLO, 0), self.name.encode(),
-                             self.keypair.public, mine.public])
-        while True:
-            msg = self._recv(deadline, timeout)
-            kind, seq, _ = wire.parse_prefix(msg[0].buffer)
-            if kind == wire.KIND_REFUSED:
-                raise PermissionError(f"{self.peer} refused the connection: "
-                                      f"{msg[1].bytes.decode(errors='replace')}")
-            if kind == wire.KIND_WELCOME and len(msg) == 3:
-                break
-        try:
-            keys = derive_session(self.keypair, mine, self.server_public_key,
-                                  parse_public_key(msg[1].bytes), client_side=True,
-                                  name=self.name)
-            session = _Session(self.peer, AESGCM(keys.s2c), AESGCM(keys.c2s))
-            session.aead_in.decrypt(bytes(12), msg[2].bytes, msg[0].bytes)
-        except (InvalidTag, ValueError):
-            raise PermissionError(
-                f"{self.peer} at {self.endpoint} did not prove it holds the secret key for "
-                f"public key {self.server_public_key.hex()[:16]}...: wrong server key, or "
-                "another process is listening there. Refusing to talk to it"
-            ) from None
-        self._session, self._seq = session, 0
-        return session
-
-    def _await_reply(self, session: _Session, seq: int, deadline: float, timeout: float
-                     ) -> list:
-        inbound: wire.Inbound | None = None
-        while True:
-            msg = self._recv(deadline, timeout)
-            try:
-                kind, rseq, _ = wire.parse_prefix(msg[0].buffer)
-            except ValueError:
-                continue
-            if rseq != seq:
-                continue  # not ours (cannot happen on a fresh socket, but be strict)
-            if kind == wire.KIND_REFUSED:
-                raise PermissionError(f"{self.peer} refused request {seq}: "
-                                      f"{msg[1].bytes.decode(errors='replace')}")
-            try:
-                if kind == wire.KIND_REPLY and inbound is None:
-                    inbound = wire.Inbound.open_head(session.aead_in, msg,
-                                                     max_bytes=self.max_message_bytes)
-                elif kind == wire.KIND_CHUNK and inbound is not None:
-                    inbound.add_chunk(msg)
-                else:
-                    continue
-            except wire.AuthError as exc:
-                raise PermissionError(f"reply from {self.peer} failed authentication "
-                                      f"({exc}); dropping the connection") from None
-            if inbound.done:
-                break
-        if inbound.status == wire.STATUS_OK:
-            return inbound.frames
-        type_name, message, tb = (bytes(f).decode(errors="replace") for f in inbound.frames[:3])
-        raise remote_exception(type_name, message, self.peer, tb)
-
-
-def _ms_left(deadline: float) -> int:
-    return max(0, int((deadline - time.monotonic()) * 1000))

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ppdl_nb.workers import channel as chan
+from ppdl_nb.workers import channel_client as chan_client
 from ppdl_nb.workers.channel import ChannelClient, ChannelServer
 from ppdl_nb.workers.keys import KeyPair
 
@@ -52,13 +52,13 @@ def test_unknown_client_and_wrong_server_key_are_refused(server_and_keys):
 def test_replayed_and_tampered_messages_are_refused(server_and_keys, monkeypatch):
     server, server_keys, client_keys = server_and_keys
     sent = []
-    original = chan._send
+    original = chan_client.send_parts
 
     def recording(sock, parts, ident=None):
         sent.append([bytes(p) for p in parts])
         return original(sock, parts, ident)
 
-    monkeypatch.setattr(chan, "_send", recording)
+    monkeypatch.setattr(chan_client, "send_parts", recording)
     with ChannelClient(client_keys, server.endpoint, server_keys.public, "nb") as c:
         c.request([b"secret"], timeout=10)
         request = sent[-1]

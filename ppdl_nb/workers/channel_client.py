@@ -1,0 +1,212 @@
+"""The client end of the encrypted channel (:mod:`.channel` has the server and the design).
+
+A client sends one request at a time and waits for its reply; it holds one DEALER socket
+and one session, made on first use and dropped after a timeout or a refusal.
+
+>>> from ppdl_nb.workers.channel import ChannelServer
+>>> from ppdl_nb.workers.keys import KeyPair
+>>> server_keys, client_keys = KeyPair.generate(), KeyPair.generate()
+>>> with ChannelServer(server_keys, None, lambda f, p: f, {"nb": client_keys.public}) as s:
+...     with ChannelClient(client_keys, s.endpoint, server_keys.public, "nb") as c:
+...         c.request([b"ping"])
+[b'ping']
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import zmq
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ..errors import RemoteError, remote_exception
+from . import chan_wire as wire
+from .chan_socket import HWM, MAX_MESSAGE_BYTES, Session, context, send_parts
+from .keys import KeyPair, derive_session, parse_public_key
+
+__all__ = ["ChannelClient"]
+
+_ALIVE_POLL_MS = 200
+
+
+class ChannelClient:
+    """Send requests to one :class:`ChannelServer` and wait for the replies.
+
+    ``name`` is how the server knows this client (its allowlist entry);
+    ``server_public_key`` is the key the server must prove it holds; ``peer`` names the
+    server in error messages. The handshake happens on the first request (or
+    :meth:`connect`). After a timeout or a refusal the connection is dropped and the
+    next request makes a fresh one, so a late reply can never be taken for the next.
+    Safe to share between threads: a lock serialises round trips.
+    """
+
+    def __init__(
+        self,
+        keypair: KeyPair,
+        endpoint: str,
+        server_public_key: bytes | str,
+        name: str,
+        *,
+        peer: str | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+    ) -> None:
+        self.keypair, self.endpoint, self.name = keypair, endpoint, name
+        self.server_public_key = parse_public_key(server_public_key)
+        self.peer = peer or endpoint
+        self.max_message_bytes = max_message_bytes
+        self._lock = threading.Lock()
+        self._sock: zmq.Socket | None = None
+        self._session: Session | None = None
+        self._seq = 0
+        self._closed = False
+        self.alive: Callable[[], bool] | None = None  # set by owners of the peer's process
+
+    def connect(self, timeout: float = 10.0) -> None:
+        """Handshake now (instead of on the first request); raises like :meth:`request`."""
+        with self._lock:
+            self._ensure(time.monotonic() + timeout, timeout)
+
+    def request(self, frames: Sequence[bytes | bytearray | memoryview], timeout: float = 60.0
+                ) -> list:
+        """Send ``frames``, return the reply frames (``bytes``; a writable ``memoryview`` if large).
+
+        Raises ``TimeoutError`` if no full reply comes within ``timeout`` seconds,
+        ``PermissionError`` if the server refuses us or fails to prove its key, and the
+        server handler's exception (see :func:`ppdl_nb.errors.remote_exception`).
+        """
+        if self._closed:
+            raise ConnectionError(f"channel client to {self.peer} is closed")
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            try:
+                session = self._ensure(deadline, timeout)
+                self._seq += 1
+                seq = self._seq
+                for m in wire.seal_iter(session.aead_out, wire.KIND_REQUEST, seq, frames):
+                    self._sock.setsockopt(zmq.SNDTIMEO, _ms_left(deadline))
+                    send_parts(self._sock, m)
+                return self._await_reply(session, seq, deadline, timeout)
+            except zmq.Again:
+                self._reset()
+                raise self._timeout(timeout) from None
+            except RemoteError:
+                raise  # the handler failed; the connection is fine
+            except BaseException:
+                self._reset()
+                raise
+
+    def close(self) -> None:
+        """Close the socket. Idempotent."""
+        with self._lock:
+            self._closed = True
+            self._reset()
+
+    def __enter__(self) -> ChannelClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "connected" if self._session else "idle"
+        return f"ChannelClient({self.name!r} -> {self.peer}, {state})"
+
+    # -- internals (under self._lock) ----------------------------------------------------
+
+    def _timeout(self, timeout: float) -> TimeoutError:
+        return TimeoutError(
+            f"no reply from {self.peer} ({self.endpoint}) within {timeout:g} s: it may be "
+            "busy with a long request, dead, or not listening. Check that it is running "
+            "(is_alive()), or pass a larger timeout"
+        )
+
+    def _reset(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+        self._sock, self._session = None, None
+
+    def _recv(self, deadline: float, timeout: float) -> list:
+        while True:
+            left = _ms_left(deadline)
+            if left <= 0:
+                raise self._timeout(timeout)
+            # wake up now and then to notice a peer process that died mid-request
+            if self._sock.poll(min(left, _ALIVE_POLL_MS) if self.alive else left):
+                return self._sock.recv_multipart(copy=False)
+            if self.alive is not None and not self.alive():
+                raise ConnectionError(f"{self.peer} died while handling a request")
+
+    def _ensure(self, deadline: float, timeout: float) -> Session:
+        if self._session is not None:
+            return self._session
+        self._reset()
+        sock = context().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, HWM)
+        sock.setsockopt(zmq.RCVHWM, HWM)
+        sock.connect(self.endpoint)
+        self._sock = sock
+        mine = KeyPair.generate()
+        sock.send_multipart([wire.prefix(wire.KIND_HELLO, 0), self.name.encode(),
+                             self.keypair.public, mine.public])
+        while True:
+            msg = self._recv(deadline, timeout)
+            kind, seq, _ = wire.parse_prefix(msg[0].buffer)
+            if kind == wire.KIND_REFUSED:
+                raise PermissionError(f"{self.peer} refused the connection: "
+                                      f"{msg[1].bytes.decode(errors='replace')}")
+            if kind == wire.KIND_WELCOME and len(msg) == 3:
+                break
+        try:
+            keys = derive_session(self.keypair, mine, self.server_public_key,
+                                  parse_public_key(msg[1].bytes), client_side=True,
+                                  name=self.name)
+            session = Session(self.peer, AESGCM(keys.s2c), AESGCM(keys.c2s))
+            session.aead_in.decrypt(bytes(12), msg[2].bytes, msg[0].bytes)
+        except (InvalidTag, ValueError):
+            raise PermissionError(
+                f"{self.peer} at {self.endpoint} did not prove it holds the secret key for "
+                f"public key {self.server_public_key.hex()[:16]}...: wrong server key, or "
+                "another process is listening there. Refusing to talk to it"
+            ) from None
+        self._session, self._seq = session, 0
+        return session
+
+    def _await_reply(self, session: Session, seq: int, deadline: float, timeout: float
+                     ) -> list:
+        inbound: wire.Inbound | None = None
+        while True:
+            msg = self._recv(deadline, timeout)
+            try:
+                kind, rseq, _ = wire.parse_prefix(msg[0].buffer)
+            except ValueError:
+                continue
+            if rseq != seq:
+                continue  # not ours (cannot happen on a fresh socket, but be strict)
+            if kind == wire.KIND_REFUSED:
+                raise PermissionError(f"{self.peer} refused request {seq}: "
+                                      f"{msg[1].bytes.decode(errors='replace')}")
+            try:
+                if kind == wire.KIND_REPLY and inbound is None:
+                    inbound = wire.Inbound.open_head(session.aead_in, msg,
+                                                     max_bytes=self.max_message_bytes)
+                elif kind == wire.KIND_CHUNK and inbound is not None:
+                    inbound.add_chunk(msg)
+                else:
+                    continue
+            except wire.AuthError as exc:
+                raise PermissionError(f"reply from {self.peer} failed authentication "
+                                      f"({exc}); dropping the connection") from None
+            if inbound.done:
+                break
+        if inbound.status == wire.STATUS_OK:
+            return inbound.frames
+        type_name, message, tb = (bytes(f).decode(errors="replace") for f in inbound.frames[:3])
+        raise remote_exception(type_name, message, self.peer, tb)
+
+
+def _ms_left(deadline: float) -> int:
+    return max(0, int((deadline - time.monotonic()) * 1000))
