@@ -58,6 +58,27 @@ class FixedPrecisionTensor:
     def __repr__(self) -> str:
         return chain_text(self)
 
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __bool__(self) -> bool:
+        raise TypeError(
+            "the value of a fixed-precision/shared tensor is not here (for a shared one, no "
+            "party knows it), so Python cannot branch on it; open it with .get() if you "
+            "are allowed to, and test the plain tensor"
+        )
+
+    def _compare(self, other: Any) -> Any:
+        raise TypeError(
+            "comparisons (<, <=, >, >=) of fixed-precision/shared tensors need a secure "
+            "comparison protocol, which ppdl_nb does not have; open the value with .get() "
+            "if you are allowed to, and compare the plain tensor"
+        )
+
+    __lt__ = __le__ = __gt__ = __ge__ = _compare
+
     def get(self) -> torch.Tensor:
         """Decode the value here (for a shared child: open it, if its owners allow)."""
         ring = self.child.get() if self.shared else self.child

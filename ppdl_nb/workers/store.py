@@ -96,13 +96,14 @@ class ObjectStore:
         """The entry, if ``party`` may take its value out of this worker."""
         entry = self.entry(obj_id)
         if not entry.may_leave_to(party):
-            allowed = ", ".join(sorted(entry.allowed)) or "nobody"
+            allowed = ", ".join(sorted(entry.allowed))
+            who = f"only {allowed} may fetch it" if allowed else "no one may fetch it"
             raise PermissionError(
                 f"{self.owner}:{obj_id} is private to {self.owner} (private data, something "
-                f"computed from it, or a secret share); only {allowed} may fetch it, not "
-                f"{party!r}. Ask the data owner to release it (on {self.owner}: "
-                f"worker.release({obj_id}, to={party!r})), or reveal it safely: secret-share "
-                "it or ask for a differentially private result"
+                f"computed from it, or a secret share); {who}, not {party!r}. Ask the data "
+                f"owner to release it (on {self.owner}: worker.release({obj_id}, "
+                f"to={party!r})), or reveal it safely: secret-share it or ask for a "
+                "differentially private result"
             )
         return entry
 

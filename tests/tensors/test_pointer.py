@@ -180,6 +180,9 @@ def test_private_data_is_refused_and_privacy_is_contagious(trio):
         with pytest.raises(PermissionError, match="private to alice"):
             attempt()
     assert (x * 2).private
+    with pytest.raises(PermissionError, match="no one may fetch it, not 'me'. Ask the data "
+                                              r"owner to release it \(on alice"):
+        x.get()
 
 
 def test_owner_may_allow_a_requester(trio):

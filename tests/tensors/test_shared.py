@@ -147,6 +147,18 @@ def test_chain_of_a_shared_tensor():
     assert "SharedTensor" in repr(s) and "p1" in repr(s)
 
 
+def test_python_protocols_explain_what_a_shared_value_cannot_do():
+    s = shared(torch.ones(3, 2), "2")
+    assert len(s) == 3 and len(s[0]) == 2
+    with pytest.raises(TypeError, match="0-d"):
+        len(s.sum())
+    with pytest.raises(TypeError, match="cannot branch on it"):
+        bool(s)
+    for compare in (lambda: s > 0, lambda: s <= s, lambda: 0 < s):
+        with pytest.raises(TypeError, match="secure comparison protocol"):
+            compare()
+
+
 def test_private_data_shared_by_its_owner_stays_private():
     parties, dealer = GROUPS["2"]
     alice = ppdl_nb.VirtualWorker("alice", network=parties[0].network)
