@@ -21,12 +21,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from dp_accounting import dp_event, pld, rdp
 
-__all__ = ["ACCOUNTANTS", "Accountant", "epsilon", "noise_multiplier_for", "register_accountant"]
+__all__ = ["ACCOUNTANTS", "Accountant", "check_delta", "epsilon", "noise_multiplier_for",
+           "register_accountant"]
 
 ACCOUNTANTS: dict[str, Callable[[], object]] = {}
 
@@ -58,6 +60,24 @@ def _new_accountant(name: str) -> object:
         raise ValueError(
             f"Unknown accountant {name!r}: choose one of {sorted(ACCOUNTANTS)}."
         ) from None
+
+
+def check_delta(delta: float, n: int | None = None) -> float:
+    """``delta`` if it is a probability in (0, 1); with the data size ``n``, warn when it is
+    not below ``1 / n``: a mechanism that publishes one random record in full is
+    (0, 1/n)-DP, so such a delta promises next to nothing.
+
+    >>> check_delta(1e-5, n=1000)
+    1e-05
+    """
+    if not (isinstance(delta, int | float) and 0 < delta < 1):
+        raise ValueError(f"delta must be a probability in (0, 1), got {delta!r}; the usual "
+                         "choice is well below 1 / (number of records), e.g. 1e-5.")
+    if n is not None and n > 0 and delta >= 1 / n:
+        warnings.warn(f"delta = {delta:g} is not below 1/n = {1 / n:.3g} for {n} records: "
+                      "publishing one random record in full meets that guarantee. Choose "
+                      "delta well below 1/n (e.g. 1e-5).", UserWarning, stacklevel=3)
+    return delta
 
 
 def _event(noise_multiplier: float, sample_rate: float) -> dp_event.DpEvent:
@@ -112,6 +132,7 @@ class Accountant:
 
     def epsilon(self, delta: float) -> float:
         """Epsilon of everything recorded so far, at this ``delta``."""
+        check_delta(delta)
         if not self.history:
             return 0.0
         acc = _new_accountant(self.accountant)

@@ -28,7 +28,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
-from .accounting import Accountant, noise_multiplier_for
+from .accounting import Accountant, check_delta, noise_multiplier_for
 from .data import PoissonLoader
 from .optimizer import DPOptimizer
 from .private_module import PrivateModule
@@ -105,6 +105,7 @@ def make_private_with_epsilon(
     accountant: str = "rdp",
 ) -> PrivateTraining:
     """Like :func:`make_private`, with the noise chosen so ``epochs`` epochs spend the target."""
+    check_delta(target_delta, len(data_loader.dataset))  # type: ignore[arg-type]
     steps = len(data_loader)
     sigma = noise_multiplier_for(
         target_epsilon=target_epsilon,

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from .accounting import check_delta, noise_multiplier_for
 from .accounting import epsilon as epsilon_of
-from .accounting import noise_multiplier_for
 from .engine import make_private
 
 __all__ = ["LOSSES", "OPTIMIZERS", "FitResult", "fit_private", "plan_epsilon"]
@@ -123,6 +123,7 @@ def fit_private(
     n = len(x)
     if not 0 < batch_size <= n:
         raise ValueError(f"batch_size must be in [1, {n}] (the data has {n} rows)")
+    check_delta(delta, n)
     q, steps_per_epoch = _sampling(batch_size, n)
     if noise_multiplier is None:
         noise_multiplier = noise_multiplier_for(target_epsilon=epsilon, sample_rate=q,

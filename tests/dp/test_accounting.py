@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 from dp_accounting import dp_event, pld, rdp
 
 from ppdl_nb.dp import Accountant, epsilon, noise_multiplier_for
+from ppdl_nb.dp.accounting import check_delta
 
 
 def test_reference_values():
@@ -80,3 +83,17 @@ def test_bad_inputs():
         Accountant().step(noise_multiplier=1.0, sample_rate=2.0)
     with pytest.raises(ValueError, match="target_epsilon"):
         noise_multiplier_for(target_epsilon=0, sample_rate=0.1, steps=1, delta=1e-5)
+
+
+@pytest.mark.parametrize("delta", [0, 1, 1.5, -1e-5, float("nan"), "1e-5"])
+def test_delta_must_be_a_probability(delta):
+    with pytest.raises(ValueError, match=r"delta must be a probability in \(0, 1\)"):
+        epsilon(noise_multiplier=1.0, sample_rate=0.1, steps=10, delta=delta)
+
+
+def test_delta_not_below_one_over_n_warns():
+    with pytest.warns(UserWarning, match=r"not below 1/n = 0.01 for 100 records"):
+        check_delta(0.05, n=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_delta(1e-5, n=100) == 1e-5

@@ -110,6 +110,11 @@ def test_make_private_with_epsilon_meets_target():
             nn.functional.cross_entropy(module(x), y).backward()
             opt.step()
     assert 0.97 * 3.0 <= opt.epsilon(1e-5) <= 3.0
+    with pytest.warns(UserWarning, match="not below 1/n"):  # delta 0.05 > 1/100
+        make_private_with_epsilon(
+            module=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            data_loader=DataLoader(data, batch_size=10), target_epsilon=3.0,
+            target_delta=0.05, epochs=2, max_grad_norm=1.0)
 
 
 class _Pairs(Dataset):
