@@ -17,6 +17,7 @@ from IPython.core import magic_arguments
 from IPython.core.error import UsageError
 from IPython.display import clear_output, display
 
+from ppdl_nb.dp.accounting import check_delta
 from ppdl_nb.dp.fit import fit_private
 from ppdl_nb.viz.tuner import DPTuner
 from ppdl_nb.workers.modules import module_from_spec, module_to_spec
@@ -98,10 +99,22 @@ def train(shell: Any, args: Any, cell: str | None) -> None:
     args.batch_size = 64 if args.batch_size is None else args.batch_size
     if (args.epsilon is None) == (args.noise is None):
         raise UsageError("give exactly one of --epsilon (a target) or --noise (sigma)")
+    _check_dp_options(args)
+    worker = None
+    if args.worker:
+        if not args.dataset:
+            raise UsageError("--worker needs --dataset: the name of the worker's dataset")
+        try:
+            worker = local_party().client_for(args.worker)
+        except ConnectionError as exc:
+            raise UsageError(str(exc)) from None
     ns = run_training_cell(shell, cell)
     if ns is None:
         return
     model = ns["model"]
+    data = ns.get("data")
+    if worker is None and not (isinstance(data, tuple | list) and len(data) == 2):
+        raise UsageError("the cell must set `data = (x, y)` (or use --worker/--dataset)")
     common = {"delta": args.delta, "max_grad_norm": args.clip, "epochs": args.epochs,
               "batch_size": args.batch_size, "lr": args.lr,
               "noise_multiplier": args.noise, "epsilon": args.epsilon,
@@ -109,19 +122,13 @@ def train(shell: Any, args: Any, cell: str | None) -> None:
     progress = widgets.IntProgress(value=0, max=args.epochs, description="epochs")
     plot = widgets.Output()
     display(widgets.VBox([progress, plot]))
-    if args.worker:
-        if not args.dataset:
-            raise UsageError("--worker needs --dataset: the name of the worker's dataset")
-        worker = local_party().client_for(args.worker)
+    if worker is not None:
         reply = worker.step("dp.fit", dataset=args.dataset, spec=module_to_spec(model), **common)
         trained, history, eps = module_from_spec(reply["spec"]), reply["history"], reply[
             "epsilon"]
         progress.value = args.epochs
         _live_plot(plot, history)
     else:
-        data = ns.get("data")
-        if not (isinstance(data, tuple | list) and len(data) == 2):
-            raise UsageError("the cell must set `data = (x, y)` (or use --worker/--dataset)")
         test = ns.get("test") or (None, None)
         history: list[dict[str, float]] = []
 
@@ -137,6 +144,23 @@ def train(shell: Any, args: Any, cell: str | None) -> None:
     ns[f"{args.out}_epsilon"] = eps
     print(f"trained {args.epochs} epochs privately: epsilon {eps:.3g} at delta {args.delta:g}; "
           f"results in {args.out}_model, {args.out}_history, {args.out}_epsilon")
+
+
+def _check_dp_options(args: Any) -> None:
+    """Refuse impossible privacy and training options before anything runs."""
+    rules = [("--epsilon", args.epsilon, lambda v: v > 0, "> 0"),
+             ("--noise", args.noise, lambda v: v >= 0, ">= 0"),
+             ("--clip", args.clip, lambda v: v > 0, "> 0"),
+             ("--epochs", args.epochs, lambda v: v >= 1, ">= 1"),
+             ("--batch-size", args.batch_size, lambda v: v >= 1, ">= 1"),
+             ("--lr", args.lr, lambda v: v > 0, "> 0")]
+    for flag, value, ok, need in rules:
+        if value is not None and not ok(value):
+            raise UsageError(f"{flag} must be {need}, got {value:g}")
+    try:
+        check_delta(args.delta)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 @subcommand("tune")

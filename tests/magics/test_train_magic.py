@@ -38,11 +38,31 @@ def test_train_dp_on_a_worker_charges_its_budget(ip, tmp_path, monkeypatch):
                           "--epsilon 0.6 --epochs 1", "model = torch.nn.Linear(30, 2)")
 
 
-@pytest.mark.parametrize("line", ["train dp --epochs 1", "train dp --epsilon 1 --noise 1",
-                                  "train xx --epsilon 1"])
-def test_train_mistakes_are_usage_errors(ip, line):
-    with pytest.raises(UsageError):
-        ip.run_cell_magic("ppdl", line, CELL)
+@pytest.mark.parametrize(("line", "says"), [
+    ("train dp --epochs 1", "exactly one of --epsilon"),
+    ("train dp --epsilon 1 --noise 1", "exactly one of --epsilon"),
+    ("train xx --epsilon 1", "invalid choice"),
+    ("train dp --epsilon 0", "--epsilon must be > 0"),
+    ("train dp --noise -1", "--noise must be >= 0"),
+    ("train dp --epsilon 1 --clip 0", "--clip must be > 0"),
+    ("train dp --epsilon 1 --epochs 0", "--epochs must be >= 1"),
+    ("train dp --epsilon 1 --batch-size 0", "--batch-size must be >= 1"),
+    ("train dp --epsilon 1 --delta 2", r"delta must be a probability in \(0, 1\)"),
+    ("train dp --epsilon 1 --worker clinic", "--worker needs --dataset"),
+    ("train dp --epsilon 1 --worker nowhere --dataset d", "not connected to a worker named"),
+])
+def test_train_mistakes_are_usage_errors_before_anything_runs(ip, line, says, capsys):
+    ip.user_ns.pop("mistake_ran", None)
+    with pytest.raises(UsageError, match=says):
+        ip.run_cell_magic("ppdl", line, CELL + "mistake_ran = True\n")
+    assert "mistake_ran" not in ip.user_ns  # refused before the cell ran
+    assert "IntProgress" not in capsys.readouterr().out  # and before any progress bar
+
+
+def test_train_without_data_is_a_usage_error(ip):
+    ip.user_ns.pop("data", None)
+    with pytest.raises(UsageError, match="must set `data = \\(x, y\\)`"):
+        ip.run_cell_magic("ppdl", "train dp --epsilon 1", "model = torch.nn.Linear(6, 2)")
 
 
 def test_tune_dp_makes_a_tuner(ip):
