@@ -27,6 +27,7 @@ __all__ = ["MODULES", "SUBCOMMANDS", "Subcommand", "dispatch", "help_text", "sub
 
 # Modules that register subcommands; each feature appends its own module name here.
 MODULES: list[str] = [
+    "ppdl_nb.magics.budget",
     "ppdl_nb.magics.core",
     "ppdl_nb.magics.kernels",
     "ppdl_nb.magics.mpc",

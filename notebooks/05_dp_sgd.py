@@ -82,3 +82,9 @@ except PermissionError as err:
 # %%
 ledger = hospital.step("dp.budget", dataset="breast_cancer")
 [(what.split(" (")[0], eps) for what, eps, delta in ledger["history"]]
+# %% [markdown]
+# `%ppdl budget` asks every data owner the notebook is connected to (or the ones you
+# name) for its ledgers: what each release cost, and what is left, as a table and a bar
+# per dataset. The numbers come from the owners; the notebook only reads them.
+# %%
+%ppdl budget hospital

@@ -22,8 +22,8 @@ check or authentication.
 >>> inbound = Inbound.open_head(key, msgs[0], max_bytes=1 << 30)
 >>> for m in msgs[1:]:
 ...     inbound.add_chunk(m)
->>> inbound.done, [len(f) for f in inbound.frames]
-(True, [2, 3145728])
+>>> inbound.done, [len(f) for f in inbound.frames] == [2, 3 * CHUNK], len(msgs)
+(True, True, 4)
 """
 
 from __future__ import annotations

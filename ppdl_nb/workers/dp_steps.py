@@ -129,6 +129,12 @@ def budget(worker: Worker, caller: str, *, dataset: str) -> dict[str, Any]:
     return _budget_dict(budget_of(worker, dataset))
 
 
+@protocol_step("dp.budgets")
+def budgets(worker: Worker, caller: str) -> dict[str, dict[str, Any]]:
+    """Every dataset's ledger on this worker, by dataset name (for dashboards)."""
+    return {name: _budget_dict(b) for name, b in sorted(_dp(worker)["budgets"].items())}
+
+
 @protocol_step("dp.query")
 def query(worker: Worker, caller: str, *, dataset: str, kind: str, epsilon: float,
           delta: float = 0.0, column: int | None = None, target: bool = False,

@@ -5,9 +5,14 @@ A worker answers only the kinds registered here (``store``, ``fetch``, ``delete`
 ``handler(worker, message, caller) -> result``. Fields are type-checked before the
 handler runs, so a handler never sees a malformed message.
 
->>> @message("ping")
-... def ping(worker, msg, caller):
-...     return "pong"
+>>> @message("greet", name=str)
+... def greet(worker, msg, caller):
+...     return f"hello {msg['name']}, from {caller}"
+>>> validate({"kind": "greet", "name": 3})
+Traceback (most recent call last):
+  ...
+ppdl_nb.workers.messages.MessageError: field 'name' of a 'greet' message must be str, got int
+>>> del HANDLERS["greet"]  # (an example only)
 """
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 
 import matplotlib
@@ -13,7 +12,6 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from ppdl_nb.fl import history as history_module  # noqa: E402
 from ppdl_nb.fl.history import History, compare  # noqa: E402
 
 
@@ -26,10 +24,6 @@ def _run(n=5, events=True) -> History:
     if events:
         h.event(3, "worker bob died mid-round; 2 of 3 reported")
     return h
-
-
-def test_doctests():
-    assert doctest.testmod(history_module).failed == 0
 
 
 def test_access():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import importlib
 
 import matplotlib
@@ -38,10 +37,6 @@ def _assert_disjoint_cover(parts, rows):
     assert joined.numel() == rows, "rows lost or given twice"
     assert torch.equal(torch.sort(joined).values, torch.arange(rows))
     assert all(p.numel() > 0 for p in parts), "a client was left empty"
-
-
-def test_doctests():
-    assert doctest.testmod(partition_module).failed == 0
 
 
 def test_registry_lists_schemes():

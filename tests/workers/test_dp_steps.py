@@ -29,6 +29,17 @@ def test_queries_are_charged_and_refused_beyond_the_budget(owner):
     assert owner.step("dp.budget", dataset="breast_cancer")["spent_epsilon"] == pytest.approx(0.5)
 
 
+def test_budgets_lists_every_dataset_ledger(owner):
+    assert owner.step("dp.budgets") == {}
+    owner.step("dp.load", dataset="digits", epsilon=2.0, delta=1e-5)
+    owner.step("dp.load", dataset="breast_cancer", epsilon=1.0, delta=1e-5)
+    owner.step("dp.query", dataset="digits", kind="count", epsilon=0.5)
+    every = owner.step("dp.budgets")
+    assert list(every) == ["breast_cancer", "digits"]
+    assert every["digits"] == owner.step("dp.budget", dataset="digits")
+    assert every["digits"]["remaining_epsilon"] == pytest.approx(1.5)
+
+
 def test_the_ledger_survives_a_restart_and_cannot_be_raised(owner):
     owner.step("dp.load", dataset="breast_cancer", epsilon=1.0, delta=1e-5)
     owner.step("dp.query", dataset="breast_cancer", kind="count", epsilon=0.75)
