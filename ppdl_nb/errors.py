@@ -10,6 +10,7 @@ __all__ = [
     "RemoteError",
     "WorkerMismatchError",
     "WorkerUnavailableError",
+    "error_message",
     "remote_exception",
     "wire_type",
 ]
@@ -36,6 +37,11 @@ class RemoteError(Exception):
 
     worker: str = "?"
     remote_traceback: str = ""
+
+    def __str__(self) -> str:  # the message as sent (KeyError would quote it)
+        if len(self.args) == 1 and isinstance(self.args[0], str):
+            return self.args[0]
+        return super().__str__()
 
 
 # Only these exception types are re-created from a worker's error reply; anything else
@@ -69,6 +75,18 @@ def wire_type(exc: BaseException) -> str:
         if cls.__name__ in _REMOTE_TYPES and _REMOTE_TYPES[cls.__name__] is cls:
             return cls.__name__
     return "RuntimeError"
+
+
+def error_message(exc: BaseException) -> str:
+    """What ``exc`` says, as a person reads it: a KeyError's text without the quotes that
+    ``str(KeyError(...))`` adds.
+
+    >>> error_message(KeyError("no dataset 'x'; load it first"))
+    "no dataset 'x'; load it first"
+    """
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return str(exc)
 
 
 def remote_exception(type_name: str, message: str, worker: str, traceback: str = "") -> Exception:

@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import zmq
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..errors import wire_type
+from ..errors import error_message, wire_type
 from . import chan_wire as wire
 from .chan_socket import HWM, MAX_MESSAGE_BYTES, Session, context, private_endpoint, send_parts
 from .channel_client import ChannelClient
@@ -340,7 +340,8 @@ class ChannelServer:
                 self.served += 1
         except Exception as exc:  # a handler bug must not stop the server
             status = wire.STATUS_ERROR
-            frames = [wire_type(exc).encode(), str(exc).encode(), traceback.format_exc().encode()]
+            frames = [wire_type(exc).encode(), error_message(exc).encode(),
+                      traceback.format_exc().encode()]
         try:
             messages = wire.seal_iter(session.aead_out, wire.KIND_REPLY, inbound.seq, frames,
                                       status=status)

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..errors import wire_type
+from ..errors import error_message, wire_type
 from . import codec
 from .messages import MessageError, validate
 from .store import ObjectStore
@@ -169,6 +169,6 @@ class Worker:
         tb = "" if isinstance(exc, MessageError | codec.CodecError) else traceback.format_exc()
         return {
             "ok": False,
-            "error": {"type": wire_type(exc), "name": type(exc).__name__, "message": str(exc),
-                      "traceback": tb},
+            "error": {"type": wire_type(exc), "name": type(exc).__name__,
+                      "message": error_message(exc), "traceback": tb},
         }

@@ -164,6 +164,13 @@ def test_remote_errors_carry_the_workers_traceback(alice):
     assert "traceback on worker alice" in "".join(getattr(info.value, "__notes__", []))
 
 
+def test_a_remote_key_error_reads_like_its_message(alice):
+    with pytest.raises(KeyError) as info:
+        alice.step("dp.budget", dataset="nothing_here")
+    assert str(info.value).startswith(
+        "[on worker alice] alice holds no dataset 'nothing_here'; load it first (known: ")
+
+
 def test_remote_autograd(alice):
     w = send(torch.tensor([1.0, 2.0]).requires_grad_(), alice)
     loss = (w * w).sum()
