@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from .. import mpc
 from .chain import Link, chain_of, chain_text
 from .pointer import PointerTensor
+from .shaped import Shaped
 from .shared import SharedTensor, session_for
 
 __all__ = ["FixedPrecisionTensor", "fix_precision", "share"]
@@ -40,8 +41,12 @@ def implements(*funcs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]
     return register
 
 
-class FixedPrecisionTensor:
+class FixedPrecisionTensor(Shaped):
     """Reals encoded with ``frac_bits`` fractional bits; the child holds the ring values."""
+
+    NO_TRUTH = ("the value of a fixed-precision/shared tensor is not here (for a shared one, "
+                "no party knows it), so Python cannot branch on it; open it with .get() if "
+                "you are allowed to, and test the plain tensor")
 
     def __init__(self, child: torch.Tensor | SharedTensor, frac_bits: int) -> None:
         self.child = child
@@ -57,18 +62,6 @@ class FixedPrecisionTensor:
 
     def __repr__(self) -> str:
         return chain_text(self)
-
-    def __len__(self) -> int:
-        if not self.shape:
-            raise TypeError("len() of a 0-d tensor")
-        return self.shape[0]
-
-    def __bool__(self) -> bool:
-        raise TypeError(
-            "the value of a fixed-precision/shared tensor is not here (for a shared one, no "
-            "party knows it), so Python cannot branch on it; open it with .get() if you "
-            "are allowed to, and test the plain tensor"
-        )
 
     def _compare(self, other: Any) -> Any:
         raise TypeError(

@@ -26,6 +26,7 @@ from ..workers import codec
 from ..workers.codec import Ref
 from ..workers.modules import RebuiltModule, module_from_spec, module_to_spec
 from ..workers.ops import op_name
+from .shaped import Shaped
 
 __all__ = ["ModulePointer", "Pointer", "PointerTensor", "pointer_to", "send"]
 
@@ -113,8 +114,11 @@ class Pointer:
         return _wrap(target, reply, self.owner)
 
 
-class PointerTensor(Pointer):
+class PointerTensor(Pointer, Shaped):
     """A pointer to a tensor (or to a pointer, forming a chain) on a worker."""
+
+    NO_TRUTH = ("a pointer's value lives on a worker, so Python cannot branch on it here; "
+                "compute the condition remotely and .get() it if you are allowed to")
 
     @property
     def shape(self) -> torch.Size:
@@ -124,29 +128,6 @@ class PointerTensor(Pointer):
     def dtype(self) -> torch.dtype:
         return codec.DTYPES[self.meta["dtype"]]
 
-    @property
-    def ndim(self) -> int:
-        return len(self.meta["shape"])
-
-    def size(self, dim: int | None = None) -> Any:
-        return self.shape if dim is None else self.shape[dim]
-
-    def dim(self) -> int:
-        return self.ndim
-
-    def numel(self) -> int:
-        return self.shape.numel()
-
-    def __len__(self) -> int:
-        if not self.shape:
-            raise TypeError("len() of a 0-d tensor")
-        return self.shape[0]
-
-    def __bool__(self) -> bool:
-        raise TypeError(
-            "a pointer's value lives on a worker, so Python cannot branch on it here; "
-            "compute the condition remotely and .get() it if you are allowed to"
-        )
 
     def __iter__(self) -> Any:
         return (self[i] for i in range(len(self)))

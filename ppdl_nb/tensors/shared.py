@@ -36,6 +36,7 @@ from ..workers.codec import Ref
 from ..workers.concurrent import concurrently
 from .chain import Link, chain_of, chain_text
 from .pointer import PointerTensor, _wrap
+from .shaped import Shaped
 
 __all__ = ["MPCSession", "SharedTensor", "concurrently", "session_for"]
 
@@ -188,8 +189,11 @@ def session_for(parties: Sequence[Any], dealer: Any) -> MPCSession:
     return sess
 
 
-class SharedTensor:
+class SharedTensor(Shaped):
     """A ring tensor shared among the session's parties (pointers to the shares)."""
+
+    NO_TRUTH = ("no party knows a shared value, so Python cannot branch on it; open it with "
+                ".get() if you are allowed to, and test the plain tensor")
 
     def __init__(self, shares: Sequence[PointerTensor], session: MPCSession) -> None:
         if len(shares) != session.n:
