@@ -110,5 +110,5 @@ def help_text() -> str:
     for name in sorted(SUBCOMMANDS):
         sub = SUBCOMMANDS[name]
         marker = "%%" if sub.cell == "cell" else "%"
-        lines.append(f"  {marker}ppdl {name:<10} {sub.summary}")
+        lines.append(f"  {f'{marker}ppdl {name}':<17} {sub.summary}")
     return "\n".join(lines)

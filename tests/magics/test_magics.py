@@ -14,6 +14,8 @@ def test_help_lists_subcommands(ip, capsys):
     out = capsys.readouterr().out
     for name in ("chain", "help", "workers"):
         assert f"ppdl {name}" in out
+    starts = {line.index(line.split()[2]) for line in out.splitlines()[1:]}
+    assert len(starts) == 1  # the summaries line up, %ppdl and %%ppdl alike
     ip.run_line_magic("ppdl", "help chain")
     assert "usage: %ppdl chain" in capsys.readouterr().out
 
