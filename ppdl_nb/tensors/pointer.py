@@ -128,7 +128,6 @@ class PointerTensor(Pointer, Shaped):
     def dtype(self) -> torch.dtype:
         return codec.DTYPES[self.meta["dtype"]]
 
-
     def __iter__(self) -> Any:
         return (self[i] for i in range(len(self)))
 

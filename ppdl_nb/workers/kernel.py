@@ -32,7 +32,7 @@ from jupyter_client import KernelManager
 from jupyter_client.kernelspec import KernelSpecManager
 
 from ..errors import WorkerUnavailableError
-from .channel import ChannelClient
+from .channel_client import ChannelClient
 from .keys import KeyPair
 from .party import Siblings
 from .runtime import DEFAULT_TIMEOUT, ChannelConnection

@@ -18,7 +18,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import WorkerUnavailableError
-from .channel import ChannelClient, ChannelServer
+from .channel import ChannelServer
+from .channel_client import ChannelClient
 from .client import WorkerClient
 from .keys import KeyPair, parse_public_key
 from .messages import message
