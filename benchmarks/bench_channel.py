@@ -23,8 +23,8 @@ import zmq
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import parser, report  # noqa: E402
 
-from ppdl_nb.workers.channel import ChannelClient, ChannelServer, private_endpoint  # noqa: E402
-from ppdl_nb.workers.keys import KeyPair  # noqa: E402
+from ppdl_nb.workers.transport.channel import ChannelClient, ChannelServer, private_endpoint  # noqa: E402
+from ppdl_nb.workers.transport.keys import KeyPair  # noqa: E402
 
 HEADER = b"h" * 100
 
@@ -87,7 +87,7 @@ def _transfer(client, payload: bytes) -> float:
 
 def kernel_rows(repeat: int) -> list[dict]:
     """Round trips to a real kernel: Jupyter execute, and our channel served inside it."""
-    from ppdl_nb.workers.kernel import KernelProcess
+    from ppdl_nb.workers.transport.kernel import KernelProcess
 
     keys = KeyPair.generate()
     t0 = time.perf_counter()
@@ -97,8 +97,8 @@ def kernel_rows(repeat: int) -> list[dict]:
     start_s = time.perf_counter() - t0
     try:
         booted = kernel.execute(
-            "from ppdl_nb.workers.channel import ChannelServer\n"
-            "from ppdl_nb.workers.keys import KeyPair\n"
+            "from ppdl_nb.workers.transport.channel import ChannelServer\n"
+            "from ppdl_nb.workers.transport.keys import KeyPair\n"
             "_keys = KeyPair.generate()\n"
             "_srv = ChannelServer(_keys, None, lambda f, p: list(f), "
             f"{{'nb': {keys.public_hex!r}}})\n"

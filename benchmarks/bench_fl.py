@@ -63,7 +63,7 @@ def main() -> None:
         for w in workers:
             w.execute(f"import torch; torch.set_num_threads({args.threads})")
     else:
-        from ppdl_nb.workers.virtual import VirtualNetwork
+        from ppdl_nb.workers.transport.virtual import VirtualNetwork
 
         net = VirtualNetwork()
         workers = [ppdl_nb.VirtualWorker(n, network=net) for n in names]

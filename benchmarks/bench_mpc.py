@@ -40,11 +40,11 @@ CRYPTEN_ROWS = {"matmul": "matmul+trunc 256", "mul": "mul+trunc 100000",
 
 def make_workers(kind: str):
     if kind == "kernel":
-        from ppdl_nb.workers.kernel import launch
+        from ppdl_nb.workers.transport.kernel import launch
 
         group = launch("bob", "charlie", "dave")
         return tuple(group), group.shutdown
-    from ppdl_nb.workers.virtual import VirtualNetwork
+    from ppdl_nb.workers.transport.virtual import VirtualNetwork
 
     net = VirtualNetwork()
     return tuple(ppdl_nb.VirtualWorker(n, network=net) for n in ("bob", "charlie", "dave")), None

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import median_time, parser, report  # noqa: E402
 
 import ppdl_nb  # noqa: E402
-from ppdl_nb.workers.virtual import VirtualNetwork  # noqa: E402
+from ppdl_nb.workers.transport.virtual import VirtualNetwork  # noqa: E402
 
 
 def main() -> None:

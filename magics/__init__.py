@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
-
-from .registry import SUBCOMMANDS, dispatch, help_text, load_modules
+from ppdl_nb.magics.registry import SUBCOMMANDS, dispatch, help_text, load_modules
 
 __all__ = ["PPDLMagics", "load_ipython_extension", "unload_ipython_extension"]
 

@@ -6,11 +6,10 @@ from typing import Any
 
 from IPython.core import magic_arguments
 from IPython.core.error import UsageError
+from ppdl_nb.magics.registry import subcommand
 
 from ppdl_nb.viz.budget import ledgers, plot_budgets
-from ppdl_nb.workers.party import local_party
-
-from .registry import subcommand
+from ppdl_nb.workers.transport.party import local_party
 
 
 @subcommand("budget")

@@ -6,11 +6,10 @@ from typing import Any
 
 from IPython.core import magic_arguments
 from IPython.core.error import UsageError
+from ppdl_nb.magics.registry import SUBCOMMANDS, help_text, subcommand
 
 from ppdl_nb.tensors.chain import chain_text
 from ppdl_nb.viz.chain_diagram import ChainDiagram
-
-from .registry import SUBCOMMANDS, help_text, subcommand
 
 
 @subcommand("help")

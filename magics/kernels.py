@@ -8,12 +8,11 @@ from typing import Any
 
 from IPython.core import magic_arguments
 from IPython.core.error import UsageError
+from ppdl_nb.magics.registry import subcommand
 
 from ppdl_nb.viz.dashboard import WorkerDashboard
-from ppdl_nb.workers.party import local_party
-from ppdl_nb.workers.virtual import VirtualWorker
-
-from .registry import subcommand
+from ppdl_nb.workers.transport.party import local_party
+from ppdl_nb.workers.transport.virtual import VirtualWorker
 
 
 def _worker(name: str) -> Any:
@@ -46,7 +45,7 @@ def launch(shell: Any, args: Any, cell: str | None) -> None:
     if args.virtual:
         workers = [VirtualWorker(n) for n in names]
     else:
-        from ppdl_nb.workers.kernel import launch as launch_kernels
+        from ppdl_nb.workers.transport.kernel import launch as launch_kernels
 
         workers = list(launch_kernels(*names, inspect=not args.no_inspect))
     for w in workers:

@@ -7,11 +7,10 @@ from typing import Any
 from IPython.core import magic_arguments
 from IPython.core.error import UsageError
 from IPython.display import display
+from ppdl_nb.magics.registry import subcommand
 
 from ppdl_nb.viz.shares import plot_shares
 from ppdl_nb.viz.trace import Trace, trace
-
-from .registry import subcommand
 
 
 def _evaluate(shell: Any, expr: str) -> Any:

@@ -16,14 +16,13 @@ import matplotlib.pyplot as plt
 from IPython.core import magic_arguments
 from IPython.core.error import UsageError
 from IPython.display import clear_output, display
+from ppdl_nb.magics.registry import subcommand
 
 from ppdl_nb.dp.accounting import check_delta
 from ppdl_nb.dp.fit import fit_private
 from ppdl_nb.viz.tuner import DPTuner
-from ppdl_nb.workers.modules import module_from_spec, module_to_spec
-from ppdl_nb.workers.party import local_party
-
-from .registry import subcommand
+from ppdl_nb.workers.core.modules import module_from_spec, module_to_spec
+from ppdl_nb.workers.transport.party import local_party
 
 ALGORITHMS = ("dp", "fl")
 TRAINERS: dict[str, Any] = {}  # algorithm -> fn(shell, args, cell)

@@ -17,12 +17,11 @@ from typing import Any
 import ipywidgets as widgets
 from IPython.core.error import UsageError
 from IPython.display import display
+from ppdl_nb.magics.train import TRAINERS, run_training_cell
 
 from ppdl_nb.fl import FederatedDataset, fit_federated
 from ppdl_nb.fl.aggregation import AGGREGATIONS
-from ppdl_nb.workers.party import local_party
-
-from .train import TRAINERS, run_training_cell
+from ppdl_nb.workers.transport.party import local_party
 
 __all__ = ["train_fl"]
 

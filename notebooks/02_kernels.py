@@ -40,7 +40,7 @@ y
 # %%
 %%ppdl on alice
 import torch
-from ppdl_nb.workers.runtime import current
+from ppdl_nb.workers.transport.runtime import current
 
 me = current()
 me.put(torch.tensor([52_000.0, 61_000.0, 58_500.0]), private=True, name="salaries")

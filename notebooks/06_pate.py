@@ -27,7 +27,7 @@ public_x, test_x, test_y = digits.x[1200:1500], digits.x[1500:], digits.y[1500:]
 # %%
 import ppdl_nb
 from ppdl_nb.dp.pate import gnmax_epsilon, votes_from_workers
-from ppdl_nb.workers.dp_steps import attach_dataset
+from ppdl_nb.dp.worker_steps import attach_dataset
 
 n_teachers, sigma = 20, 4.0
 owners = []

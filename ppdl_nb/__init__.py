@@ -16,18 +16,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import WorkerMismatchError, WorkerUnavailableError
-from .tensors.chain import chain_of
-from .tensors.fixed import FixedPrecisionTensor, fix_precision, share
-from .tensors.pointer import ModulePointer, PointerTensor, send
-from .tensors.shared import SharedTensor
-from .viz.trace import trace
-from .workers import dp_steps as _dp_steps  # noqa: F401  (registers the DP steps)
-from .workers import fl_steps as _fl_steps  # noqa: F401  (registers the federated steps)
-from .workers import handlers as _handlers  # noqa: F401  (registers the message vocabulary)
-from .workers import mpc_steps as _mpc_steps  # noqa: F401  (registers the SPDZ steps)
-from .workers import secagg_steps as _secagg_steps  # noqa: F401  (pairwise-mask SecAgg)
-from .workers.virtual import VirtualWorker
+from ppdl_nb import boot as _boot  # noqa: F401  (the message vocabulary and step table)
+from ppdl_nb.errors import WorkerMismatchError, WorkerUnavailableError
+from ppdl_nb.tensors.chain import chain_of
+from ppdl_nb.tensors.fixed import FixedPrecisionTensor, fix_precision, share
+from ppdl_nb.tensors.pointer import ModulePointer, PointerTensor, send
+from ppdl_nb.tensors.shared import SharedTensor
+from ppdl_nb.viz.trace import trace
+from ppdl_nb.workers.transport.virtual import VirtualWorker
 
 
 def launch(*names: str, inspect: bool = True, timeout: float = 90.0) -> Any:
@@ -35,7 +31,7 @@ def launch(*names: str, inspect: bool = True, timeout: float = 90.0) -> Any:
 
     >>> # with ppdl_nb.launch("alice", "bob") as (alice, bob): ...
     """
-    from .workers.kernel import launch as _launch
+    from ppdl_nb.workers.transport.kernel import launch as _launch
 
     return _launch(*names, inspect=inspect, timeout=timeout)
 
@@ -60,12 +56,12 @@ __all__ = [
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext ppdl_nb``: register the ``%ppdl`` / ``%%ppdl`` magics."""
-    from .magics import load_ipython_extension as load
+    from ppdl_nb.magics import load_ipython_extension as load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    from .magics import unload_ipython_extension as unload
+    from ppdl_nb.magics import unload_ipython_extension as unload
 
     unload(ipython)

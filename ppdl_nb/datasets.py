@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 __all__ = [
+    "CATALOGUE",
     "TabularData",
     "load_boston_housing",
     "load_breast_cancer",
@@ -161,3 +162,20 @@ def load_csv(
     if classification is None:
         classification = bool(np.all(y == np.round(y)))
     return _make(x, y, features, p.stem, classification)
+
+
+# Datasets a peer may ask a worker to load, by name. Files (CSV) are loaded by the owner
+# only, never from a path a peer chose.
+CATALOGUE = {
+    "digits": load_digits,
+    "breast_cancer": load_breast_cancer,
+    "mnist_5k": load_mnist_5k,
+    "boston_housing": load_boston_housing,
+}
+
+
+def load_named(name: str) -> TabularData:
+    """Load catalogue dataset ``name``; a KeyError lists the names a worker knows."""
+    if name not in CATALOGUE:
+        raise KeyError(f"unknown dataset {name!r}; a worker loads only {sorted(CATALOGUE)}")
+    return CATALOGUE[name]()

@@ -40,7 +40,7 @@ def main() -> None:
 
 
 def federated(workers: list) -> None:
-    from .fl import FederatedDataset, fit_federated
+    from ppdl_nb.fl import FederatedDataset, fit_federated
 
     fed = FederatedDataset.load("digits", workers, clients_per_worker=2, seed=0, test_rows=297)
     print(fed)

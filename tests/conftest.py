@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import ppdl_nb
-from ppdl_nb.workers.virtual import VirtualNetwork
+from ppdl_nb.workers.transport.virtual import VirtualNetwork
 
 torch.set_num_threads(1)
 # privacy ledgers and other worker state go to a throwaway directory, never $HOME
@@ -21,7 +21,7 @@ os.environ.setdefault("PPDL_NB_STATE_DIR", tempfile.mkdtemp(prefix="ppdl-test-st
 WORKER_KINDS = ["virtual"]
 if os.environ.get("PPDL_SKIP_KERNELS") != "1":
     try:
-        from ppdl_nb.workers.kernel import launch  # noqa: F401
+        from ppdl_nb.workers.transport.kernel import launch  # noqa: F401
 
         WORKER_KINDS.append("kernel")
     except ImportError:
@@ -30,7 +30,7 @@ if os.environ.get("PPDL_SKIP_KERNELS") != "1":
 
 @pytest.fixture(scope="session")
 def kernel_trio():
-    from ppdl_nb.workers.kernel import launch
+    from ppdl_nb.workers.transport.kernel import launch
 
     workers = launch("alice", "bob", "charlie")
     yield workers

@@ -24,7 +24,7 @@ MODULES = _modules()
 
 
 def test_every_subpackage_is_walked():
-    assert {"ppdl_nb.magics.budget", "ppdl_nb.mpc.beaver", "ppdl_nb.workers.channel",
+    assert {"ppdl_nb.magics.budget", "ppdl_nb.mpc.beaver", "ppdl_nb.workers.transport.channel",
             "ppdl_nb.viz.budget", "ppdl_nb.dp.accounting", "ppdl_nb.fl.secagg"} <= set(MODULES)
 
 

@@ -17,21 +17,21 @@ sampling), ``noise`` (secure seeding), ``mechanisms``, ``budget``, ``queries``,
 
 from __future__ import annotations
 
-from .accounting import Accountant, epsilon, noise_multiplier_for
-from .audit import AttackResult, loss_threshold_attack, shadow_model_attack
-from .budget import PrivacyBudget
-from .data import PoissonLoader
-from .engine import PrivateTraining, make_private, make_private_with_epsilon
-from .glm import fit_glm
-from .grad_rules import register_grad_rule
-from .mechanisms import gaussian_mechanism, laplace_mechanism
-from .noise import fixed_seed
-from .optimizer import DPOptimizer
-from .pate import noisy_max, pate_epsilon, train_teachers
-from .private_module import PrivateModule
-from .queries import dp_count, dp_mean, dp_sum
-from .topagg import TopAgg
-from .validate import register_validator, validate
+from ppdl_nb.dp.accounting import Accountant, epsilon, noise_multiplier_for
+from ppdl_nb.dp.audit import AttackResult, loss_threshold_attack, shadow_model_attack
+from ppdl_nb.dp.budget import PrivacyBudget
+from ppdl_nb.dp.data import PoissonLoader
+from ppdl_nb.dp.engine import PrivateTraining, make_private, make_private_with_epsilon
+from ppdl_nb.dp.glm import fit_glm
+from ppdl_nb.dp.grad_rules import register_grad_rule
+from ppdl_nb.dp.mechanisms import gaussian_mechanism, laplace_mechanism
+from ppdl_nb.dp.noise import fixed_seed
+from ppdl_nb.dp.optimizer import DPOptimizer
+from ppdl_nb.dp.pate import noisy_max, pate_epsilon, train_teachers
+from ppdl_nb.dp.private_module import PrivateModule
+from ppdl_nb.dp.queries import dp_count, dp_mean, dp_sum
+from ppdl_nb.dp.topagg import TopAgg
+from ppdl_nb.dp.validate import register_validator, validate
 
 __all__ = [
     "Accountant",

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 from torch.utils.data.dataloader import default_collate
 
-from .noise import generator
+from ppdl_nb.dp.noise import generator
 
 __all__ = ["PoissonLoader", "poisson_indices"]
 

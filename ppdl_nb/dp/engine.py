@@ -28,10 +28,10 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
-from .accounting import Accountant, check_delta, noise_multiplier_for
-from .data import PoissonLoader
-from .optimizer import DPOptimizer
-from .private_module import PrivateModule
+from ppdl_nb.dp.accounting import Accountant, check_delta, noise_multiplier_for
+from ppdl_nb.dp.data import PoissonLoader
+from ppdl_nb.dp.optimizer import DPOptimizer
+from ppdl_nb.dp.private_module import PrivateModule
 
 __all__ = ["PrivateTraining", "make_private", "make_private_with_epsilon"]
 

@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from .accounting import check_delta, noise_multiplier_for
-from .accounting import epsilon as epsilon_of
-from .engine import make_private
+from ppdl_nb.dp.accounting import check_delta, noise_multiplier_for
+from ppdl_nb.dp.accounting import epsilon as epsilon_of
+from ppdl_nb.dp.engine import make_private
 
 __all__ = ["LOSSES", "OPTIMIZERS", "FitResult", "fit_private", "plan_epsilon"]
 

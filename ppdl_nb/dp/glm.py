@@ -48,8 +48,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .accounting import Accountant, noise_multiplier_for
-from .noise import generator
+from ppdl_nb.dp.accounting import Accountant, noise_multiplier_for
+from ppdl_nb.dp.noise import generator
 
 __all__ = ["GLM", "center_and_spread", "fit_glm", "glm_noise"]
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import torch
 
-from .noise import gaussian_noise, laplace_noise
+from ppdl_nb.dp.noise import gaussian_noise, laplace_noise
 
 __all__ = ["MECHANISMS", "gaussian_mechanism", "gaussian_sigma", "laplace_mechanism"]
 

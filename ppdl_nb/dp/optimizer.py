@@ -28,9 +28,9 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from .accounting import Accountant
-from .noise import generator
-from .private_module import PrivateModule
+from ppdl_nb.dp.accounting import Accountant
+from ppdl_nb.dp.noise import generator
+from ppdl_nb.dp.private_module import PrivateModule
 
 __all__ = ["DPOptimizer"]
 

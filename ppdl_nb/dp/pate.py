@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .noise import gaussian_noise, laplace_noise
+from ppdl_nb.dp.noise import gaussian_noise, laplace_noise
 
 __all__ = [
     "DEFAULT_ORDERS",
@@ -203,8 +203,8 @@ def votes_from_workers(
     are asked concurrently. Aggregate the result with :func:`noisy_max` at the same
     ``sigma`` the owners charged for.
     """
-    from ..workers.concurrent import concurrently
-    from ..workers.modules import module_to_spec
+    from ppdl_nb.workers.core.concurrent import concurrently
+    from ppdl_nb.workers.core.modules import module_to_spec
 
     if not workers:
         raise ValueError("Need at least one worker (one teacher per data owner).")

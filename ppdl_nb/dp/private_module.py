@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .grad_rules import LayerTrace, rule_for
-from .validate import validate
+from ppdl_nb.dp.grad_rules import LayerTrace, rule_for
+from ppdl_nb.dp.validate import validate
 
 __all__ = ["PrivateModule"]
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import torch
 
-from .budget import PrivacyBudget
-from .mechanisms import MECHANISMS
+from ppdl_nb.dp.budget import PrivacyBudget
+from ppdl_nb.dp.mechanisms import MECHANISMS
 
 __all__ = ["dp_count", "dp_mean", "dp_sum"]
 

@@ -40,8 +40,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .accounting import Accountant
-from .noise import generator
+from ppdl_nb.dp.accounting import Accountant
+from ppdl_nb.dp.noise import generator
 
 __all__ = ["TopAgg", "per_example_grads", "stochastic_sign", "top_k_mask", "topagg_rdp",
            "topagg_step"]

@@ -9,10 +9,10 @@
 * :mod:`.by_pointers`: the slow, op-by-op teaching path (PySyft 0.2 style).
 """
 
-from .dataset import Client, FederatedDataset, public_split
-from .fedavg import FederatedRun, fit_federated
-from .history import History, compare
-from .partition import heterogeneity, label_counts, partition, plot_partition
+from ppdl_nb.fl.dataset import Client, FederatedDataset, public_split
+from ppdl_nb.fl.fedavg import FederatedRun, fit_federated
+from ppdl_nb.fl.history import History, compare
+from ppdl_nb.fl.partition import heterogeneity, label_counts, partition, plot_partition
 
 __all__ = [
     "Client",

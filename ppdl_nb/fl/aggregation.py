@@ -16,7 +16,7 @@ Each aggregation is a class in :data:`AGGREGATIONS` (``@aggregation("name")``):
     un-noised total either.
 ``secagg``
     Bonawitz et al.'s pairwise-mask protocol, one SecAgg client per logical client
-    (:mod:`ppdl_nb.fl.secagg`, run by :mod:`ppdl_nb.workers.secagg_steps`). The notebook
+    (:mod:`ppdl_nb.fl.secagg`, run by :mod:`ppdl_nb.fl.secagg_steps`). The notebook
     is the server and learns only the sum; the round completes, still revealing only the
     sum, when clients drop out before sending their masked update, as long as at least
     ``threshold`` (default: more than half of the round's clients) sent theirs.
@@ -34,11 +34,11 @@ from typing import Any
 
 import torch
 
-from .. import mpc
-from ..dp import noise
-from ..tensors.pointer import _wrap
-from ..workers.codec import Ref
-from .local import FRAC_BITS
+from ppdl_nb import mpc
+from ppdl_nb.dp import noise
+from ppdl_nb.fl.local import FRAC_BITS
+from ppdl_nb.tensors.pointer import _wrap
+from ppdl_nb.workers.core.codec import Ref
 
 __all__ = ["AGGREGATIONS", "Aggregation", "RoundAborted", "RoundUpdates", "aggregation"]
 
@@ -170,7 +170,7 @@ class PairwiseMasks(Aggregation):
     hold = True
 
     def total(self, updates: RoundUpdates) -> torch.Tensor:
-        from .secagg import SecAggAbort, SecAggServer, default_threshold
+        from ppdl_nb.fl.secagg import SecAggAbort, SecAggServer, default_threshold
 
         workers = {n: updates.workers[n] for n in sorted(updates.replies)}
         rows = {f"c{c['client']}": c for r in updates.replies.values() for c in r["clients"]}

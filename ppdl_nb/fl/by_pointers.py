@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..tensors.pointer import _call, send
-from .dataset import FederatedDataset
-from .fedavg import FederatedRun, _evaluate
-from .history import History
-from .local import apply_update, flat_weights
+from ppdl_nb.fl.dataset import FederatedDataset
+from ppdl_nb.fl.fedavg import FederatedRun, _evaluate
+from ppdl_nb.fl.history import History
+from ppdl_nb.fl.local import apply_update, flat_weights
+from ppdl_nb.tensors.pointer import _call, send
 
 __all__ = ["remote_sgd_step", "train_by_pointers"]
 

@@ -28,8 +28,9 @@ from typing import Any
 
 import torch
 
-from ..tensors.pointer import PointerTensor, _wrap, send
-from .partition import partition, plot_partition
+from ppdl_nb import datasets
+from ppdl_nb.fl.partition import partition, plot_partition
+from ppdl_nb.tensors.pointer import PointerTensor, _wrap, send
 
 __all__ = ["Client", "FederatedDataset", "public_split"]
 
@@ -78,8 +79,6 @@ class FederatedDataset:
         The test split (``test_rows`` rows chosen by ``seed``) is public: the notebook
         loads it itself to evaluate the global model.
         """
-        from ..workers.dp_steps import DATASETS
-
         workers = _check_workers(workers, clients_per_worker)
         n_clients = len(workers) * clients_per_worker
         clients = []
@@ -90,9 +89,7 @@ class FederatedDataset:
             clients += [_client(w, r) for r in replies]
         test = None
         if test_rows:
-            if name not in DATASETS:
-                raise KeyError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
-            data = DATASETS[name]()
+            data = datasets.load_named(name)
             _, test_idx = public_split(len(data.y), test_rows, seed)
             test = (data.x[test_idx], data.y[test_idx])
         clients.sort(key=lambda c: c.id)

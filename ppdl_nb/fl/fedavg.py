@@ -31,18 +31,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..dp.accounting import epsilon as epsilon_of
-from ..dp.fit import LOSSES, evaluate
-from ..dp.noise import gaussian_noise
-from ..dp.noise import generator as secure_generator
-from ..workers import tracing
-from ..workers.codec import Ref
-from ..workers.concurrent import outcomes
-from ..workers.modules import module_to_spec
-from .aggregation import AGGREGATIONS, RoundAborted, RoundUpdates
-from .dataset import Client, FederatedDataset
-from .history import History
-from .local import OPTIMIZERS, apply_update, flat_weights
+from ppdl_nb.dp.accounting import epsilon as epsilon_of
+from ppdl_nb.dp.fit import LOSSES, evaluate
+from ppdl_nb.dp.noise import gaussian_noise
+from ppdl_nb.dp.noise import generator as secure_generator
+from ppdl_nb.fl.aggregation import AGGREGATIONS, RoundAborted, RoundUpdates
+from ppdl_nb.fl.dataset import Client, FederatedDataset
+from ppdl_nb.fl.history import History
+from ppdl_nb.fl.local import OPTIMIZERS, apply_update, flat_weights
+from ppdl_nb.workers.core import tracing
+from ppdl_nb.workers.core.codec import Ref
+from ppdl_nb.workers.core.concurrent import outcomes
+from ppdl_nb.workers.core.modules import module_to_spec
 
 __all__ = ["FederatedRun", "fit_federated"]
 

@@ -268,7 +268,7 @@ class History:
 
 def _axes_for(n: int, ax: Any, figsize: tuple[float, float]) -> list[Any]:
     if ax is None:
-        from ..viz.figures import new_figure
+        from ppdl_nb.viz.figures import new_figure
 
         fig = new_figure(figsize=figsize)
         return list(fig.subplots(1, n, squeeze=False)[0])

@@ -2,7 +2,7 @@
 
 Federated averaging ships the global model to each client, which trains it for a few
 epochs on its own rows and sends back only the change in weights (its *update*). This
-module is that client side over plain tensors; :mod:`ppdl_nb.workers.fl_steps` runs it
+module is that client side over plain tensors; :mod:`ppdl_nb.fl.worker_steps` runs it
 on a worker, and tests run it here against centralised torch.
 
 Updates are flat float32 vectors over the model's floating-point state (parameters and
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..dp.fit import LOSSES
+from ppdl_nb.dp.fit import LOSSES
 
 __all__ = ["FRAC_BITS", "OPTIMIZERS", "LocalRun", "apply_update", "clip_update", "flat_weights",
            "load_flat", "train_local"]

@@ -256,7 +256,7 @@ def plot_partition(counts: torch.Tensor, *, names: Sequence[str] | None = None,
     n_clients, n_classes = data.shape
     labels = _client_names(names, n_clients)
     if ax is None:
-        from ..viz.figures import new_figure
+        from ppdl_nb.viz.figures import new_figure
 
         fig = new_figure(figsize=(7.0, 0.9 + 0.35 * max(n_clients, 1)))
         ax = fig.add_subplot()

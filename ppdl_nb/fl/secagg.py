@@ -52,11 +52,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from ppdl_nb.fl import shamir
 from ppdl_nb.mpc.encoding import decode, encode
 from ppdl_nb.mpc.prg import PRG, SEED_BYTES, new_seed
 from ppdl_nb.mpc.ring import check_ring
-
-from . import shamir
 
 __all__ = [
     "DEFAULT_FRAC_BITS", "SecAggAbort", "SecAggClient", "SecAggServer", "UnmaskRefused",

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ..mpc.encoding import decode
+from ppdl_nb.mpc.encoding import decode
 
 __all__ = ["Transcript", "crash_before", "notebook_transcript"]
 
@@ -128,7 +128,7 @@ def crash_before(worker: Any, step: str) -> Iterator[None]:
             process = getattr(worker, "process", None)
             if process is not None:
                 process.kill()
-                from ..workers.kernel import wait_until
+                from ppdl_nb.workers.core.waiting import wait_until
 
                 wait_until(lambda: not process.is_alive(), 10)
             else:

@@ -12,7 +12,7 @@ Nothing here sends a message: each function is one party's local step, and the l
 * ``simulate``: all parties in one process, for tests, benchmarks and teaching.
 """
 
-from .beaver import (
+from ppdl_nb.mpc.beaver import (
     beaver_conv2d_finish,
     beaver_matmul_finish,
     beaver_mul_finish,
@@ -20,11 +20,11 @@ from .beaver import (
     beaver_square_finish,
     beaver_square_open,
 )
-from .dealer import deal, dealer_seeds, expand
-from .encoding import DEFAULT_FRAC_BITS, decode, encode
-from .limbs import ring_conv2d, ring_matmul
-from .prg import PRG, fixed_seeds, new_seed
-from .sharing import (
+from ppdl_nb.mpc.dealer import deal, dealer_seeds, expand
+from ppdl_nb.mpc.encoding import DEFAULT_FRAC_BITS, decode, encode
+from ppdl_nb.mpc.limbs import ring_conv2d, ring_matmul
+from ppdl_nb.mpc.prg import PRG, fixed_seeds, new_seed
+from ppdl_nb.mpc.sharing import (
     add,
     add_public,
     mul_public,
@@ -37,7 +37,7 @@ from .sharing import (
     sub,
     unpack,
 )
-from .truncation import trunc_finish, trunc_open
+from ppdl_nb.mpc.truncation import trunc_finish, trunc_open
 
 __all__ = [
     "DEFAULT_FRAC_BITS",

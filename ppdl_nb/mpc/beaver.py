@@ -37,8 +37,8 @@ from collections.abc import Callable
 
 import torch
 
-from .limbs import ring_addmm_, ring_conv2d, ring_matmul
-from .ring import check_ring
+from ppdl_nb.mpc.limbs import ring_addmm_, ring_conv2d, ring_matmul
+from ppdl_nb.mpc.ring import check_ring
 
 __all__ = [
     "add_c",

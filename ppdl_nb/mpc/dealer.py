@@ -49,9 +49,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .limbs import ring_conv2d, ring_matmul
-from .prg import PRG, new_seed
-from .ring import msb, shift_right_logical
+from ppdl_nb.mpc.limbs import ring_conv2d, ring_matmul
+from ppdl_nb.mpc.prg import PRG, new_seed
+from ppdl_nb.mpc.ring import msb, shift_right_logical
 
 __all__ = ["KINDS", "check_correction", "deal", "dealer_bytes", "dealer_seeds", "expand",
            "expand_parts", "simulate_dealer"]

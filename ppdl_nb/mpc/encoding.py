@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from .ring import check_ring
+from ppdl_nb.mpc.ring import check_ring
 
 __all__ = ["DEFAULT_FRAC_BITS", "ENCODE_BOUND_BITS", "decode", "encode"]
 

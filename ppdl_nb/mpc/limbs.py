@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from .ring import check_ring, wrap
+from ppdl_nb.mpc.ring import check_ring, wrap
 
 __all__ = ["limb_plan", "ring_addmm_", "ring_conv2d", "ring_matmul", "ring_method",
            "split_limbs"]

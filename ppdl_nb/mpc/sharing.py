@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from .prg import PRG
-from .ring import check_ring
+from ppdl_nb.mpc.prg import PRG
+from ppdl_nb.mpc.ring import check_ring
 
 __all__ = [
     "add",

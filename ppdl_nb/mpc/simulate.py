@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .beaver import (
+from ppdl_nb.mpc.beaver import (
     beaver_conv2d_finish,
     beaver_matmul_finish,
     beaver_mul_finish,
@@ -28,11 +28,11 @@ from .beaver import (
     beaver_square_finish,
     beaver_square_open,
 )
-from .dealer import dealer_bytes, simulate_dealer
-from .encoding import DEFAULT_FRAC_BITS, decode, encode
-from .prg import PRG
-from .sharing import pack, reconstruct, share, unpack
-from .truncation import trunc_finish, trunc_open
+from ppdl_nb.mpc.dealer import dealer_bytes, simulate_dealer
+from ppdl_nb.mpc.encoding import DEFAULT_FRAC_BITS, decode, encode
+from ppdl_nb.mpc.prg import PRG
+from ppdl_nb.mpc.sharing import pack, reconstruct, share, unpack
+from ppdl_nb.mpc.truncation import trunc_finish, trunc_open
 
 __all__ = ["Traffic", "matmul", "mul", "open_round", "reveal", "share_float", "square",
            "truncate", "conv2d"]

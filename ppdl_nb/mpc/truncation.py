@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import torch
 
-from .ring import check_ring, shift_right_logical, wrap
+from ppdl_nb.mpc.ring import check_ring, shift_right_logical, wrap
 
 __all__ = ["TRUNC_BOUND_BITS", "trunc_finish", "trunc_open"]
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .pointer import ModulePointer, PointerTensor
+from ppdl_nb.tensors.pointer import ModulePointer, PointerTensor
 
 __all__ = ["Link", "chain_of", "chain_text"]
 

@@ -19,11 +19,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .. import mpc
-from .chain import Link, chain_of, chain_text
-from .pointer import PointerTensor
-from .shaped import Shaped
-from .shared import SharedTensor, session_for
+from ppdl_nb import mpc
+from ppdl_nb.tensors.chain import Link, chain_of, chain_text
+from ppdl_nb.tensors.pointer import PointerTensor
+from ppdl_nb.tensors.shaped import Shaped
+from ppdl_nb.tensors.shared import SharedTensor, session_for
 
 __all__ = ["FixedPrecisionTensor", "fix_precision", "share"]
 

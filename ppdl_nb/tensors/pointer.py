@@ -21,12 +21,12 @@ from typing import Any
 
 import torch
 
-from ..errors import WorkerMismatchError
-from ..workers import codec
-from ..workers.codec import Ref
-from ..workers.modules import RebuiltModule, module_from_spec, module_to_spec
-from ..workers.ops import op_name
-from .shaped import Shaped
+from ppdl_nb.errors import WorkerMismatchError
+from ppdl_nb.tensors.shaped import Shaped
+from ppdl_nb.workers.core import codec
+from ppdl_nb.workers.core.codec import Ref
+from ppdl_nb.workers.core.modules import RebuiltModule, module_from_spec, module_to_spec
+from ppdl_nb.workers.core.ops import op_name
 
 __all__ = ["ModulePointer", "Pointer", "PointerTensor", "pointer_to", "send"]
 
@@ -73,7 +73,7 @@ class Pointer:
                 "next": self.meta}
 
     def __repr__(self) -> str:
-        from .chain import chain_text
+        from ppdl_nb.tensors.chain import chain_text
 
         return chain_text(self)
 
@@ -139,7 +139,7 @@ class PointerTensor(Pointer, Shaped):
             fname = getattr(func, "__qualname__", repr(func))
             raise TypeError(
                 f"{fname} is not supported on pointers: workers run only allowlisted "
-                "operations (ppdl_nb.workers.ops.OPS). Fetch the tensor with .get() if "
+                "operations (ppdl_nb.workers.core.ops.OPS). Fetch the tensor with .get() if "
                 "you may, or use an allowlisted equivalent"
             )
         return _call(name, args, kwargs or {})

@@ -3,7 +3,7 @@
 A :class:`SharedTensor` holds ring values (Z_2^64) split among N >= 2 parties; it never
 holds a share itself, only a pointer to each. Linear operations run locally on every
 share; multiplications run the Beaver protocol with a dealer (crypto provider) that is
-a separate worker holding no shares. See :mod:`ppdl_nb.workers.mpc_steps` for the steps
+a separate worker holding no shares. See :mod:`ppdl_nb.tensors.spdz_steps` for the steps
 each party runs and who sends what to whom.
 
 Between kernel workers a product is *fused*: the notebook asks the dealer and every
@@ -30,13 +30,13 @@ from typing import Any
 
 import torch
 
-from .. import mpc
-from ..workers import tracing
-from ..workers.codec import Ref
-from ..workers.concurrent import concurrently
-from .chain import Link, chain_of, chain_text
-from .pointer import PointerTensor, _wrap
-from .shaped import Shaped
+from ppdl_nb import mpc
+from ppdl_nb.tensors.chain import Link, chain_of, chain_text
+from ppdl_nb.tensors.pointer import PointerTensor, _wrap
+from ppdl_nb.tensors.shaped import Shaped
+from ppdl_nb.workers.core import tracing
+from ppdl_nb.workers.core.codec import Ref
+from ppdl_nb.workers.core.concurrent import concurrently
 
 __all__ = ["MPCSession", "SharedTensor", "concurrently", "session_for"]
 
@@ -44,7 +44,7 @@ __all__ = ["MPCSession", "SharedTensor", "concurrently", "session_for"]
 class MPCSession:
     """Parties, a dealer and a session id; hands out labels that are never reused.
 
-    ``fused`` picks how a product runs (see :mod:`ppdl_nb.workers.mpc_steps`): one
+    ``fused`` picks how a product runs (see :mod:`ppdl_nb.tensors.spdz_steps`): one
     request per party and one to the dealer, all at once, each party running both
     openings with its peers itself (``True``); or the notebook starting each round on
     each party in turn (``False``). The default fuses when every worker runs in its own

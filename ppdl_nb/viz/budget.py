@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..workers.party import local_party
-from .chain_diagram import worker_color
-from .figures import new_figure
+from ppdl_nb.viz.chain_diagram import worker_color
+from ppdl_nb.viz.figures import new_figure
+from ppdl_nb.workers.transport.party import local_party
 
 __all__ = ["Ledger", "ledgers", "plot_budgets"]
 

@@ -14,7 +14,7 @@ import zlib
 from html import escape
 from typing import Any
 
-from ..tensors.chain import Link, chain_of, chain_text
+from ppdl_nb.tensors.chain import Link, chain_of, chain_text
 
 __all__ = ["ChainDiagram", "worker_color"]
 

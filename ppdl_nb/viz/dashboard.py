@@ -16,7 +16,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ..workers.party import local_party
+from ppdl_nb.workers.transport.party import local_party
 
 __all__ = ["WorkerDashboard"]
 

@@ -15,10 +15,10 @@ from typing import Any
 import matplotlib.pyplot as plt
 import torch
 
-from ..tensors.fixed import FixedPrecisionTensor
-from ..tensors.shared import SharedTensor
-from ..workers.codec import Ref
-from .chain_diagram import worker_color
+from ppdl_nb.tensors.fixed import FixedPrecisionTensor
+from ppdl_nb.tensors.shared import SharedTensor
+from ppdl_nb.viz.chain_diagram import worker_color
+from ppdl_nb.workers.core.codec import Ref
 
 __all__ = ["plot_shares", "share_histograms"]
 

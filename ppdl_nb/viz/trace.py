@@ -16,9 +16,9 @@ from collections.abc import Iterator, Sequence
 from html import escape
 from typing import Any
 
-from ..workers import tracing
-from ..workers.party import local_party
-from .chain_diagram import worker_color
+from ppdl_nb.viz.chain_diagram import worker_color
+from ppdl_nb.workers.core import tracing
+from ppdl_nb.workers.transport.party import local_party
 
 __all__ = ["Trace", "trace"]
 

@@ -22,8 +22,8 @@ import torch
 from IPython.display import clear_output, display
 from torch import nn
 
-from ..dp.audit import loss_threshold_attack
-from ..dp.fit import FitResult, fit_private, plan_epsilon
+from ppdl_nb.dp.audit import loss_threshold_attack
+from ppdl_nb.dp.fit import FitResult, fit_private, plan_epsilon
 
 __all__ = ["DPTuner"]
 

@@ -10,7 +10,7 @@ from ppdl_nb.fl import fit_federated
 from ppdl_nb.fl.local import flat_weights
 from ppdl_nb.fl.transcript import crash_before
 
-kernel = pytest.importorskip("ppdl_nb.workers.kernel")
+kernel = pytest.importorskip("ppdl_nb.workers.transport.kernel")
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from ppdl_nb.dp.accounting import epsilon as epsilon_of
 from ppdl_nb.fl import FederatedDataset, fit_federated
 from ppdl_nb.fl.local import flat_weights, train_local
 from ppdl_nb.fl.transcript import notebook_transcript
-from ppdl_nb.workers.codec import Ref
-from ppdl_nb.workers.modules import ModelPayloadError
+from ppdl_nb.workers.core.codec import Ref
+from ppdl_nb.workers.core.modules import ModelPayloadError
 
 
 @pytest.mark.parametrize("aggregation", ["mean", "trusted", "secure", "secagg"])
@@ -72,7 +72,7 @@ def test_dp_fedavg_clips_adds_noise_and_accounts(trio):
 def test_dp_noise_has_the_calibrated_spread(aggregation):
     """With lr=0 every update is zero, so the model moves by the noise alone."""
     import ppdl_nb
-    from ppdl_nb.workers.virtual import VirtualNetwork
+    from ppdl_nb.workers.transport.virtual import VirtualNetwork
 
     net = VirtualNetwork()
     workers = [ppdl_nb.VirtualWorker(n, network=net) for n in ("alice", "bob", "charlie")]

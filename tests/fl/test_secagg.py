@@ -21,7 +21,7 @@ from ppdl_nb.fl.secagg import (
     upload_bytes,
 )
 from ppdl_nb.mpc.prg import PRG, fixed_seeds
-from ppdl_nb.workers import codec
+from ppdl_nb.workers.core import codec
 
 FRAC = 20
 

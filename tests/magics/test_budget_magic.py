@@ -6,7 +6,7 @@ import pytest
 from IPython.core.error import UsageError
 
 import ppdl_nb
-from ppdl_nb.workers.virtual import VirtualNetwork
+from ppdl_nb.workers.transport.virtual import VirtualNetwork
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from IPython.core.error import UsageError
 
 import ppdl_nb
 from ppdl_nb.viz.trace import Trace
-from ppdl_nb.workers.virtual import VirtualNetwork
+from ppdl_nb.workers.transport.virtual import VirtualNetwork
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ test = (x[240:], y[240:])
 
 @pytest.fixture
 def workers(ip):
-    ip.run_cell("import ppdl_nb; from ppdl_nb.workers.virtual import VirtualNetwork\n"
+    ip.run_cell("import ppdl_nb; from ppdl_nb.workers.transport.virtual import VirtualNetwork\n"
                 "_net = VirtualNetwork()\n"
                 "fla, flb, flc = (ppdl_nb.VirtualWorker(n, network=_net) "
                 "for n in ('fla', 'flb', 'flc'))")

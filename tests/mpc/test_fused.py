@@ -18,9 +18,9 @@ import torch.nn.functional as F
 import ppdl_nb
 from ppdl_nb import mpc
 from ppdl_nb.tensors.shared import session_for
-from ppdl_nb.workers.channel import ChannelClient, ChannelServer
-from ppdl_nb.workers.keys import KeyPair
-from ppdl_nb.workers.virtual import VirtualNetwork
+from ppdl_nb.workers.transport.channel import ChannelClient, ChannelServer
+from ppdl_nb.workers.transport.keys import KeyPair
+from ppdl_nb.workers.transport.virtual import VirtualNetwork
 
 ULP = 2.0**-16
 

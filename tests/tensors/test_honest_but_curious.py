@@ -31,8 +31,8 @@ from scipy import stats
 import ppdl_nb
 from ppdl_nb import mpc
 from ppdl_nb.tensors.shared import session_for
-from ppdl_nb.workers import codec
-from ppdl_nb.workers.virtual import VirtualNetwork
+from ppdl_nb.workers.core import codec
+from ppdl_nb.workers.transport.virtual import VirtualNetwork
 
 NAMES = ("alice", "bob", "charlie", "dave")
 RINGS = {torch.int64: np.uint64, torch.int32: np.uint32, torch.int16: np.uint16}

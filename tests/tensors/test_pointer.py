@@ -90,7 +90,7 @@ def test_conv_and_pool(alice):
 @settings(max_examples=15, deadline=None)
 @given(st.lists(st.integers(1, 4), min_size=1, max_size=3))
 def test_random_shapes(shape):
-    net = ppdl_nb.workers.virtual.VirtualNetwork()
+    net = ppdl_nb.workers.transport.virtual.VirtualNetwork()
     w = ppdl_nb.VirtualWorker("hypo", network=net)
     a, b = torch.randn(shape), torch.randn(shape)
     _check(send(a, w) * send(b, w) + 1, a * b + 1)

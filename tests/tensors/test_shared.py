@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 import ppdl_nb
 from ppdl_nb import mpc
 from ppdl_nb.tensors.shared import session_for
-from ppdl_nb.workers.virtual import VirtualNetwork
+from ppdl_nb.workers.transport.virtual import VirtualNetwork
 
 ULP = 2.0**-16
 ELEMENTWISE_TOL = 2.0**-15

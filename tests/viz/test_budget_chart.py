@@ -6,7 +6,7 @@ import pytest
 
 import ppdl_nb
 from ppdl_nb.viz.budget import Ledger, ledgers, plot_budgets
-from ppdl_nb.workers.virtual import VirtualNetwork
+from ppdl_nb.workers.transport.virtual import VirtualNetwork
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import torch
 
 import ppdl_nb
 from ppdl_nb.viz.dashboard import COLUMNS, WorkerDashboard
-from ppdl_nb.workers.kernel import wait_until
-from ppdl_nb.workers.virtual import VirtualNetwork
+from ppdl_nb.workers.core.waiting import wait_until
+from ppdl_nb.workers.transport.virtual import VirtualNetwork
 
 
 def _pair():

@@ -8,7 +8,7 @@ from scipy import stats
 import ppdl_nb
 from ppdl_nb.viz.chain_diagram import ChainDiagram
 from ppdl_nb.viz.shares import plot_shares, share_histograms
-from ppdl_nb.workers.virtual import VirtualNetwork
+from ppdl_nb.workers.transport.virtual import VirtualNetwork
 
 
 def _parties():

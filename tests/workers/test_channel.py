@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ppdl_nb.workers import channel_client as chan_client
-from ppdl_nb.workers.channel import ChannelClient, ChannelServer
-from ppdl_nb.workers.keys import KeyPair
+from ppdl_nb.workers.transport import channel_client as chan_client
+from ppdl_nb.workers.transport.channel import ChannelClient, ChannelServer
+from ppdl_nb.workers.transport.keys import KeyPair
 
 
 def echo(frames, peer):
@@ -73,7 +73,7 @@ def test_replayed_and_tampered_messages_are_refused(server_and_keys, monkeypatch
 
 
 def chan_wait(predicate, timeout: float = 5.0) -> bool:
-    from ppdl_nb.workers.kernel import wait_until
+    from ppdl_nb.workers.core.waiting import wait_until
 
     return wait_until(predicate, timeout)
 

@@ -8,8 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ppdl_nb.workers import codec
-from ppdl_nb.workers.codec import CodecError, Ref, decode, encode, join_frames, split_frames
+from ppdl_nb.workers.core import codec
+from ppdl_nb.workers.core.codec import CodecError, Ref, decode, encode, join_frames, split_frames
 
 DTYPES = list(codec.DTYPES.values())
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ppdl_nb.workers import tracing
-from ppdl_nb.workers.concurrent import concurrently, outcomes
+from ppdl_nb.workers.core import tracing
+from ppdl_nb.workers.core.concurrent import concurrently, outcomes
 
 
 def test_outcomes_report_each_result_or_error_in_order(trio):

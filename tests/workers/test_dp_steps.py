@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import ppdl_nb
-from ppdl_nb.workers.virtual import VirtualNetwork
+from ppdl_nb.workers.transport.virtual import VirtualNetwork
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def test_the_data_stays_private_and_unknown_datasets_are_refused(owner):
 def _digits_owners(n: int, budget: float):
     """n virtual data owners, each holding a disjoint part of the first 600 digits."""
     from ppdl_nb.datasets import load_digits
-    from ppdl_nb.workers.dp_steps import attach_dataset
+    from ppdl_nb.dp.worker_steps import attach_dataset
 
     x, y = load_digits()
     net = VirtualNetwork()

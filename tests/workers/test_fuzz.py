@@ -8,11 +8,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ppdl_nb.workers import codec
-from ppdl_nb.workers import handlers as _handlers  # noqa: F401
-from ppdl_nb.workers.codec import Ref
-from ppdl_nb.workers.messages import HANDLERS
-from ppdl_nb.workers.worker import Worker
+from ppdl_nb.workers.core import codec
+from ppdl_nb.workers.core import handlers as _handlers  # noqa: F401
+from ppdl_nb.workers.core.codec import Ref
+from ppdl_nb.workers.core.messages import HANDLERS
+from ppdl_nb.workers.core.worker import Worker
 
 BATCH = 50
 EXAMPLES = 200  # 200 x 50 = 10,000 messages

@@ -12,7 +12,8 @@ import torch
 
 import ppdl_nb
 from ppdl_nb.errors import WorkerUnavailableError
-from ppdl_nb.workers.kernel import launch, wait_until
+from ppdl_nb.workers.core.waiting import wait_until
+from ppdl_nb.workers.transport.kernel import launch
 
 
 def alive(pid: int) -> bool:
@@ -34,7 +35,7 @@ def test_workers_are_separate_processes_and_data_lives_there(pair):
     a, b = pair
     assert a.pid != os.getpid() and a.pid != b.pid and alive(a.pid)
     x = ppdl_nb.send(torch.arange(4.0), a)
-    inside = a.execute("from ppdl_nb.workers.runtime import current\n"
+    inside = a.execute("from ppdl_nb.workers.transport.runtime import current\n"
                        "w = current()\nprint(w.name, len(w.store))")
     assert inside.status == "ok" and inside.stdout.startswith("kw_a")
     assert "WARNING" not in inside.stdout + inside.stderr  # no TCP-encryption warning
@@ -82,7 +83,7 @@ def test_inspection_off_is_refused_by_the_kernel_itself():
 
 CRASHING_NOTEBOOK = """
 import os, sys
-from ppdl_nb.workers.kernel import launch
+from ppdl_nb.workers.transport.kernel import launch
 group = launch("orphan_a", "orphan_b")
 print(" ".join(str(w.pid) for w in group), flush=True)
 sys.stdin.read()

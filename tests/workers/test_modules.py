@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ppdl_nb import ModulePointer, send
-from ppdl_nb.workers import codec
-from ppdl_nb.workers.modules import ModelPayloadError, module_from_spec, module_to_spec
+from ppdl_nb.workers.core import codec
+from ppdl_nb.workers.core.modules import ModelPayloadError, module_from_spec, module_to_spec
 
 
 class Net(nn.Module):

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import ppdl_nb
-from ppdl_nb.workers.party import LocalParty, local_party
-from ppdl_nb.workers.virtual import VirtualNetwork
+from ppdl_nb.workers.transport.party import LocalParty, local_party
+from ppdl_nb.workers.transport.virtual import VirtualNetwork
 
 
 class _Client:

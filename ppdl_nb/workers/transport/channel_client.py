@@ -3,8 +3,8 @@
 A client sends one request at a time and waits for its reply; it holds one DEALER socket
 and one session, made on first use and dropped after a timeout or a refusal.
 
->>> from ppdl_nb.workers.channel import ChannelServer
->>> from ppdl_nb.workers.keys import KeyPair
+>>> from ppdl_nb.workers.transport.channel import ChannelServer
+>>> from ppdl_nb.workers.transport.keys import KeyPair
 >>> server_keys, client_keys = KeyPair.generate(), KeyPair.generate()
 >>> with ChannelServer(server_keys, None, lambda f, p: f, {"nb": client_keys.public}) as s:
 ...     with ChannelClient(client_keys, s.endpoint, server_keys.public, "nb") as c:
@@ -22,10 +22,16 @@ import zmq
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..errors import RemoteError, remote_exception
-from . import chan_wire as wire
-from .chan_socket import HWM, MAX_MESSAGE_BYTES, Session, context, send_parts
-from .keys import KeyPair, derive_session, parse_public_key
+from ppdl_nb.errors import RemoteError, remote_exception
+from ppdl_nb.workers.transport import chan_wire as wire
+from ppdl_nb.workers.transport.chan_socket import (
+    HWM,
+    MAX_MESSAGE_BYTES,
+    Session,
+    context,
+    send_parts,
+)
+from ppdl_nb.workers.transport.keys import KeyPair, derive_session, parse_public_key
 
 __all__ = ["ChannelClient"]
 

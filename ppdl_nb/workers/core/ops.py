@@ -52,7 +52,7 @@ def resolve(name: str) -> Callable[..., Any]:
     if not isinstance(name, str) or name not in OPS:
         raise KeyError(
             f"operation {name!r} is not in the allowlist of {len(OPS)} operations; "
-            "workers run only allowlisted ops (see ppdl_nb.workers.ops.OPS)"
+            "workers run only allowlisted ops (see ppdl_nb.workers.core.ops.OPS)"
         )
     return OPS[name]
 

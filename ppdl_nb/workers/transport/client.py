@@ -15,8 +15,8 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import remote_exception
-from . import codec, tracing
+from ppdl_nb.errors import remote_exception
+from ppdl_nb.workers.core import codec, tracing
 
 __all__ = ["WorkerClient"]
 

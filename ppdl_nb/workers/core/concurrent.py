@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from . import tracing
+from ppdl_nb.workers.core import tracing
 
 __all__ = ["concurrently", "outcomes", "submit"]
 

@@ -22,7 +22,6 @@ import signal
 import sys
 import tempfile
 import threading
-import time
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,11 +30,11 @@ from typing import Any
 from jupyter_client import KernelManager
 from jupyter_client.kernelspec import KernelSpecManager
 
-from ..errors import WorkerUnavailableError
-from .channel_client import ChannelClient
-from .keys import KeyPair
-from .party import Siblings
-from .runtime import DEFAULT_TIMEOUT, ChannelConnection
+from ppdl_nb.errors import WorkerUnavailableError
+from ppdl_nb.workers.transport.channel_client import ChannelClient
+from ppdl_nb.workers.transport.keys import KeyPair
+from ppdl_nb.workers.transport.party import Siblings
+from ppdl_nb.workers.transport.runtime import DEFAULT_TIMEOUT, ChannelConnection
 
 __all__ = ["KernelProcess", "KernelWorker", "WorkerGroup", "launch"]
 
@@ -60,7 +59,7 @@ def _run_dir() -> str:
         spec = os.path.join(_RUN_DIR, "kernels", SPEC_NAME)
         os.makedirs(spec)
         with open(os.path.join(spec, "kernel.json"), "w") as f:
-            json.dump({"argv": [sys.executable, "-m", "ppdl_nb.workers.kernel_boot", "-f",
+            json.dump({"argv": [sys.executable, "-m", "ppdl_nb.workers.transport.kernel_boot", "-f",
                                 "{connection_file}", "--HistoryManager.enabled=False",
                                 "--IPKernelApp.matplotlib=inline"],
                        "display_name": "ppdl worker", "language": "python"}, f)
@@ -120,7 +119,7 @@ class KernelProcess:
         self.km = KernelManager(kernel_name=SPEC_NAME, kernel_spec_manager=ksm,
                                 transport="ipc", ip=os.path.join(_run_dir(), self.name))
         env = dict(os.environ)
-        from .dp_steps import state_root
+        from ppdl_nb.workers.core.state import state_root
 
         env.update(PPDL_NB_PARENT_PID=str(os.getpid()), PPDL_NB_STATE_DIR=str(state_root()),
                    PYDEVD_DISABLE_FILE_VALIDATION="1")
@@ -203,8 +202,8 @@ class KernelProcess:
 
 BOOT = """
 import json as _json
-import ppdl_nb.workers.runtime as _ppdl_runtime
-_ppdl_info = _ppdl_runtime.start({name!r}, {key!r}, inspect={inspect!r})
+import ppdl_nb.boot as _ppdl_boot
+_ppdl_info = _ppdl_boot.start_kernel_worker({name!r}, {key!r}, inspect={inspect!r})
 print("PPDL-READY " + _json.dumps(_ppdl_info))
 """
 LOCK_SHELL = """
@@ -357,12 +356,3 @@ def _shutdown_all() -> None:
     for process in list(_LAUNCHED):
         process.shutdown()
 
-
-def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
-    """Poll ``predicate`` until true or ``timeout``; for process-table checks."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())

@@ -17,53 +17,24 @@ the data-independent cost of the noisy aggregate those votes will enter.
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from .. import datasets
-from ..dp import queries
-from ..dp.budget import PrivacyBudget
-from .handlers import stored_result
-from .messages import protocol_step
-from .worker import Worker
+from ppdl_nb import datasets
+from ppdl_nb.dp import queries
+from ppdl_nb.dp.budget import PrivacyBudget
+from ppdl_nb.workers.core.handlers import stored_result
+from ppdl_nb.workers.core.messages import protocol_step
+from ppdl_nb.workers.core.state import state_dir
+from ppdl_nb.workers.core.worker import Worker
 
-__all__ = ["DATASETS", "attach_dataset", "budget_of", "state_dir", "state_root"]
+__all__ = ["attach_dataset", "budget_of"]
 
-# Datasets a peer may ask a worker to load, by name. Files (CSV) are loaded by the owner
-# only (attach_dataset), never by a path a peer chose.
-DATASETS: dict[str, Callable[[], Any]] = {
-    "digits": datasets.load_digits,
-    "breast_cancer": datasets.load_breast_cancer,
-    "mnist_5k": datasets.load_mnist_5k,
-    "boston_housing": datasets.load_boston_housing,
-}
 
 QUERIES = {"count": queries.dp_count, "sum": queries.dp_sum, "mean": queries.dp_mean}
 
 
-def state_root() -> Path:
-    """``$PPDL_NB_STATE_DIR``, or a directory for this notebook session.
-
-    Kernel workers inherit the notebook's root, so their ledgers outlive a restart of the
-    worker; set ``PPDL_NB_STATE_DIR`` to keep them across notebook sessions too.
-    """
-    root = os.environ.get("PPDL_NB_STATE_DIR")
-    if not root:
-        root = os.path.join(tempfile.gettempdir(), f"ppdl_nb-{os.getuid()}", str(os.getpid()))
-        os.environ["PPDL_NB_STATE_DIR"] = root  # inherited by the workers this process starts
-    return Path(root)
-
-
-def state_dir(worker: Worker) -> Path:
-    """Where the worker keeps state that must outlive a restart (its privacy ledgers)."""
-    path = state_root() / worker.name
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _dp(worker: Worker) -> dict[str, Any]:
@@ -111,9 +82,7 @@ def load(worker: Worker, caller: str, *, dataset: str, epsilon: float, delta: fl
     If a ledger for it already exists (the worker restarted), its totals and spending
     stand: a caller cannot reset or raise a budget.
     """
-    if dataset not in DATASETS:
-        raise KeyError(f"unknown dataset {dataset!r}; a worker loads only {sorted(DATASETS)}")
-    data = DATASETS[dataset]()
+    data = datasets.load_named(dataset)
     path = state_dir(worker) / f"budget-{dataset}.json"
     if path.exists():
         import json
@@ -179,8 +148,8 @@ def fit(worker: Worker, caller: str, *, dataset: str, spec: dict, delta: float,
     fit); only the trained weights and the per-epoch metrics (on a held-out part of the
     worker's data) leave the worker: a differentially private release.
     """
-    from ..dp.fit import fit_private, plan_epsilon
-    from .modules import module_from_spec, module_to_spec
+    from ppdl_nb.dp.fit import fit_private, plan_epsilon
+    from ppdl_nb.workers.core.modules import module_from_spec, module_to_spec
 
     ids = _dp(worker)["data"].get(dataset)
     if ids is None:
@@ -219,9 +188,9 @@ def teacher_votes(worker: Worker, caller: str, *, dataset: str, spec: dict,
     person in this partition is covered whatever the other teachers vote. The aggregator
     is trusted to add the noise (PATE's model); it sees each teacher's votes.
     """
-    from ..dp.pate import gnmax_epsilon
-    from ..fl import local
-    from .modules import module_from_spec
+    from ppdl_nb.dp.pate import gnmax_epsilon
+    from ppdl_nb.fl import local
+    from ppdl_nb.workers.core.modules import module_from_spec
 
     ids = _dp(worker)["data"].get(dataset)
     if ids is None:

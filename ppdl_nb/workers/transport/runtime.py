@@ -17,13 +17,13 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..errors import WorkerUnavailableError
-from .channel import ChannelServer
-from .channel_client import ChannelClient
-from .client import WorkerClient
-from .keys import KeyPair, parse_public_key
-from .messages import message
-from .worker import Worker
+from ppdl_nb.errors import WorkerUnavailableError
+from ppdl_nb.workers.core.messages import message
+from ppdl_nb.workers.core.worker import Worker
+from ppdl_nb.workers.transport.channel import ChannelServer
+from ppdl_nb.workers.transport.channel_client import ChannelClient
+from ppdl_nb.workers.transport.client import WorkerClient
+from ppdl_nb.workers.transport.keys import KeyPair, parse_public_key
 
 __all__ = ["ChannelConnection", "WorkerRuntime", "current", "start"]
 
@@ -132,10 +132,7 @@ def start(name: str, notebook_key: str, *, inspect: bool = True) -> dict[str, An
     global _CURRENT
     if _CURRENT is not None:
         raise RuntimeError(f"this process already runs worker {_CURRENT.worker.name}")
-    from .. import fl as _fl  # noqa: F401  (protocol steps installed with the package)
-    from . import dp_steps as _dp  # noqa: F401
-    from . import handlers as _handlers  # noqa: F401
-    from . import mpc_steps as _mpc  # noqa: F401
+    from ppdl_nb.workers.core import handlers as _handlers  # noqa: F401  (core vocabulary)
 
     _CURRENT = WorkerRuntime(name, notebook_key, inspect=inspect)
     return _CURRENT.describe()

@@ -7,7 +7,7 @@ with encoded frames: an error becomes an error reply, and the worker keeps servi
 with everything it held.
 
 >>> w = Worker("alice")
->>> from ppdl_nb.workers.codec import decode, encode
+>>> from ppdl_nb.workers.core.codec import decode, encode
 >>> decode(w.handle(encode({"kind": "info"}), caller="me"))["result"]["objects"]
 0
 """
@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 
-from ..errors import error_message, wire_type
-from . import codec
-from .messages import MessageError, validate
-from .store import ObjectStore
+from ppdl_nb.errors import error_message, wire_type
+from ppdl_nb.workers.core import codec
+from ppdl_nb.workers.core.messages import MessageError, validate
+from ppdl_nb.workers.core.store import ObjectStore
 
 __all__ = ["Counters", "Worker", "describe"]
 

@@ -11,17 +11,21 @@ handler runs, so a handler never sees a malformed message.
 >>> validate({"kind": "greet", "name": 3})
 Traceback (most recent call last):
   ...
-ppdl_nb.workers.messages.MessageError: field 'name' of a 'greet' message must be str, got int
+ppdl_nb.workers.core.messages.MessageError: field 'name' of a 'greet' message must be str, got int
 >>> del HANDLERS["greet"]  # (an example only)
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["HANDLERS", "STEPS", "MessageError", "message", "protocol_step", "validate"]
+__all__ = [
+    "HANDLERS", "STEPS", "MessageError", "find_step", "install_step_table", "message",
+    "protocol_step", "validate",
+]
 
 
 class MessageError(ValueError):
@@ -37,6 +41,9 @@ class Kind:
 
 HANDLERS: dict[str, Kind] = {}
 STEPS: dict[str, Callable[..., Any]] = {}
+# step name -> the module that registers it, imported on first use. Filled once by the
+# composition root (ppdl_nb.boot); the module path comes from this table, never from a peer.
+_STEP_TABLE: dict[str, str] = {}
 
 _COMMON_OPTIONAL: dict[str, type | tuple[type, ...]] = {"gc": list}
 
@@ -69,6 +76,27 @@ def protocol_step(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any
         return fn
 
     return register
+
+
+def install_step_table(table: dict[str, str]) -> None:
+    """Say which module registers each step, so a worker imports it only when first asked.
+
+    Called by the composition root; a name already mapped elsewhere is an error.
+    """
+    for name, module in table.items():
+        if _STEP_TABLE.get(name, module) != module:
+            raise ValueError(f"protocol step {name!r} already comes from {_STEP_TABLE[name]}")
+    _STEP_TABLE.update(table)
+
+
+def find_step(name: str) -> Callable[..., Any]:
+    """The registered step ``name``, importing its module from the fixed table if needed."""
+    if name not in STEPS and name in _STEP_TABLE:
+        importlib.import_module(_STEP_TABLE[name])
+    if name not in STEPS:
+        raise KeyError(f"protocol step {name!r} is not installed on this worker; "
+                       f"installed: {sorted(set(STEPS) | set(_STEP_TABLE))}")
+    return STEPS[name]
 
 
 def validate(msg: Any) -> Kind:

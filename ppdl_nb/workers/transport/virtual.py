@@ -16,10 +16,10 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import WorkerUnavailableError
-from .client import WorkerClient
-from .party import Siblings
-from .worker import Worker
+from ppdl_nb.errors import WorkerUnavailableError
+from ppdl_nb.workers.core.worker import Worker
+from ppdl_nb.workers.transport.client import WorkerClient
+from ppdl_nb.workers.transport.party import Siblings
 
 __all__ = ["LocalConnection", "VirtualNetwork", "VirtualWorker"]
 

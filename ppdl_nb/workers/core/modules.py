@@ -24,7 +24,7 @@ import torch
 import torch.fx
 from torch import nn
 
-from . import ops
+from ppdl_nb.workers.core import ops
 
 __all__ = ["LAYERS", "ModelPayloadError", "RebuiltModule", "module_from_spec", "module_to_spec"]
 
@@ -124,7 +124,7 @@ def module_to_spec(module: nn.Module) -> dict[str, Any]:
             if name is None:
                 raise ModelPayloadError(
                     f"function {getattr(node.target, '__name__', node.target)} is not in the "
-                    "allowlist of operations a worker runs (ppdl_nb.workers.ops.OPS)"
+                    "allowlist of operations a worker runs (ppdl_nb.workers.core.ops.OPS)"
                 )
             entry["target"] = name
         elif node.op == "call_method":

@@ -44,11 +44,18 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import zmq
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..errors import error_message, wire_type
-from . import chan_wire as wire
-from .chan_socket import HWM, MAX_MESSAGE_BYTES, Session, context, private_endpoint, send_parts
-from .channel_client import ChannelClient
-from .keys import KeyPair, derive_session, parse_public_key
+from ppdl_nb.errors import error_message, wire_type
+from ppdl_nb.workers.transport import chan_wire as wire
+from ppdl_nb.workers.transport.chan_socket import (
+    HWM,
+    MAX_MESSAGE_BYTES,
+    Session,
+    context,
+    private_endpoint,
+    send_parts,
+)
+from ppdl_nb.workers.transport.channel_client import ChannelClient
+from ppdl_nb.workers.transport.keys import KeyPair, derive_session, parse_public_key
 
 __all__ = ["ChannelClient", "ChannelServer", "Frames", "Handler", "private_endpoint"]
 

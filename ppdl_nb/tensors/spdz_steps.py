@@ -42,13 +42,9 @@ from typing import Any
 
 import torch
 
-from .. import mpc
-from ..mpc import beaver
-from . import tracing
-from .codec import Ref
-from .handlers import stored_result
-from .messages import protocol_step
-from .mpc_rounds import (
+from ppdl_nb import mpc
+from ppdl_nb.mpc import beaver
+from ppdl_nb.tensors.spdz_rounds import (
     Outbox,
     abort_peers,
     broadcast,
@@ -62,7 +58,11 @@ from .mpc_rounds import (
     session_of,
     single_threaded,
 )
-from .worker import Worker
+from ppdl_nb.workers.core import tracing
+from ppdl_nb.workers.core.codec import Ref
+from ppdl_nb.workers.core.handlers import stored_result
+from ppdl_nb.workers.core.messages import protocol_step
+from ppdl_nb.workers.core.worker import Worker
 
 __all__: list[str] = []  # protocol steps, registered by name
 

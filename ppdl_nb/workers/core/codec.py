@@ -25,7 +25,7 @@ import msgpack
 import numpy as np
 import torch
 
-from ..errors import CodecError
+from ppdl_nb.errors import CodecError
 
 __all__ = [
     "DTYPES",

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import zmq
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from . import chan_wire as wire
+from ppdl_nb.workers.transport import chan_wire as wire
 
 __all__ = ["HWM", "MAX_MESSAGE_BYTES", "Session", "context", "private_endpoint", "send_parts"]
 

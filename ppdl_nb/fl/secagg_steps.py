@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
-from ..dp import noise
-from ..fl.secagg import SecAggClient
-from .fl_steps import held
-from .messages import protocol_step
-from .worker import Worker
+from ppdl_nb.dp import noise
+from ppdl_nb.fl.secagg import SecAggClient
+from ppdl_nb.fl.worker_steps import held
+from ppdl_nb.workers.core.messages import protocol_step
+from ppdl_nb.workers.core.worker import Worker
 
 __all__: list[str] = []  # protocol steps only; they register themselves
 

@@ -19,12 +19,12 @@ from typing import Any
 
 import torch
 
-from ..mpc.dealer import check_correction, expand_parts
-from ..mpc.ring import check_ring
-from .codec import Ref
-from .concurrent import submit
-from .store import Entry
-from .worker import Worker
+from ppdl_nb.mpc.dealer import check_correction, expand_parts
+from ppdl_nb.mpc.ring import check_ring
+from ppdl_nb.workers.core.codec import Ref
+from ppdl_nb.workers.core.concurrent import submit
+from ppdl_nb.workers.core.store import Entry
+from ppdl_nb.workers.core.worker import Worker
 
 __all__ = ["WAIT_TIMEOUT", "Outbox", "abort_peers", "broadcast", "derived", "draw",
            "entry_of", "open_policy", "opened_values", "pending", "session_of", "single_threaded",

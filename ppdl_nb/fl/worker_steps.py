@@ -18,16 +18,15 @@ from typing import Any
 
 import torch
 
-from .. import mpc
-from ..dp import noise
-from ..fl import local
-from ..mpc.ring import check_ring
-from .codec import Ref
-from .dp_steps import DATASETS
-from .handlers import stored_result
-from .messages import protocol_step
-from .modules import module_from_spec
-from .worker import Worker
+from ppdl_nb import datasets, mpc
+from ppdl_nb.dp import noise
+from ppdl_nb.fl import local
+from ppdl_nb.mpc.ring import check_ring
+from ppdl_nb.workers.core.codec import Ref
+from ppdl_nb.workers.core.handlers import stored_result
+from ppdl_nb.workers.core.messages import protocol_step
+from ppdl_nb.workers.core.modules import module_from_spec
+from ppdl_nb.workers.core.worker import Worker
 
 __all__: list[str] = []  # protocol steps only; they register themselves
 
@@ -62,12 +61,10 @@ def load(worker: Worker, caller: str, *, dataset: str, n_clients: int, clients: 
     (:func:`ppdl_nb.fl.dataset.public_split`) that nobody trains on.
     The caller learns each client's size and label counts and gets pointers it cannot open.
     """
-    from ..fl.dataset import public_split
-    from ..fl.partition import partition
+    from ppdl_nb.fl.dataset import public_split
+    from ppdl_nb.fl.partition import partition
 
-    if dataset not in DATASETS:
-        raise KeyError(f"unknown dataset {dataset!r}; a worker loads only {sorted(DATASETS)}")
-    data = DATASETS[dataset]()
+    data = datasets.load_named(dataset)
     train_idx, _ = public_split(len(data.y), test_rows, seed)
     if len(train_idx) < n_clients:
         raise ValueError(f"{dataset} has {len(data.y)} rows; after {test_rows} test rows, too "

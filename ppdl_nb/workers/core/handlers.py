@@ -6,11 +6,11 @@ from typing import Any
 
 import torch
 
-from . import modules, ops, tracing
-from .codec import Ref
-from .messages import STEPS, message
-from .store import Entry
-from .worker import Worker, describe
+from ppdl_nb.workers.core import modules, ops, tracing
+from ppdl_nb.workers.core.codec import Ref
+from ppdl_nb.workers.core.messages import find_step, message
+from ppdl_nb.workers.core.store import Entry
+from ppdl_nb.workers.core.worker import Worker, describe
 
 __all__ = ["stored_result"]
 
@@ -144,11 +144,7 @@ def _send(worker: Worker, msg: dict, caller: str) -> dict:
 
 @message("step", name=str, optional={"kwargs": dict})
 def _step(worker: Worker, msg: dict, caller: str) -> Any:
-    name = msg["name"]
-    if name not in STEPS:
-        raise KeyError(f"protocol step {name!r} is not installed on {worker.name}; "
-                       f"installed: {sorted(STEPS)}")
-    return STEPS[name](worker, caller, **msg.get("kwargs", {}))
+    return find_step(msg["name"])(worker, caller, **msg.get("kwargs", {}))
 
 
 def _resolve_refs(worker: Worker, value: Any, inputs: list[Entry]) -> Any:

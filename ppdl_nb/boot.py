@@ -1,0 +1,50 @@
+"""The composition root: what a worker process loads, and when.
+
+Every layer below registers its own pieces (message kinds in ``workers``, protocol steps
+next to the concept they belong to). This module, above all layers and ranked by none,
+puts them together: it tells the worker which module registers each protocol step, so a
+worker imports DP, FL or SPDZ code only when a step of theirs is first asked for, and it
+is what a kernel worker runs at start-up.
+
+>>> from ppdl_nb.workers.core.messages import find_step
+>>> find_step("dp.budget").__module__
+'ppdl_nb.dp.worker_steps'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ppdl_nb.workers.core import handlers as _handlers  # noqa: F401  (the core vocabulary)
+from ppdl_nb.workers.core.messages import install_step_table
+
+__all__ = ["STEP_MODULES", "start_kernel_worker"]
+
+_STEP_HOMES: dict[str, tuple[str, ...]] = {
+    "ppdl_nb.dp.worker_steps": (
+        "dp.budget", "dp.budgets", "dp.fit", "dp.load", "dp.query", "dp.teacher_votes",
+    ),
+    "ppdl_nb.fl.worker_steps": (
+        "fl.aggregate", "fl.load", "fl.share", "fl.sum_shares", "fl.take_share", "fl.train",
+    ),
+    "ppdl_nb.fl.secagg_steps": ("secagg.keys", "secagg.masked", "secagg.share", "secagg.unmask"),
+    "ppdl_nb.tensors.spdz_steps": (
+        "mpc.abort", "mpc.beaver_finish", "mpc.beaver_open", "mpc.bilinear", "mpc.corrections",
+        "mpc.deal", "mpc.dealer_setup", "mpc.deliver", "mpc.histogram", "mpc.join",
+        "mpc.prepare", "mpc.reconstruct", "mpc.share_from", "mpc.trunc_finish",
+        "mpc.trunc_open", "mpc.truncate",
+    ),
+}
+
+#: step name -> the module that registers it (a fixed table: never a name a peer chose)
+STEP_MODULES: dict[str, str] = {
+    step: module for module, steps in _STEP_HOMES.items() for step in steps
+}
+install_step_table(STEP_MODULES)
+
+
+def start_kernel_worker(name: str, notebook_key: str, *, inspect: bool = True) -> dict[str, Any]:
+    """Inside a worker kernel: start this process's worker; returns endpoint, key and pid."""
+    from ppdl_nb.workers.transport import runtime
+
+    return runtime.start(name, notebook_key, inspect=inspect)
