@@ -17,13 +17,15 @@ ppdl_nb.workers.core.messages.MessageError: field 'name' of a 'greet' message mu
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "HANDLERS", "STEPS", "MessageError", "find_step", "install_step_table", "message",
+    "HANDLERS", "STEPS", "MessageError", "Step", "find_step", "install_step_table", "message",
     "protocol_step", "validate",
 ]
 
@@ -40,7 +42,7 @@ class Kind:
 
 
 HANDLERS: dict[str, Kind] = {}
-STEPS: dict[str, Callable[..., Any]] = {}
+STEPS: dict[str, Step] = {}
 # step name -> the module that registers it, imported on first use. Filled once by the
 # composition root (ppdl_nb.boot); the module path comes from this table, never from a peer.
 _STEP_TABLE: dict[str, str] = {}
@@ -62,18 +64,55 @@ def message(
     return register
 
 
-def protocol_step(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+class Step:
+    """A registered protocol step: the worker's function and the notebook's typed handle.
+
+    On a worker, ``step(worker, caller, **kwargs)`` runs it. On the notebook,
+    ``step.on(client, **kwargs)`` asks ``client``'s worker to run it, after checking the
+    keyword arguments against the step's own signature, so a misspelt argument is a
+    ``TypeError`` naming what the user typed, before anything is sent; "go to definition"
+    on the handle lands on the code the worker runs.
+    """
+
+    def __init__(self, name: str, fn: Callable[..., Any]) -> None:
+        self.name = name
+        self.fn = fn
+        functools.update_wrapper(self, fn)
+        params = list(inspect.signature(fn).parameters.values())[2:]  # past worker, caller
+        self.signature = inspect.Signature(params)
+
+    def __call__(self, worker: Any, caller: str, **kwargs: Any) -> Any:
+        return self.fn(worker, caller, **kwargs)
+
+    def check(self, **kwargs: Any) -> None:
+        """Raise ``TypeError`` if ``kwargs`` do not fit the step's parameters."""
+        try:
+            self.signature.bind(**kwargs)
+        except TypeError as exc:
+            raise TypeError(f"step {self.name}: {exc}") from None
+
+    def on(self, client: Any, /, **kwargs: Any) -> Any:
+        """Run this step on ``client``'s worker (the notebook's side)."""
+        self.check(**kwargs)
+        return client.step(self.name, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<protocol step {self.name}{self.signature}>"
+
+
+def protocol_step(name: str) -> Callable[[Callable[..., Any]], Step]:
     """Register a protocol step a worker runs on request: ``fn(worker, caller, **kwargs)``.
 
     Secret sharing, federated training and DP queries add their steps this way, so the
-    worker runs only code that was installed with it, never code a peer sent.
+    worker runs only code that was installed with it, never code a peer sent. The
+    decorator returns a :class:`Step`, the typed handle the notebook side calls.
     """
 
-    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-        if name in STEPS and STEPS[name] is not fn:
+    def register(fn: Callable[..., Any]) -> Step:
+        if name in STEPS and STEPS[name].fn is not fn:
             raise ValueError(f"protocol step {name!r} is already registered")
-        STEPS[name] = fn
-        return fn
+        step = STEPS[name] = Step(name, fn)
+        return step
 
     return register
 
@@ -89,7 +128,7 @@ def install_step_table(table: dict[str, str]) -> None:
     _STEP_TABLE.update(table)
 
 
-def find_step(name: str) -> Callable[..., Any]:
+def find_step(name: str) -> Step:
     """The registered step ``name``, importing its module from the fixed table if needed."""
     if name not in STEPS and name in _STEP_TABLE:
         importlib.import_module(_STEP_TABLE[name])
