@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from ppdl_nb import boot as _boot  # noqa: F401  (the message vocabulary and step table)
+from ppdl_nb import viz as _viz  # noqa: F401  (fills ppdl_nb.plotting: History.plot & co.)
 from ppdl_nb.errors import WorkerMismatchError, WorkerUnavailableError
 from ppdl_nb.tensors.chain import chain_of
 from ppdl_nb.tensors.fixed import FixedPrecisionTensor, fix_precision, share

@@ -28,6 +28,8 @@ import numbers
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from ppdl_nb.plotting import draw
+
 __all__ = ["History", "compare"]
 
 _HTML_ROWS = 12  # above this many rounds the HTML table shows the first and last few
@@ -241,51 +243,17 @@ class History:
 
         ``metrics`` None means loss and accuracy, whichever were recorded. ``ax`` may be
         one Axes (for one metric) or a sequence with one Axes per metric; otherwise a new
-        Figure, not registered with pyplot, is made. Returns the Figure.
+        Figure, not registered with pyplot, is made. Returns the Figure. The drawing is
+        ``ppdl_nb.viz.fl_plots.plot_history``, found through :mod:`ppdl_nb.plotting`.
         """
-        if metrics is None:
-            names = [m for m in ("loss", "accuracy") if m in self.metrics]
-            if not names:
-                raise ValueError(f"no loss or accuracy recorded; pass metrics= (recorded: "
-                                 f"{', '.join(self.metrics) or 'none'})")
-        else:
-            names = [metrics] if isinstance(metrics, str) else list(metrics)
-            if not names:
-                raise ValueError("metrics is empty")
-        series = {m: self.series(m) for m in names}
-        axes = _axes_for(len(names), ax, figsize=(3.6 * len(names), 2.8))
-        marks = sorted({ev["round"] for ev in self.events})
-        for a, name in zip(axes, names, strict=True):
-            xs, ys = series[name]
-            a.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3)
-            for r in marks:
-                a.axvline(r, color="grey", linestyle="--", linewidth=0.8)
-            a.set_xlabel("round")
-            a.set_title(name)
-            a.grid(alpha=0.3)
-        return axes[0].figure
-
-
-def _axes_for(n: int, ax: Any, figsize: tuple[float, float]) -> list[Any]:
-    if ax is None:
-        from ppdl_nb.viz.figures import new_figure
-
-        fig = new_figure(figsize=figsize)
-        return list(fig.subplots(1, n, squeeze=False)[0])
-    if hasattr(ax, "flat"):  # a numpy array of Axes, as plt.subplots returns
-        axes = list(ax.flat)
-    elif isinstance(ax, Sequence):
-        axes = list(ax)
-    else:
-        axes = [ax]
-    if len(axes) != n:
-        raise ValueError(f"got {len(axes)} axes for {n} metrics")
-    return axes
+        return draw("fl.history", self, metrics=metrics, ax=ax)
 
 
 def compare(histories: Mapping[str, History], metric: str = "accuracy",
             ax: Any = None) -> Any:
     """Overlay ``metric`` from several runs, one line per run, labelled by its key.
+
+    The drawing is ``ppdl_nb.viz.fl_plots.compare_histories``.
 
     >>> a, b = History(), History()
     >>> for r in (1, 2):
@@ -297,19 +265,7 @@ def compare(histories: Mapping[str, History], metric: str = "accuracy",
     """
     if not histories:
         raise ValueError("no histories to compare")
-    series = {}
     for name, hist in histories.items():
         if not isinstance(hist, History):
             raise TypeError(f"{name!r} is a {type(hist).__name__}, not a History")
-        if metric not in hist.metrics:
-            raise ValueError(f"run {name!r} has no {metric!r} (recorded: "
-                             f"{', '.join(hist.metrics) or 'none'})")
-        series[name] = hist.series(metric)
-    (a,) = _axes_for(1, ax, figsize=(5.0, 3.2))
-    for name, (xs, ys) in series.items():
-        a.plot(xs, ys, label=str(name), marker="o" if len(xs) < 30 else None, markersize=3)
-    a.set_xlabel("round")
-    a.set_ylabel(metric)
-    a.grid(alpha=0.3)
-    a.legend(frameon=False)
-    return a.figure
+    return draw("fl.compare", histories, metric=metric, ax=ax)

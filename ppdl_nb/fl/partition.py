@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ppdl_nb.plotting import draw
+
 __all__ = [
     "SCHEMES",
     "heterogeneity",
@@ -249,44 +251,12 @@ def plot_partition(counts: torch.Tensor, *, names: Sequence[str] | None = None,
 
     ``names`` label the clients (default ``client 0``, ...). Draws on ``ax`` when given,
     otherwise on a new Figure that is not registered with pyplot (nothing pops up; it
-    shows in Jupyter when it is a cell's value).
+    shows in Jupyter when it is a cell's value). The drawing is
+    ``ppdl_nb.viz.fl_plots.plot_partition_counts``, found through :mod:`ppdl_nb.plotting`.
     """
-
     data = _as_counts(counts)
-    n_clients, n_classes = data.shape
-    labels = _client_names(names, n_clients)
-    if ax is None:
-        from ppdl_nb.viz.figures import new_figure
-
-        fig = new_figure(figsize=(7.0, 0.9 + 0.35 * max(n_clients, 1)))
-        ax = fig.add_subplot()
-    else:
-        fig = ax.figure
-    cmap = _class_colors(n_classes)
-    left = np.zeros(n_clients)
-    y = np.arange(n_clients)
-    for cls in range(n_classes):
-        width = data[:, cls].numpy()
-        ax.barh(y, width, left=left, color=cmap(cls), label=str(cls), height=0.8)
-        left += width
-    ax.set_yticks(y, labels)
-    ax.invert_yaxis()  # client 0 at the top, as in the summary table
-    ax.set_xlabel("rows")
-    if n_classes:
-        ax.legend(title="class", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
-                  ncol=max(1, math.ceil(n_classes / 20)), frameon=False)
-    return fig
-
-
-def _class_colors(n: int) -> Any:
-    from matplotlib import colormaps
-
-    if n <= 10:
-        return colormaps["tab10"]
-    if n <= 20:
-        return colormaps["tab20"]
-    cmap = colormaps["viridis"]
-    return lambda i: cmap(i / (n - 1))
+    labels = _client_names(names, data.shape[0])
+    return draw("fl.partition", data.numpy(), names=labels, ax=ax)
 
 
 def partition_summary(counts: torch.Tensor, names: Sequence[str] | None = None) -> str:
