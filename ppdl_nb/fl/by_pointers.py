@@ -27,31 +27,28 @@ import time
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ppdl_nb import training
 from ppdl_nb.fl.dataset import FederatedDataset
-from ppdl_nb.fl.fedavg import FederatedRun, _evaluate
+from ppdl_nb.fl.fedavg import FederatedRun
 from ppdl_nb.fl.history import History
 from ppdl_nb.fl.local import apply_update, flat_weights
-from ppdl_nb.tensors.pointer import _call, send
+from ppdl_nb.tensors.pointer import call_remote, send
 
 __all__ = ["remote_sgd_step", "train_by_pointers"]
-
-LOSSES = {"cross_entropy": F.cross_entropy, "mse": F.mse_loss}
 
 
 def remote_sgd_step(params: tuple[Any, ...], lr: float) -> None:
     """``p -= lr * p.grad`` on the worker holding ``params`` (pointers), grads cleared."""
-    _call("optim.sgd_step", (lr, *params), {})
+    call_remote("optim.sgd_step", (lr, *params), {})
 
 
 def train_by_pointers(model: nn.Module, data: FederatedDataset, *, rounds: int = 1,
                       epochs: int = 1, batch_size: int = 32, lr: float = 0.1,
                       loss: str = "cross_entropy") -> FederatedRun:
     """FedAvg where every client trains by remote ops driven from here."""
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)}")
+    loss_fn = training.loss_function(loss)
     private = [c for c in data.clients if c.x.private or c.y.private]
     if private:
         raise PermissionError(
@@ -60,7 +57,6 @@ def train_by_pointers(model: nn.Module, data: FederatedDataset, *, rounds: int =
             "worker trains locally and only updates leave it.")
     global_model = copy.deepcopy(model)
     history = History()
-    loss_fn = LOSSES[loss]
     for rnd in range(1, rounds + 1):
         start = time.perf_counter()
         messages = sum(w.requests for w in data.workers)
@@ -81,7 +77,7 @@ def train_by_pointers(model: nn.Module, data: FederatedDataset, *, rounds: int =
         apply_update(global_model, total / rows)
         record: dict[str, Any] = {"loss": sum(losses) / len(losses)}
         if data.test is not None:
-            record.update(_evaluate(global_model, data.test, loss))
+            record.update(training.evaluate(global_model, *data.test, loss_fn))
         record["messages"] = sum(w.requests for w in data.workers) - messages
         record["seconds"] = time.perf_counter() - start
         history.append(rnd, **record)

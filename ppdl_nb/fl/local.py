@@ -19,24 +19,17 @@ True
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ppdl_nb.dp.fit import LOSSES
+from ppdl_nb import training
 
-__all__ = ["FRAC_BITS", "OPTIMIZERS", "LocalRun", "apply_update", "clip_update", "flat_weights",
-           "load_flat", "train_local"]
+__all__ = ["FRAC_BITS", "LocalRun", "apply_update", "clip_update", "flat_weights", "load_flat",
+           "train_local"]
 
 FRAC_BITS = 24  # fixed point for updates in secret shares: 2^-24 resolution, |sum| < 2^38
-
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr),
-    "momentum": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
-    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
-}
 
 
 def _float_state(model: nn.Module) -> list[torch.Tensor]:
@@ -68,12 +61,12 @@ def apply_update(model: nn.Module, update: torch.Tensor) -> nn.Module:
     return load_flat(model, flat_weights(model) + update)
 
 
-def clip_update(update: torch.Tensor, max_norm: float) -> tuple[torch.Tensor, float]:
-    """Scale ``update`` to L2 norm at most ``max_norm``; also return its original norm."""
-    if not max_norm > 0:
-        raise ValueError(f"max_norm must be positive, got {max_norm}")
+def clip_update(update: torch.Tensor, *, max_update_norm: float) -> tuple[torch.Tensor, float]:
+    """Scale ``update`` to L2 norm at most ``max_update_norm``; also return its original norm."""
+    if not max_update_norm > 0:
+        raise ValueError(f"max_update_norm must be positive, got {max_update_norm}")
     norm = float(update.norm())
-    scale = min(1.0, max_norm / norm) if norm > 0 else 1.0
+    scale = min(1.0, max_update_norm / norm) if norm > 0 else 1.0
     return update * scale, norm
 
 
@@ -102,40 +95,33 @@ def train_local(
 ) -> LocalRun:
     """Train ``model`` in place on ``(x, y)``; return the change in its weights.
 
-    ``prox_mu > 0`` adds FedProx's proximal term ``mu/2 * ||w - w_global||^2``, which keeps
-    clients with very different data from drifting far from the global model.
+    ``loss`` and ``optimizer`` are names from :mod:`ppdl_nb.training` (``"sgd"`` is plain
+    SGD, ``"momentum"`` SGD with momentum 0.9). ``prox_mu > 0`` adds FedProx's proximal
+    term ``mu/2 * ||w - w_global||^2``, which keeps clients with very different data from
+    drifting far from the global model. Runs on the model's device.
     """
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)}")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
+    loss_fn = training.loss_function(loss)
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
     if prox_mu < 0:
         raise ValueError(f"prox_mu must be >= 0, got {prox_mu}")
     start = time.perf_counter()
     before = flat_weights(model)
-    anchors = [p.detach().clone() for p in model.parameters()] if prox_mu else []
-    opt = OPTIMIZERS[optimizer](model.parameters(), lr)
-    loss_fn = LOSSES[loss]
-    model.train()
+    opt = training.make_optimizer(optimizer, model.parameters(), lr=lr)
+    penalty = None
+    if prox_mu:
+        anchors = [p.detach().clone() for p in model.parameters()]
+
+        def penalty() -> torch.Tensor:
+            prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchors,
+                                                            strict=True))
+            return prox_mu / 2 * prox
+
     total, seen = 0.0, 0
-    n = len(x)
     for _ in range(epochs):
-        order = torch.randperm(n, generator=generator)
-        for i in range(0, n, batch_size):
-            idx = order[i:i + batch_size]
-            xb, yb = x[idx], y[idx]
-            opt.zero_grad(set_to_none=True)
-            batch_loss = loss_fn(model(xb), yb)
-            objective = batch_loss
-            if prox_mu:
-                prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchors,
-                                                                strict=True))
-                objective = batch_loss + prox_mu / 2 * prox
-            objective.backward()
-            opt.step()
-            total += batch_loss.item() * len(idx)
-            seen += len(idx)
-    return LocalRun(flat_weights(model) - before, n, total / max(seen, 1),
+        part, rows = training.run_epoch(
+            model, training.batches(x, y, batch_size=batch_size, generator=generator),
+            loss=loss_fn, optimizer=opt, penalty=penalty)
+        total, seen = total + part, seen + rows
+    return LocalRun(flat_weights(model) - before, len(x), total / max(seen, 1),
                     time.perf_counter() - start)

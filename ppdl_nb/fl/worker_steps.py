@@ -8,8 +8,8 @@ additive shares and sends them straight to the other share holders over the encr
 worker-to-worker channels; what a share holder hands the notebook is its sum of shares,
 uniformly random on its own.
 
->>> # notebook: alice.step("fl.train", spec=module_to_spec(model), clients=[[0, Ref(x), Ref(y)]],
->>> #                      epochs=1, batch_size=32, lr=0.1)
+>>> # notebook: train.on(alice, spec=module_to_spec(model), clients=[[0, Ref(x), Ref(y)]],
+>>> #                   epochs=1, batch_size=32, lr=0.1)
 """
 
 from __future__ import annotations
@@ -88,12 +88,12 @@ def load(worker: Worker, caller: str, *, dataset: str, n_clients: int, clients: 
 @protocol_step("fl.train")
 def train(worker: Worker, caller: str, *, spec: dict, clients: list, epochs: int,
           batch_size: int, lr: float, loss: str = "cross_entropy", optimizer: str = "sgd",
-          prox_mu: float = 0.0, clip: float | None = None, keep: bool = False,
+          prox_mu: float = 0.0, max_update_norm: float | None = None, keep: bool = False,
           allow: list[str] | None = None, seed: int | None = None, hold: str | None = None,
           report: bool = True) -> dict[str, Any]:
     """Train the model on each listed client ``[id, x, y]``; sum their updates here.
 
-    Without ``clip`` the sum is weighted by rows (FedAvg). With ``clip`` each client's
+    Without ``max_update_norm`` the sum is weighted by rows (FedAvg). With it each client's
     update is clipped to that L2 norm and counts once (DP-FedAvg, user-level privacy).
     ``keep``: store the sum here, private, fetchable only by ``allow`` (an aggregator or
     a secure-sum step), instead of replying with it. ``seed``: reproducible batches
@@ -116,8 +116,8 @@ def train(worker: Worker, caller: str, *, spec: dict, clients: list, epochs: int
         run = local.train_local(global_model, x, y, epochs=epochs, batch_size=batch_size, lr=lr,
                                 loss=loss, optimizer=optimizer, prox_mu=prox_mu,
                                 generator=_generator(seed, cid))
-        if clip is not None:
-            update, norm = local.clip_update(run.update, clip)
+        if max_update_norm is not None:
+            update, norm = local.clip_update(run.update, max_update_norm=max_update_norm)
             weight += 1.0
         else:
             norm = float(run.update.norm())
@@ -128,7 +128,7 @@ def train(worker: Worker, caller: str, *, spec: dict, clients: list, epochs: int
         else:
             total += update
         record = {"client": cid, "rows": run.rows,
-                  "weight": 1.0 if clip is not None else float(run.rows)}
+                  "weight": 1.0 if max_update_norm is not None else float(run.rows)}
         if report:
             record.update(loss=run.loss, norm=norm, seconds=run.seconds)
         records.append(record)
@@ -210,7 +210,7 @@ def share(worker: Worker, caller: str, *, round: str, update: Any, holders: list
         if holder == worker.name:
             take_share(worker, worker.name, round=round, share=piece)
         else:
-            worker.client_for(holder).step("fl.take_share", round=round, share=piece)
+            take_share.on(worker.client_for(holder), round=round, share=piece)
             sent += 8 * piece.numel()
     return sent
 

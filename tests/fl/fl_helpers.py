@@ -26,10 +26,10 @@ def model() -> torch.nn.Module:
 
 
 def reference(start, fed, xs, ys, *, rounds, epochs=1, batch_size=16, lr=0.1, prox_mu=0.0,
-              clients=None):
+              clients=None, first_round=1):
     """FedAvg in one process, plain torch, with the batches fit_federated asks for."""
     current = copy.deepcopy(start)
-    for rnd in range(1, rounds + 1):
+    for rnd in range(first_round, first_round + rounds):
         total, rows = torch.zeros_like(flat_weights(current)), 0
         for c in fed.clients if clients is None else clients:
             local = copy.deepcopy(current)

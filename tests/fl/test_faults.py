@@ -6,7 +6,7 @@ import pytest
 import torch
 from fl_helpers import SEED, model, reference, split
 
-from ppdl_nb.fl import fit_federated
+from ppdl_nb.fl import SecAgg, fit_federated
 from ppdl_nb.fl.local import flat_weights
 from ppdl_nb.fl.transcript import crash_before
 
@@ -45,7 +45,7 @@ def test_secagg_completes_when_a_worker_dies_before_sending_masked_updates(worke
     start = model()
     with crash_before(c, "secagg.masked"):
         run = fit_federated(start, fed, rounds=1, batch_size=16, seed=SEED,
-                            aggregation="secagg", threshold=4)
+                            aggregation=SecAgg(threshold=4))
     survivors = [cl for cl in fed.clients if cl.worker.name != "fl_c"]
     expected = reference(start, fed, xs, ys, rounds=1, clients=survivors)
     torch.testing.assert_close(flat_weights(run.model), flat_weights(expected), atol=1e-4,

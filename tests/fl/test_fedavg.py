@@ -9,11 +9,16 @@ import torch
 from fl_helpers import SEED, Dropping, data, model, reference, split
 
 from ppdl_nb.dp.accounting import epsilon as epsilon_of
-from ppdl_nb.fl import FederatedDataset, fit_federated
+from ppdl_nb.fl import DPFedAvg, FederatedDataset, SecAgg, Trusted, fit_federated
 from ppdl_nb.fl.local import flat_weights, train_local
 from ppdl_nb.fl.transcript import notebook_transcript
 from ppdl_nb.workers.core.codec import Ref
 from ppdl_nb.workers.core.modules import ModelPayloadError
+
+
+def _strategy(name, charlie):
+    """The aggregation by its name; a trusted aggregator is charlie."""
+    return Trusted(aggregator=charlie) if name == "trusted" else name
 
 
 @pytest.mark.parametrize("aggregation", ["mean", "trusted", "secure", "secagg"])
@@ -23,8 +28,7 @@ def test_fedavg_over_workers_matches_plain_torch(trio, aggregation):
     fed, xs, ys = split(holders)
     expected = reference(model(), fed, xs, ys, rounds=2)
     run = fit_federated(model(), fed, rounds=2, batch_size=16, seed=SEED,
-                        aggregation=aggregation,
-                        aggregator=charlie if aggregation == "trusted" else None)
+                        aggregation=_strategy(aggregation, charlie))
     # secure sums go through fixed point; the others are float32 sums
     tol = 1e-4 if aggregation.startswith("sec") else 1e-5
     torch.testing.assert_close(flat_weights(run.model), flat_weights(expected), atol=tol,
@@ -58,8 +62,8 @@ def test_dp_fedavg_clips_adds_noise_and_accounts(trio):
     # a fixed sampling seed whose draws reach >= 2 workers every round: Poisson sampling
     # that drew clients on one worker only aborts secure aggregation's round (about 1 run
     # in 30 with fresh randomness; SEED itself does that in round 3)
-    run = fit_federated(model(), fed, rounds=3, fraction=0.5, noise_multiplier=1.1,
-                        max_update_norm=0.5, delta=1e-5, aggregation="secure", seed=SEED + 1)
+    dp = DPFedAvg("secure", noise_multiplier=1.1, max_update_norm=0.5, delta=1e-5)
+    run = fit_federated(model(), fed, rounds=3, fraction=0.5, aggregation=dp, seed=SEED + 1)
     want = [epsilon_of(noise_multiplier=1.1, sample_rate=0.5, steps=r, delta=1e-5)
             for r in (1, 2, 3)]
     assert run.history["epsilon"] == pytest.approx(want)
@@ -79,8 +83,8 @@ def test_dp_noise_has_the_calibrated_spread(aggregation):
     x, y = data(60)
     fed = FederatedDataset.from_tensors(x, y, workers, clients_per_worker=2, seed=0)
     model = torch.nn.Linear(6, 400, bias=False)
-    run = fit_federated(model, fed, rounds=1, lr=0.0, noise_multiplier=2.0,
-                        max_update_norm=3.0, fraction=1.0, aggregation=aggregation)
+    dp = DPFedAvg(aggregation, noise_multiplier=2.0, max_update_norm=3.0)
+    run = fit_federated(model, fed, rounds=1, lr=0.0, fraction=1.0, aggregation=dp)
     moved = flat_weights(run.model) - flat_weights(model)
     sigma = 2.0 * 3.0 / len(fed.clients)  # noise std on the sum / expected clients
     if aggregation == "secure":  # k holders each add sigma/sqrt(k-1): total k/(k-1) var
@@ -127,7 +131,8 @@ def test_notebook_cannot_open_clientsdata(trio):
     ({"rounds": 1, "fraction": 0.0}, "fraction"),
     ({"rounds": 1, "aggregation": "magic"}, "aggregation"),
     ({"rounds": 1, "aggregation": "trusted"}, "aggregator="),
-    ({"rounds": 1, "noise_multiplier": 1.0}, "max_update_norm"),
+    ({"rounds": 1, "aggregation": "dpfedavg"}, "max_update_norm"),
+    ({"rounds": 1, "engine": "ray"}, "engine"),
     ({"rounds": 1, "optimizer": "lbfgs"}, "optimizer"),
 ])
 def test_bad_options_are_explained(trio, kwargs, message):
@@ -158,8 +163,8 @@ def test_the_notebook_transcript_holds_no_individual_update(trio, aggregation, l
     holders = [alice, bob] if aggregation == "trusted" else [alice, bob, charlie]
     fed, xs, ys = split(holders)
     with notebook_transcript(trio) as seen:
-        fit_federated(model(), fed, rounds=1, batch_size=16, seed=SEED, aggregation=aggregation,
-                      aggregator=charlie if aggregation == "trusted" else None)
+        fit_federated(model(), fed, rounds=1, batch_size=16, seed=SEED,
+                      aggregation=_strategy(aggregation, charlie))
     secrets = _individual_sums(model(), fed, xs, ys)
     assert any(seen.holds(s) for s in secrets) == leaks
     assert seen.entries, "the recorder saw no replies at all"
@@ -175,8 +180,8 @@ def test_pairwise_masks_survive_clients_dropping_out(trio, drop_at):
     for c in fed.clients:
         if c.worker is charlie:
             c.worker = Dropping(charlie, drop_at)
-    run = fit_federated(start, fed, rounds=1, batch_size=16, seed=SEED, aggregation="secagg",
-                        threshold=3)
+    run = fit_federated(start, fed, rounds=1, batch_size=16, seed=SEED,
+                        aggregation=SecAgg(threshold=3))
     counted = [c for c in fed.clients if c.worker is not charlie] if drop_at.endswith(
         "masked") else fed.clients
     survivors = [c for c in counted if c.worker.name != "charlie"] if drop_at.endswith(
@@ -194,7 +199,8 @@ def test_pairwise_masks_abort_below_the_threshold(trio):
         if c.worker.name in ("bob", "charlie"):
             c.worker = Dropping(c.worker, "secagg.masked")
     start = model()
-    run = fit_federated(start, fed, rounds=1, aggregation="secagg", threshold=3, seed=SEED)
+    run = fit_federated(start, fed, rounds=1, aggregation=SecAgg(threshold=3),
+                        seed=SEED)
     assert "round aborted" in run.history.events[-1]["text"]
     torch.testing.assert_close(flat_weights(run.model), flat_weights(start))
 
@@ -213,8 +219,8 @@ def test_models_of_one_graph_but_other_shapes_train_in_turn(trio):
 def test_a_dp_round_that_samples_nobody_still_adds_its_noise(trio):
     fed, _, _ = split(trio, clients_per_worker=2)
     start = model()
-    run = fit_federated(start, fed, rounds=3, fraction=0.01, noise_multiplier=1.0,
-                        max_update_norm=0.1, seed=SEED)
+    run = fit_federated(start, fed, rounds=3, fraction=0.01, seed=SEED,
+                        aggregation=DPFedAvg(noise_multiplier=1.0, max_update_norm=0.1))
     empty = [e for e in run.history.events if "no client was sampled" in e["text"]]
     assert empty  # at rate 0.01 over 6 clients, most rounds draw nobody
     assert run.history["clients"][empty[0]["round"] - 1] == 0
