@@ -25,7 +25,7 @@ def budget(shell: Any, args: Any, cell: str | None) -> Any:
     found = ledgers(workers)
     if not found:
         print("no worker holds a dataset with a budget; a data owner loads one with "
-              "worker.step('dp.load', dataset=..., epsilon=..., delta=...)")
+              "ppdl_nb.dp.remote(worker).load(dataset, epsilon=..., delta=...)")
         return None
     print("\n\n".join(b.text() for b in found))
     return None if args.text else plot_budgets(found)

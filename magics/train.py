@@ -1,14 +1,19 @@
-"""Training subcommands: ``%%ppdl train dp``, ``%%ppdl train fl`` and ``%ppdl tune dp``.
+"""Training subcommands: ``%%ppdl train ALGORITHM`` and ``%ppdl tune dp``.
 
-The cell defines ``model`` and names the data (``data = (x, y)``, optionally
-``test = (x_test, y_test)``, ``loss = "cross_entropy"``, ``optimizer = "sgd"``); the
-options give the privacy parameters. The trained model, its history and the epsilon
-spent land in the namespace as ``<out>_model``, ``<out>_history``, ``<out>_epsilon``.
-Each algorithm is a function in :data:`TRAINERS` (``fl`` lives in :mod:`.train_fl`).
+Each algorithm has its own parser (options in :mod:`ppdl_nb.magics.train_options`, one
+group shared by all) and is registered in :data:`TRAINERS`: ``dp`` (DP-SGD) here, ``fl``
+(federated averaging) in :mod:`ppdl_nb.magics.train_fl`. The cell defines ``model`` and
+names the data (``data = (x, y)``, optionally ``test = (x_test, y_test)``, ``loss``,
+``optimizer``); the trained model, its history and the epsilon spent land in the
+namespace as ``<out>_model``, ``<out>_history``, ``<out>_epsilon``. ``train dp`` calls
+:func:`ppdl_nb.dp.fit.fit_private`, or with ``--worker``
+:meth:`ppdl_nb.dp.remote.RemoteDataset.fit`: nothing a Python user could not call.
 """
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
@@ -17,15 +22,71 @@ from IPython.core import magic_arguments
 from IPython.core.error import UsageError
 from IPython.display import clear_output, display
 from ppdl_nb.magics.registry import subcommand
+from ppdl_nb.magics.train_options import dp_options, noise_options, training_options
 
 from ppdl_nb.dp.accounting import check_delta
 from ppdl_nb.dp.fit import fit_private
+from ppdl_nb.dp.remote import RemoteDataset, remote
 from ppdl_nb.viz.tuner import DPTuner
-from ppdl_nb.workers.core.modules import module_from_spec, module_to_spec
 from ppdl_nb.workers.transport.party import local_party
 
-ALGORITHMS = ("dp", "fl")
-TRAINERS: dict[str, Any] = {}  # algorithm -> fn(shell, args, cell)
+__all__ = ["TRAINERS", "run_training_cell", "train", "train_dp"]
+
+
+class TrainerRegistry(dict[str, Callable[..., Any]]):
+    """algorithm -> ``fn(shell, args, cell)`` with its own ``magic_arguments`` parser.
+
+    A name registered twice (from different functions) is an error; ``%ppdl help train``
+    is rebuilt from the parsers on each registration.
+    """
+
+    def __setitem__(self, algorithm: str, fn: Callable[..., Any]) -> None:
+        old = self.get(algorithm)
+        if old is not None and (old.__module__, old.__qualname__) != (
+                fn.__module__, fn.__qualname__):
+            raise ValueError(f"train {algorithm} is already registered by {old}")
+        super().__setitem__(algorithm, fn)
+        parser = getattr(_parser_of(algorithm, fn), "parser", None)
+        if parser is not None:
+            parser.prog = f"ppdl train {algorithm}"  # IPython's formatter adds the %
+        train.__doc__ = _usage()
+
+
+TRAINERS = TrainerRegistry()
+
+
+def _parser_of(algorithm: str, fn: Callable[..., Any]) -> Any:
+    """The function whose ``parser`` reads ``fn``'s options (its own, if it has one)."""
+    return fn if hasattr(fn, "parser") else _UNPARSED.get(algorithm, fn)
+
+
+def _usage() -> str:
+    summary = "Train the cell's model privately, with live progress; results land in the " \
+              "namespace."
+    parts = [summary, f"%%ppdl train {{{','.join(sorted(TRAINERS))}}} [options]"]
+    for name in sorted(TRAINERS):
+        parser = getattr(_parser_of(name, TRAINERS[name]), "parser", None)
+        if parser is not None:
+            parts.append(parser.format_help().removeprefix("::").strip("\n"))
+    return "\n\n".join(parts)
+
+
+@subcommand("train", cell="cell")
+def train(shell: Any, args: str, cell: str | None) -> Any:
+    # The docstring is the usage of every algorithm's parser, set by TRAINERS.
+    algorithm, _, rest = args.strip().partition(" ")
+    if algorithm not in TRAINERS:
+        raise UsageError(f"train: invalid choice {algorithm!r}: choose one of "
+                         f"{sorted(TRAINERS)} (%ppdl help train)")
+    fn = TRAINERS[algorithm]
+    options = magic_arguments.parse_argstring(_parser_of(algorithm, fn), rest)
+    options.algorithm = algorithm
+    if not hasattr(fn, "parser"):  # today's train_fl reads args.noise
+        options.noise = options.noise_multiplier
+    options.out = options.out or algorithm
+    if not options.out.isidentifier():
+        raise UsageError(f"--out must be a name, not {options.out!r}")
+    return fn(shell, options, cell)
 
 
 def run_training_cell(shell: Any, cell: str | None) -> dict[str, Any] | None:
@@ -54,102 +115,82 @@ def _live_plot(out: widgets.Output, history: list[dict[str, float]]) -> None:
         plt.close(fig)
 
 
-@subcommand("train", cell="cell")
+class _Progress:
+    """A progress bar and live plot per epoch, as ``--progress`` asks (plot, bar, none)."""
+
+    def __init__(self, mode: str, epochs: int) -> None:
+        self.mode, self.history = mode, []
+        self.bar = widgets.IntProgress(value=0, max=epochs, description="epochs")
+        self.plot = widgets.Output()
+        if mode != "none":
+            display(widgets.VBox([self.bar, self.plot] if mode == "plot" else [self.bar]))
+
+    def epoch(self, record: dict[str, float]) -> None:
+        self.history.append(record)
+        self.bar.value = int(record["epoch"])
+        if self.mode == "plot":
+            _live_plot(self.plot, self.history)
+
+
 @magic_arguments.magic_arguments()
-@magic_arguments.argument("algorithm", choices=ALGORITHMS,
-                          help="dp (DP-SGD) or fl (federated averaging)")
-@magic_arguments.argument("--epsilon", type=float, help="dp: target epsilon (noise calibrated)")
-@magic_arguments.argument("--noise", type=float,
-                          help="noise multiplier sigma (dp: instead of --epsilon; fl: DP-FedAvg)")
-@magic_arguments.argument("--delta", type=float, default=1e-5, help="delta (default 1e-5)")
-@magic_arguments.argument("--clip", type=float, default=1.0,
-                          help="dp: max grad norm; fl with --noise: max update norm (default 1)")
-@magic_arguments.argument("--epochs", type=int, default=None,
-                          help="dp: epochs (default 5); fl: local epochs per round (default 1)")
-@magic_arguments.argument("--batch-size", type=int, default=None,
-                          help="default 64 (dp), 32 (fl)")
-@magic_arguments.argument("--lr", type=float, default=0.1)
-@magic_arguments.argument("--worker", metavar="NAME",
-                          help="dp: train on this worker's dataset; its budget pays")
-@magic_arguments.argument("--dataset", metavar="NAME", help="the worker's dataset (with --worker)")
-@magic_arguments.argument("--workers", nargs="+", metavar="NAME",
-                          help="fl: workers that hold the clients (when data = (x, y))")
-@magic_arguments.argument("--clients-per-worker", type=int, default=1)
-@magic_arguments.argument("--split", default="iid", help="fl: iid, label or dirichlet")
-@magic_arguments.argument("--rounds", type=int, default=5, help="fl: rounds (default 5)")
-@magic_arguments.argument("--fraction", type=float, default=1.0,
-                          help="fl: fraction of clients sampled per round")
-@magic_arguments.argument("--mu", type=float, default=0.0, help="fl: FedProx proximal term")
-@magic_arguments.argument("--aggregation", default="mean",
-                          help="fl: mean, trusted, secure or secagg")
-@magic_arguments.argument("--aggregator", metavar="NAME", help="fl: the trusted aggregator")
-@magic_arguments.argument("--min-clients", type=int, default=1)
-@magic_arguments.argument("--threshold", type=int, help="fl: secagg threshold")
-@magic_arguments.argument("--seed", type=int, help="reproducible sampling and batches")
-@magic_arguments.argument("--out", default=None, help="prefix of the results (default: dp / fl)")
-def train(shell: Any, args: Any, cell: str | None) -> None:
-    """Train the cell's model privately, with live progress; results land in the namespace."""
-    args.out = args.out or args.algorithm
-    if not args.out.isidentifier():
-        raise UsageError(f"--out must be a name, not {args.out!r}")
-    if args.algorithm in TRAINERS:
-        return TRAINERS[args.algorithm](shell, args, cell)
-    args.epochs = 5 if args.epochs is None else args.epochs
-    args.batch_size = 64 if args.batch_size is None else args.batch_size
-    if (args.epsilon is None) == (args.noise is None):
-        raise UsageError("give exactly one of --epsilon (a target) or --noise (sigma)")
+@dp_options()
+@noise_options()
+@training_options(epochs=5, batch_size=64)
+def train_dp(shell: Any, args: Any, cell: str | None) -> None:
+    """DP-SGD: train the cell's model privately, here or on a data owner's worker."""
+    if (args.epsilon is None) == (args.noise_multiplier is None):
+        raise UsageError("give exactly one of --epsilon (a target) or --noise-multiplier")
     _check_dp_options(args)
-    worker = None
-    if args.worker:
-        if not args.dataset:
-            raise UsageError("--worker needs --dataset: the name of the worker's dataset")
-        try:
-            worker = local_party().client_for(args.worker)
-        except ConnectionError as exc:
-            raise UsageError(str(exc)) from None
+    owned = _owned_dataset(args)
     ns = run_training_cell(shell, cell)
     if ns is None:
         return
-    model = ns["model"]
-    data = ns.get("data")
-    if worker is None and not (isinstance(data, tuple | list) and len(data) == 2):
+    model, data = ns["model"], ns.get("data")
+    if owned is None and not (isinstance(data, tuple | list) and len(data) == 2):
         raise UsageError("the cell must set `data = (x, y)` (or use --worker/--dataset)")
-    common = {"delta": args.delta, "max_grad_norm": args.clip, "epochs": args.epochs,
-              "batch_size": args.batch_size, "lr": args.lr,
-              "noise_multiplier": args.noise, "epsilon": args.epsilon,
-              "loss": ns.get("loss", "cross_entropy"), "optimizer": ns.get("optimizer", "sgd")}
-    progress = widgets.IntProgress(value=0, max=args.epochs, description="epochs")
-    plot = widgets.Output()
-    display(widgets.VBox([progress, plot]))
-    if worker is not None:
-        reply = worker.step("dp.fit", dataset=args.dataset, spec=module_to_spec(model), **common)
-        trained, history, eps = module_from_spec(reply["spec"]), reply["history"], reply[
-            "epsilon"]
-        progress.value = args.epochs
-        _live_plot(plot, history)
-    else:
-        test = ns.get("test") or (None, None)
-        history: list[dict[str, float]] = []
+    params: dict[str, Any] = {
+        "epsilon": args.epsilon, "noise_multiplier": args.noise_multiplier,
+        "delta": args.delta, "max_grad_norm": args.max_grad_norm, "epochs": args.epochs,
+        "batch_size": args.batch_size, "lr": args.lr}
+    for name in ("loss", "optimizer"):  # the option, else the cell's, else the API default
+        if (value := getattr(args, name) or ns.get(name)) is not None:
+            params[name] = value
+    progress = _Progress(args.progress, args.epochs)
+    try:
+        if owned is not None:
+            run = owned.fit(model, **params)
+            for record in run.history:
+                progress.epoch(record)
+        else:
+            test = ns.get("test") or (None, None)
+            run = fit_private(model, data[0], data[1], x_test=test[0], y_test=test[1],
+                              callback=progress.epoch, **params)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    ns[f"{args.out}_model"], ns[f"{args.out}_history"] = run.model, run.history
+    ns[f"{args.out}_epsilon"] = run.epsilon
+    print(f"trained {args.epochs} epochs privately: epsilon {run.epsilon:.3g} at delta "
+          f"{args.delta:g}; results in {args.out}_model, {args.out}_history, "
+          f"{args.out}_epsilon")
 
-        def on_epoch(record: dict[str, float]) -> None:
-            history.append(record)
-            progress.value = int(record["epoch"])
-            _live_plot(plot, history)
 
-        run = fit_private(model, data[0], data[1], x_test=test[0], y_test=test[1],
-                          callback=on_epoch, **common)
-        trained, history, eps = run.model, run.history, run.epsilon
-    ns[f"{args.out}_model"], ns[f"{args.out}_history"] = trained, history
-    ns[f"{args.out}_epsilon"] = eps
-    print(f"trained {args.epochs} epochs privately: epsilon {eps:.3g} at delta {args.delta:g}; "
-          f"results in {args.out}_model, {args.out}_history, {args.out}_epsilon")
+def _owned_dataset(args: Any) -> RemoteDataset | None:
+    """With ``--worker``, the owner's dataset (checked to exist before the cell runs)."""
+    if not args.worker:
+        return None
+    if not args.dataset:
+        raise UsageError("--worker needs --dataset: the name of the worker's dataset")
+    try:
+        return remote(local_party().client_for(args.worker)).dataset(args.dataset)
+    except (ConnectionError, KeyError) as exc:
+        raise UsageError(str(exc).strip("\"'")) from None
 
 
 def _check_dp_options(args: Any) -> None:
     """Refuse impossible privacy and training options before anything runs."""
     rules = [("--epsilon", args.epsilon, lambda v: v > 0, "> 0"),
-             ("--noise", args.noise, lambda v: v >= 0, ">= 0"),
-             ("--clip", args.clip, lambda v: v > 0, "> 0"),
+             ("--noise-multiplier", args.noise_multiplier, lambda v: v >= 0, ">= 0"),
+             ("--max-grad-norm", args.max_grad_norm, lambda v: v > 0, "> 0"),
              ("--epochs", args.epochs, lambda v: v >= 1, ">= 1"),
              ("--batch-size", args.batch_size, lambda v: v >= 1, ">= 1"),
              ("--lr", args.lr, lambda v: v > 0, "> 0")]
@@ -160,6 +201,36 @@ def _check_dp_options(args: Any) -> None:
         check_delta(args.delta)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+# Until magics/train_fl.py declares its own parser, ``train fl`` reads today's options.
+@magic_arguments.magic_arguments()
+@magic_arguments.argument_group("federated averaging")
+@magic_arguments.argument("--workers", nargs="+", metavar="NAME",
+                          help="workers that hold the clients (when data = (x, y))")
+@magic_arguments.argument("--clients-per-worker", type=int, default=1)
+@magic_arguments.argument("--split", default="iid", help="iid, label or dirichlet")
+@magic_arguments.argument("--rounds", type=int, default=5, help="rounds (default 5)")
+@magic_arguments.argument("--fraction", type=float, default=1.0,
+                          help="fraction of clients sampled per round")
+@magic_arguments.argument("--mu", type=float, default=0.0, help="FedProx proximal term")
+@magic_arguments.argument("--aggregation", default="mean", help="mean, trusted, secure or secagg")
+@magic_arguments.argument("--aggregator", metavar="NAME", help="the trusted aggregator")
+@magic_arguments.argument("--min-clients", type=int, default=1)
+@magic_arguments.argument("--threshold", type=int, help="secagg threshold")
+@magic_arguments.argument("--seed", type=int, help="reproducible sampling and batches")
+@magic_arguments.argument("--max-update-norm", "--clip", dest="clip", metavar="NORM",
+                          type=float, default=1.0,
+                          help="with --noise-multiplier: per-client update clipping norm")
+@magic_arguments.argument("--epsilon", type=float, help=argparse.SUPPRESS)  # refused with a hint
+@noise_options()
+@training_options(epochs=1, batch_size=32, epochs_help="local epochs per round")
+def _train_fl_options(shell: Any, args: Any, cell: str | None) -> None:
+    """Federated averaging of the cell's model over workers' clients (DP-FedAvg with noise)."""
+
+
+_UNPARSED = {"fl": _train_fl_options}
+TRAINERS["dp"] = train_dp
 
 
 @subcommand("tune")

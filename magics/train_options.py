@@ -3,7 +3,8 @@
 Each algorithm (``dp`` here, ``fl`` in :mod:`ppdl_nb.magics.train_fl`) has its own
 IPython ``magic_arguments`` parser; what every algorithm takes (epochs, batch size,
 learning rate, optimizer, loss, seed, progress, where the results land) is declared once,
-in :func:`training_options`, and stacked onto each parser as a decorator. Privacy noise
+in :func:`training_options`, and stacked onto each parser as a decorator (an algorithm
+adds its own ``--seed`` where it has a seeded sampler). Privacy noise
 (``--noise-multiplier``, ``--delta``) is shared the same way by :func:`noise_options`.
 The names are the Python API's: ``--noise-multiplier`` is ``noise_multiplier=``,
 ``--max-grad-norm`` is ``max_grad_norm=``.
@@ -12,9 +13,9 @@ The names are the Python API's: ``--noise-multiplier`` is ``noise_multiplier=``,
 ... @training_options(epochs=5, batch_size=64)
 ... def demo(shell, args, cell):
 ...     "A demo parser."
->>> args = magic_arguments.parse_argstring(demo, "--lr 0.5 --loss mse")
+>>> args = magic_arguments.parse_argstring(demo, "--lr 0.5 --loss mse --progress bar")
 >>> (args.epochs, args.batch_size, args.lr, args.loss, args.optimizer, args.progress)
-(5, 64, 0.5, 'mse', None, 'plot')
+(5, 64, 0.5, 'mse', None, 'bar')
 """
 
 from __future__ import annotations
@@ -52,11 +53,11 @@ def training_options(*, epochs: int, batch_size: int, epochs_help: str = "epochs
             help=f"examples per batch (default {batch_size})"),
         arg("--lr", type=float, default=0.1, help="learning rate (default 0.1)"),
         arg("--optimizer", default=None,
-            help="sgd or adam (default: the cell's `optimizer`, else sgd)"),
+            help="optimizer by name, e.g. sgd, momentum or adam (default: the cell's "
+                 "`optimizer`, else the algorithm's)"),
         arg("--loss", default=None,
-            help="cross_entropy, mse or bce_with_logits (default: the cell's `loss`, "
-                 "else cross_entropy)"),
-        arg("--seed", type=int, default=None, help="reproducible sampling and batches"),
+            help="loss by name, e.g. cross_entropy, mse or bce_with_logits (default: the "
+                 "cell's `loss`, else cross_entropy)"),
         arg("--progress", choices=PROGRESS, default="plot",
             help="live progress: plot (bar and curves), bar, or none (default plot)"),
         arg("--out", default=None,

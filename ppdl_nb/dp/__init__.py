@@ -12,7 +12,9 @@ DP-SGD wraps your objects instead of patching them::
 Submodules: ``accounting``, ``engine`` (make_private), ``private_module``,
 ``grad_rules`` (per-layer norm registry), ``optimizer``, ``data`` (Poisson
 sampling), ``noise`` (secure seeding), ``mechanisms``, ``budget``, ``queries``,
-``glm`` (DP linear / logistic regression), ``pate``, ``topagg``, ``audit``.
+``glm`` (DP linear / logistic regression), ``pate``, ``topagg``, ``audit``, ``remote``
+(a data owner's datasets, queried and trained on where they live, through
+``remote(worker)``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ppdl_nb.dp.optimizer import DPOptimizer
 from ppdl_nb.dp.pate import noisy_max, pate_epsilon, train_teachers
 from ppdl_nb.dp.private_module import PrivateModule
 from ppdl_nb.dp.queries import dp_count, dp_mean, dp_sum
+from ppdl_nb.dp.remote import remote
 from ppdl_nb.dp.topagg import TopAgg
 from ppdl_nb.dp.validate import register_validator, validate
 
@@ -58,6 +61,7 @@ __all__ = [
     "pate_epsilon",
     "register_grad_rule",
     "register_validator",
+    "remote",
     "shadow_model_attack",
     "train_teachers",
     "validate",

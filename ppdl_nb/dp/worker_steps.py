@@ -5,9 +5,14 @@ The budget lives with the data: a worker that holds a dataset keeps a
 state directory (so a restart does not reset the spending), and charges it *before*
 answering a query. A caller can read the ledger; nobody but the owner can raise it.
 
->>> # on the notebook: alice.step("dp.load", dataset="breast_cancer", epsilon=1.0, delta=1e-5)
->>> # alice.step("dp.query", dataset="breast_cancer", kind="mean", column=0, lower=0,
->>> #            upper=30, epsilon=0.1)
+The notebook calls these steps through :mod:`ppdl_nb.dp.remote`, which checks the
+arguments first::
+
+    ds = ppdl_nb.dp.remote(alice).load("breast_cancer", epsilon=1.0, delta=1e-5)
+    ds.mean(column=0, bounds=(0, 30), epsilon=0.1)
+
+>>> load.name, sorted(load.signature.parameters)
+('dp.load', ['dataset', 'delta', 'epsilon'])
 
 PATE (:mod:`ppdl_nb.dp.pate`) runs its teachers here: ``dp.teacher_votes`` trains one
 teacher on the worker's own dataset (its partition of the private data) and returns only
@@ -35,6 +40,9 @@ __all__ = ["attach_dataset", "budget_of"]
 QUERIES = {"count": queries.dp_count, "sum": queries.dp_sum, "mean": queries.dp_mean}
 
 
+def _given(**kwargs: Any) -> dict[str, Any]:
+    """The keyword arguments that were given (not None): the rest keep the callee's default."""
+    return {k: v for k, v in kwargs.items() if v is not None}
 
 
 def _dp(worker: Worker) -> dict[str, Any]:
@@ -140,7 +148,7 @@ def query(worker: Worker, caller: str, *, dataset: str, kind: str, epsilon: floa
 def fit(worker: Worker, caller: str, *, dataset: str, spec: dict, delta: float,
         max_grad_norm: float, epochs: int, batch_size: int, lr: float = 0.1,
         noise_multiplier: float | None = None, epsilon: float | None = None,
-        loss: str = "cross_entropy", optimizer: str = "sgd", test_fraction: float = 0.2
+        loss: str | None = None, optimizer: str | None = None, test_fraction: float = 0.2
         ) -> dict[str, Any]:
     """Train a model privately on the worker's own dataset; the budget pays first.
 
@@ -166,8 +174,8 @@ def fit(worker: Worker, caller: str, *, dataset: str, spec: dict, delta: float,
     budget_of(worker, dataset).charge(planned, delta, f"DP-SGD on {dataset} ({caller})")
     result = fit_private(module_from_spec(spec), x[train], y[train], delta=delta,
                          max_grad_norm=max_grad_norm, epochs=epochs, batch_size=batch_size,
-                         noise_multiplier=noise_multiplier, epsilon=epsilon, lr=lr, loss=loss,
-                         optimizer=optimizer, x_test=x[test], y_test=y[test])
+                         noise_multiplier=noise_multiplier, epsilon=epsilon, lr=lr,
+                         x_test=x[test], y_test=y[test], **_given(loss=loss, optimizer=optimizer))
     return {"spec": module_to_spec(result.model), "history": result.history,
             "epsilon": result.epsilon, "charged": planned,
             "noise_multiplier": result.noise_multiplier}
@@ -176,8 +184,8 @@ def fit(worker: Worker, caller: str, *, dataset: str, spec: dict, delta: float,
 @protocol_step("dp.teacher_votes")
 def teacher_votes(worker: Worker, caller: str, *, dataset: str, spec: dict,
                   public: torch.Tensor, n_classes: int, sigma: float, delta: float,
-                  epochs: int, batch_size: int, lr: float, loss: str = "cross_entropy",
-                  optimizer: str = "sgd", seed: int | None = None) -> torch.Tensor:
+                  epochs: int, batch_size: int, lr: float, loss: str | None = None,
+                  optimizer: str | None = None, seed: int | None = None) -> torch.Tensor:
     """PATE teacher: train on this worker's own dataset, return only votes on ``public``.
 
     The teacher (the model ``spec``, trained without noise: PATE's privacy comes from the
@@ -211,8 +219,8 @@ def teacher_votes(worker: Worker, caller: str, *, dataset: str, spec: dict,
     budget_of(worker, dataset).charge(
         cost, delta, f"PATE votes on {len(public)} queries, sigma {sigma:g} ({caller})")
     gen = None if seed is None else torch.Generator().manual_seed(int(seed))
-    local.train_local(model, x, y, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
-                      optimizer=optimizer, generator=gen)
+    local.train_local(model, x, y, epochs=epochs, batch_size=batch_size, lr=lr, generator=gen,
+                      **_given(loss=loss, optimizer=optimizer))
     model.eval()
     with torch.no_grad():
         votes = model(public).argmax(-1)

@@ -1,12 +1,13 @@
 """Privacy budgets at a glance: what each data owner's budget went on, and what is left.
 
 The ledgers live with the data (each worker keeps one per dataset and charges it before
-it answers); this module only reads them (the ``dp.budgets`` step) and draws them: one
-bar per dataset, a segment per release, the rest of the budget in grey.
+it answers); this module only reads them (:meth:`ppdl_nb.dp.remote.DataOwner.budgets`)
+and draws them: one bar per dataset, a segment per release, the rest of the budget in grey.
 
 >>> import ppdl_nb
+>>> from ppdl_nb.dp import remote
 >>> clinic = ppdl_nb.VirtualWorker("clinic_doc")
->>> _ = clinic.step("dp.load", dataset="breast_cancer", epsilon=1.0, delta=1e-5)
+>>> _ = remote(clinic).load("breast_cancer", epsilon=1.0, delta=1e-5)
 >>> [(b.worker, b.dataset, b.remaining_epsilon) for b in ledgers([clinic])]
 [('clinic_doc', 'breast_cancer', 1.0)]
 """
@@ -14,9 +15,9 @@ bar per dataset, a segment per release, the rest of the budget in grey.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from ppdl_nb.dp.remote import Ledger, remote
 from ppdl_nb.viz.chain_diagram import worker_color
 from ppdl_nb.viz.figures import new_figure
 from ppdl_nb.workers.transport.party import local_party
@@ -26,60 +27,19 @@ __all__ = ["Ledger", "ledgers", "plot_budgets"]
 _REMAINING = "#d9d9d9"
 
 
-@dataclass(frozen=True)
-class Ledger:
-    """One dataset's budget on one worker: totals and the releases charged to it."""
-
-    worker: str
-    dataset: str
-    total_epsilon: float
-    total_delta: float
-    history: tuple[tuple[str, float, float], ...]  # (what, epsilon, delta)
-
-    @property
-    def spent_epsilon(self) -> float:
-        return sum(eps for _, eps, _ in self.history)
-
-    @property
-    def spent_delta(self) -> float:
-        return sum(delta for _, _, delta in self.history)
-
-    @property
-    def remaining_epsilon(self) -> float:
-        return max(0.0, self.total_epsilon - self.spent_epsilon)
-
-    def text(self) -> str:
-        """The ledger as a table: one line per release, then spent / total."""
-        lines = [f"{self.worker} / {self.dataset}",
-                 f"  {'release':<40} {'epsilon':>9} {'delta':>9}"]
-        lines += [f"  {what[:40]:<40} {eps:>9.4g} {delta:>9.2g}"
-                  for what, eps, delta in self.history]
-        lines.append(f"  {'spent / total':<40} {self.spent_epsilon:>9.4g} "
-                     f"{self.spent_delta:>9.2g}   of ({self.total_epsilon:g}, "
-                     f"{self.total_delta:g}); epsilon left {self.remaining_epsilon:.4g}")
-        return "\n".join(lines)
-
-
 def ledgers(workers: Sequence[Any] | None = None) -> list[Ledger]:
     """Every dataset budget the ``workers`` (default: all connected and running) keep."""
     if workers is None:
         workers = [w for w in local_party().workers()
                    if getattr(w, "status", lambda: "running")() == "running"]
-    out = []
-    for w in workers:
-        for dataset, doc in w.step("dp.budgets").items():
-            history = tuple((str(what), float(eps), float(delta))
-                            for what, eps, delta in doc["history"])
-            out.append(Ledger(w.name, dataset, float(doc["total_epsilon"]),
-                              float(doc["total_delta"]), history))
-    return out
+    return [ledger for w in workers for ledger in remote(w).budgets().values()]
 
 
 def plot_budgets(budgets: Sequence[Ledger]) -> Any:
     """A bar per budget: a segment per release (epsilon), the remainder in grey."""
     if not budgets:
         raise ValueError("no budgets to draw: no worker holds a dataset with a budget; a "
-                         "data owner loads one with worker.step('dp.load', dataset=..., "
+                         "data owner loads one with ppdl_nb.dp.remote(worker).load(dataset, "
                          "epsilon=..., delta=...)")
     fig = new_figure(figsize=(7, 0.7 + 0.55 * len(budgets)))
     ax = fig.add_subplot()

@@ -6,6 +6,7 @@ import pytest
 from IPython.core.error import UsageError
 
 import ppdl_nb
+from ppdl_nb.dp import remote
 from ppdl_nb.workers.transport.virtual import VirtualNetwork
 
 
@@ -13,8 +14,7 @@ from ppdl_nb.workers.transport.virtual import VirtualNetwork
 def owner(ip, tmp_path, monkeypatch):
     monkeypatch.setenv("PPDL_NB_STATE_DIR", str(tmp_path))
     worker = ppdl_nb.VirtualWorker("mg_owner", network=VirtualNetwork())
-    worker.step("dp.load", dataset="digits", epsilon=2.0, delta=1e-5)
-    worker.step("dp.query", dataset="digits", kind="count", epsilon=0.5)
+    remote(worker).load("digits", epsilon=2.0, delta=1e-5).count(epsilon=0.5)
     return worker
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import ppdl_nb
+from ppdl_nb.dp import remote
 from ppdl_nb.viz.budget import Ledger, ledgers, plot_budgets
 from ppdl_nb.workers.transport.virtual import VirtualNetwork
 
@@ -14,10 +15,9 @@ def owners(tmp_path, monkeypatch):
     monkeypatch.setenv("PPDL_NB_STATE_DIR", str(tmp_path))
     net = VirtualNetwork()
     hospital, clinic = (ppdl_nb.VirtualWorker(n, network=net) for n in ("hospital", "clinic"))
-    hospital.step("dp.load", dataset="breast_cancer", epsilon=1.0, delta=1e-5)
-    hospital.step("dp.query", dataset="breast_cancer", kind="count", epsilon=0.25)
-    hospital.step("dp.query", dataset="breast_cancer", kind="mean", column=0, lower=0,
-                  upper=30, epsilon=0.5)
+    records = remote(hospital).load("breast_cancer", epsilon=1.0, delta=1e-5)
+    records.count(epsilon=0.25)
+    records.mean(column=0, bounds=(0, 30), epsilon=0.5)
     return hospital, clinic
 
 
@@ -48,5 +48,5 @@ def test_bars_show_each_release_and_the_remainder():
 
 
 def test_nothing_to_draw_says_how_to_get_a_budget():
-    with pytest.raises(ValueError, match="dp.load"):
+    with pytest.raises(ValueError, match=r"remote\(worker\).load"):
         plot_budgets([])
