@@ -35,6 +35,7 @@ RANKS = {
     "ppdl_nb.tensors": 3,
     "ppdl_nb.dp": 4,
     "ppdl_nb.fl": 4,
+    "ppdl_nb.he": 4,  # homomorphic encryption: beside dp and fl, as the design notes draw it
     "ppdl_nb.viz": 5,
     "ppdl_nb.magics": 6,
 }
@@ -79,6 +80,9 @@ def rank_of(module: str) -> int | None:
     package = package_of(module)
     if package in RANKS or package.startswith("ppdl_nb.workers"):
         return RANKS["ppdl_nb.workers" if package.startswith("ppdl_nb.workers") else package]
+    if module.count(".") > 1 or module in PACKAGES:
+        raise LookupError(f"{module} is in a package with no rank: add it to RANKS in "
+                          f"tests/test_layers.py and to docs/ARCHITECTURE.md")
     return 0
 
 

@@ -5,9 +5,18 @@ metadata) and returns its links; ``chain_text(x)`` prints one line per link::
 
     PointerTensor me:3 -> alice:17 [shape (3,), float32]
 
-Wrapper types (fixed precision, shared tensors) add themselves with
-``@chain_of.register``; a link with ``children`` forks (a shared tensor points to one
-share on each party). The diagram in ``ppdl_nb.viz`` draws the same links.
+This module is a registry and knows no tensor type but ``torch.Tensor``: each link
+type registers itself with ``@chain_of.register`` where it is defined (pointers in
+``pointer.py``, fixed precision in ``fixed.py``, shared tensors in ``shared.py``); a link
+with ``children`` forks (a shared tensor points to one share on each party). The diagram
+in ``ppdl_nb.viz`` draws the same links.
+
+>>> chain_text(torch.ones(2, 3))
+'Tensor me [shape (2, 3), float32]'
+>>> chain_of("text")
+Traceback (most recent call last):
+  ...
+TypeError: str is not a tensor chain; chain_of takes a tensor, a pointer, or a wrapper ...
 """
 
 from __future__ import annotations
@@ -17,8 +26,6 @@ from functools import singledispatch
 from typing import Any
 
 import torch
-
-from ppdl_nb.tensors.pointer import ModulePointer, PointerTensor
 
 __all__ = ["Link", "chain_of", "chain_text"]
 
@@ -61,35 +68,8 @@ def chain_of(obj: Any) -> list[Link]:
     if isinstance(obj, torch.Tensor):
         return [Link("Tensor", "me", shape=tuple(obj.shape),
                      dtype=str(obj.dtype).removeprefix("torch."))]
-    raise TypeError(f"{type(obj).__name__} is not a tensor chain")
-
-
-def _shape(meta: dict[str, Any]) -> tuple[int, ...] | None:
-    shape = meta.get("shape")
-    return tuple(shape) if shape is not None else None
-
-
-@chain_of.register
-def _pointer_chain(obj: PointerTensor) -> list[Link]:
-    return _walk(obj, "PointerTensor")
-
-
-@chain_of.register
-def _module_pointer_chain(obj: ModulePointer) -> list[Link]:
-    return _walk(obj, "ModulePointer")
-
-
-def _walk(obj: Any, kind: str) -> list[Link]:
-    meta = obj.meta
-    links = [Link(kind, obj.owner.name, obj.local_id, obj.location.name, obj.id_at_location,
-                  _shape(meta), meta.get("dtype") or meta.get("type"), meta.get("private", False))]
-    holder, holder_id = obj.location.name, obj.id_at_location
-    while meta.get("kind") == "pointer":
-        nxt = meta.get("next", {})
-        links.append(Link("PointerTensor", holder, holder_id, meta["location"], meta["id"],
-                          _shape(nxt), nxt.get("dtype"), nxt.get("private", False)))
-        holder, holder_id, meta = meta["location"], meta["id"], nxt
-    return links
+    raise TypeError(f"{type(obj).__name__} is not a tensor chain; chain_of takes a tensor, "
+                    "a pointer, or a wrapper that registered itself with @chain_of.register")
 
 
 def chain_text(obj: Any) -> str:

@@ -22,13 +22,18 @@ from typing import Any
 import torch
 
 from ppdl_nb.errors import WorkerMismatchError
+from ppdl_nb.tensors.chain import Link, chain_of, chain_text
+from ppdl_nb.tensors.remote_methods import TensorMethods
 from ppdl_nb.tensors.shaped import Shaped
 from ppdl_nb.workers.core import codec
 from ppdl_nb.workers.core.codec import Ref
 from ppdl_nb.workers.core.modules import RebuiltModule, module_from_spec, module_to_spec
 from ppdl_nb.workers.core.ops import op_name
 
-__all__ = ["ModulePointer", "Pointer", "PointerTensor", "pointer_to", "send"]
+__all__ = [
+    "ModulePointer", "Pointer", "PointerTensor", "call_remote", "pointer_to", "send",
+    "wrap_reply",
+]
 
 _local_ids = itertools.count(1)
 
@@ -73,8 +78,6 @@ class Pointer:
                 "next": self.meta}
 
     def __repr__(self) -> str:
-        from ppdl_nb.tensors.chain import chain_text
-
         return chain_text(self)
 
     # ---- moving objects ----------------------------------------------------------------
@@ -91,7 +94,7 @@ class Pointer:
     def copy(self) -> Pointer:
         """A new remote copy on the same worker (private stays private)."""
         self._check()
-        return _call("object.copy", (self,), {})
+        return call_remote("object.copy", (self,), {})
 
     def move(self, worker: Any) -> Pointer:
         """Move the object to ``worker``, directly from its current worker; returns self."""
@@ -111,11 +114,18 @@ class Pointer:
         target = _client(worker, self.owner)
         reply = target.request({"kind": "store", "obj": self})
         self._owns, self._gone = False, f"it was sent to {target.name}; use the returned pointer"
-        return _wrap(target, reply, self.owner)
+        return wrap_reply(target, reply, self.owner)
 
 
-class PointerTensor(Pointer, Shaped):
-    """A pointer to a tensor (or to a pointer, forming a chain) on a worker."""
+class PointerTensor(Pointer, TensorMethods, Shaped):
+    """A pointer to a tensor (or to a pointer, forming a chain) on a worker.
+
+    Torch functions (``torch.relu(p)``) and the tensor methods declared in
+    :class:`~ppdl_nb.tensors.remote_methods.TensorMethods` (``p.sum()``, ``p + 1``) run on
+    the worker and return pointers.
+    """
+
+    __hash__ = object.__hash__  # __eq__ is remote; identity hashing stays
 
     NO_TRUTH = ("a pointer's value lives on a worker, so Python cannot branch on it here; "
                 "compute the condition remotely and .get() it if you are allowed to")
@@ -142,40 +152,17 @@ class PointerTensor(Pointer, Shaped):
                 "operations (ppdl_nb.workers.core.ops.OPS). Fetch the tensor with .get() if "
                 "you may, or use an allowlisted equivalent"
             )
-        return _call(name, args, kwargs or {})
+        return call_remote(name, args, kwargs or {})
 
     @property
     def T(self) -> PointerTensor:
-        return _call("attr", (self, "T"), {})
+        return call_remote("attr", (self, "T"), {})
 
     @property
     def grad(self) -> PointerTensor | None:
-        return _call("attr", (self, "grad"), {})
+        return call_remote("attr", (self, "grad"), {})
 
 
-def _method(name: str, *, inplace: bool = False) -> Callable[..., Any]:
-    key = f"Tensor.{name}"
-
-    def method(self: PointerTensor, *args: Any, **kwargs: Any) -> Any:
-        result = _call(key, (self, *args), kwargs)
-        return self if inplace else result
-
-    method.__name__ = name
-    method.__doc__ = f"Remote ``torch.Tensor.{name}``: runs on the worker, returns a pointer."
-    return method
-
-
-for _name in """__add__ __radd__ __sub__ __rsub__ __mul__ __rmul__ __truediv__ __rtruediv__
-    __floordiv__ __matmul__ __rmatmul__ __pow__ __rpow__ __mod__ __neg__ __abs__ __eq__ __ne__
-    __lt__ __le__ __gt__ __ge__ __and__ __or__ __xor__ __invert__ __getitem__
-    abs add argmax argmin backward bool byte clamp clone contiguous cos cumsum detach div double
-    eq exp expand flatten float ge gt half int le log long lt masked_fill matmul max mean min mm
-    mul ne neg norm permute pow prod relu repeat reshape round sigmoid sign sin softmax sqrt
-    square squeeze std sub sum t tanh to transpose type_as unsqueeze var view view_as""".split():
-    setattr(PointerTensor, _name, _method(_name))
-for _name in "zero_ add_ sub_ mul_ div_ clamp_ requires_grad_".split():
-    setattr(PointerTensor, _name, _method(_name, inplace=True))
-PointerTensor.__hash__ = object.__hash__  # __eq__ is remote; identity hashing stays
 
 
 class ModulePointer(Pointer):
@@ -187,12 +174,12 @@ class ModulePointer(Pointer):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self._check()
-        return _call("module.call", (self, *args), kwargs)
+        return call_remote("module.call", (self, *args), kwargs)
 
     def parameters(self) -> tuple[PointerTensor, ...]:
         """Pointers to the model's parameters on the worker (the tensors themselves there)."""
         self._check()
-        return _call("module.parameters", (self,), {})
+        return call_remote("module.parameters", (self,), {})
 
     def _unwrap(self, reply: dict[str, Any]) -> torch.nn.Module:
         rebuilt = module_from_spec(reply["module"])
@@ -214,18 +201,24 @@ def _client(worker: Any, party: Any) -> Any:
     return worker
 
 
-def _wrap(location: Any, result: Any, owner: Any, origin: Any = None) -> Any:
+def wrap_reply(location: Any, result: Any, owner: Any, origin: Any = None) -> Any:
+    """Pointers for a worker's reply ``{"id", "meta"}`` (a tuple of them for a list; None
+    for None): a ModulePointer for a model, a PointerTensor otherwise."""
     if result is None:
         return None
     if isinstance(result, list):
-        return tuple(_wrap(location, r, owner) for r in result)
+        return tuple(wrap_reply(location, r, owner) for r in result)
     meta = result["meta"]
     if meta.get("kind") == "module":
         return ModulePointer(location, result["id"], meta, owner=owner, origin=origin)
     return PointerTensor(location, result["id"], meta, owner=owner)
 
 
-def _call(name: str, args: tuple, kwargs: dict[str, Any]) -> Any:
+def call_remote(name: str, args: tuple, kwargs: dict[str, Any]) -> Any:
+    """Run the allowlisted op ``name`` where the pointers among ``args`` live; pointers back.
+
+    All pointers must be on one worker (``WorkerMismatchError`` otherwise).
+    """
     found: list[Pointer] = []
     wire_args = _to_refs(list(args), found)
     wire_kwargs = _to_refs(kwargs, found)
@@ -238,7 +231,11 @@ def _call(name: str, args: tuple, kwargs: dict[str, Any]) -> Any:
             )
     reply = location.request({"kind": "call", "fn": name, "args": wire_args,
                               "kwargs": wire_kwargs})
-    return _wrap(location, reply, found[0].owner)
+    return wrap_reply(location, reply, found[0].owner)
+
+
+# Old private names, for callers not yet moved to the public ones (issue 11).
+_wrap, _call = wrap_reply, call_remote
 
 
 def _to_refs(value: Any, found: list[Pointer]) -> Any:
@@ -266,13 +263,13 @@ def send(obj: Any, worker: Any, *, private: bool = False, allow: tuple[str, ...]
         reply = worker.request({"kind": "store_module", "spec": module_to_spec(obj),
                                 "private": private})
         origin = None if isinstance(obj, RebuiltModule) else obj
-        return _wrap(worker, reply, worker.context, origin)
+        return wrap_reply(worker, reply, worker.context, origin)
     if not isinstance(obj, torch.Tensor):
         raise TypeError(f"send() takes a tensor, an nn.Module or a pointer, not "
                         f"{type(obj).__name__}")
     reply = worker.request({"kind": "store", "obj": obj, "private": private,
                             "allow": list(allow)})
-    return _wrap(worker, reply, worker.context)
+    return wrap_reply(worker, reply, worker.context)
 
 
 def _pointer_to_wire(p: Pointer) -> list[Any]:
@@ -298,6 +295,35 @@ def pointer_to(worker: Any, name: str) -> Pointer:
 
     The owner keeps the object: dropping this pointer does not delete it.
     """
-    ptr = _wrap(worker, worker.request({"kind": "lookup", "name": name}), worker.context)
+    ptr = wrap_reply(worker, worker.request({"kind": "lookup", "name": name}), worker.context)
     ptr.disown()
     return ptr
+
+
+# ---- chain links: a pointer and the pointers it leads to, walked from local metadata -----
+@chain_of.register
+def _pointer_chain(obj: PointerTensor) -> list[Link]:
+    return _walk(obj, "PointerTensor")
+
+
+@chain_of.register
+def _module_pointer_chain(obj: ModulePointer) -> list[Link]:
+    return _walk(obj, "ModulePointer")
+
+
+def _shape(meta: dict[str, Any]) -> tuple[int, ...] | None:
+    shape = meta.get("shape")
+    return tuple(shape) if shape is not None else None
+
+
+def _walk(obj: Pointer, kind: str) -> list[Link]:
+    meta = obj.meta
+    links = [Link(kind, obj.owner.name, obj.local_id, obj.location.name, obj.id_at_location,
+                  _shape(meta), meta.get("dtype") or meta.get("type"), meta.get("private", False))]
+    holder, holder_id = obj.location.name, obj.id_at_location
+    while meta.get("kind") == "pointer":
+        nxt = meta.get("next", {})
+        links.append(Link("PointerTensor", holder, holder_id, meta["location"], meta["id"],
+                          _shape(nxt), nxt.get("dtype"), nxt.get("private", False)))
+        holder, holder_id, meta = meta["location"], meta["id"], nxt
+    return links

@@ -51,9 +51,6 @@ class Trace:
     def rounds(self) -> list[str]:
         return list(dict.fromkeys(r["round"] for r in self.records if r["round"]))
 
-    def received_by(self, party: str) -> list[dict[str, Any]]:
-        return [r for r in self.records if r["dst"] == party]
-
     def __repr__(self) -> str:
         lines = [f"Trace: {len(self.records)} messages, rounds: {', '.join(self.rounds()) or '-'}"]
         for row in self.summary():

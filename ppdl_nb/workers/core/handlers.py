@@ -73,12 +73,6 @@ def _fetch(worker: Worker, msg: dict, caller: str) -> dict:
     return reply
 
 
-@message("describe", id=int)
-def _describe(worker: Worker, msg: dict, caller: str) -> dict:
-    entry = worker.store.entry(msg["id"])
-    return describe(entry.obj, private=entry.private)
-
-
 @message("lookup", name=str)
 def _lookup(worker: Worker, msg: dict, caller: str) -> dict:
     """Find an object the owner published by name (its id and metadata, not its value)."""

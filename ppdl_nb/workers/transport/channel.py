@@ -138,13 +138,6 @@ class ChannelServer:
         with self._lock:
             self._allowed[name] = key
 
-    def revoke(self, name: str) -> None:
-        """Stop accepting new connections from ``name`` (open sessions end too)."""
-        with self._lock:
-            self._allowed.pop(name, None)
-            for ident in [i for i, s in self._sessions.items() if s.peer == name]:
-                del self._sessions[ident]
-
     @property
     def public_key(self) -> bytes:
         return self.keypair.public

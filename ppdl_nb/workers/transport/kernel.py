@@ -309,9 +309,6 @@ class WorkerGroup(tuple):
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
 
-    def by_name(self) -> dict[str, KernelWorker]:
-        return {w.name: w for w in self}
-
     def __iter__(self) -> Iterator[KernelWorker]:
         return super().__iter__()
 

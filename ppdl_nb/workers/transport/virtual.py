@@ -79,10 +79,17 @@ DEFAULT_NETWORK = VirtualNetwork()
 
 
 class VirtualWorker(LocalConnection):
-    """An in-process worker and the notebook's connection to it.
+    """The notebook's connection (a client) to a worker it creates in this process.
 
-    ``worker.owner`` is the worker itself (the data owner's side): use it to store
-    private data or release results, as code running on that worker would.
+    Despite the name, this object is not the worker: it is a :class:`LocalConnection`
+    that speaks as ``caller`` (``"me"``, the notebook) and sends every request through
+    the codec, exactly as a connection to a kernel worker does. Creating it also
+    creates the :class:`~ppdl_nb.workers.core.worker.Worker` it talks to (an object
+    store and message handlers, no thread or socket) and adds that worker to a
+    :class:`VirtualNetwork`, so other virtual workers can reach it by name.
+    ``.owner`` is that worker itself, the data owner's side: use it to store private
+    data or release results, as code running on the worker would. ``shutdown()`` and
+    ``restart()`` act on the worker, like a kernel worker's.
     """
 
     def __init__(
