@@ -1,11 +1,13 @@
-"""Budgets kept by the data owner: queries are charged on the worker, refusals say what is
-left, and the ledger survives a restart."""
+"""The data owner's DP steps, worker side: the ledger survives a restart and cannot be
+raised, the data stays private, the worker refuses what it cannot answer, PATE teachers
+train where the data is. (The notebook's API over them: tests/dp/test_remote.py.)"""
 
 from __future__ import annotations
 
 import pytest
 
 import ppdl_nb
+from ppdl_nb.dp.worker_steps import budget, budgets, load, query, teacher_votes
 from ppdl_nb.workers.transport.virtual import VirtualNetwork
 
 
@@ -15,48 +17,26 @@ def owner(tmp_path, monkeypatch):
     return ppdl_nb.VirtualWorker("hospital", network=VirtualNetwork())
 
 
-def test_queries_are_charged_and_refused_beyond_the_budget(owner):
-    loaded = owner.step("dp.load", dataset="breast_cancer", epsilon=1.0, delta=1e-5)
-    assert loaded["rows"] == 569
-    mean = owner.step("dp.query", dataset="breast_cancer", kind="mean", column=0, lower=0,
-                      upper=30, epsilon=0.5)
-    assert 5 < mean < 25  # mean radius is about 14; Laplace noise at this epsilon is small
-    ledger = owner.step("dp.budget", dataset="breast_cancer")
-    assert ledger["spent_epsilon"] == pytest.approx(0.5)
-    assert ledger["history"][0][0].startswith("mean of breast_cancer")
-    with pytest.raises(PermissionError, match="only \\(epsilon=0.5"):
-        owner.step("dp.query", dataset="breast_cancer", kind="count", epsilon=0.6)
-    assert owner.step("dp.budget", dataset="breast_cancer")["spent_epsilon"] == pytest.approx(0.5)
-
-
-def test_budgets_lists_every_dataset_ledger(owner):
-    assert owner.step("dp.budgets") == {}
-    owner.step("dp.load", dataset="digits", epsilon=2.0, delta=1e-5)
-    owner.step("dp.load", dataset="breast_cancer", epsilon=1.0, delta=1e-5)
-    owner.step("dp.query", dataset="digits", kind="count", epsilon=0.5)
-    every = owner.step("dp.budgets")
-    assert list(every) == ["breast_cancer", "digits"]
-    assert every["digits"] == owner.step("dp.budget", dataset="digits")
-    assert every["digits"]["remaining_epsilon"] == pytest.approx(1.5)
-
-
 def test_the_ledger_survives_a_restart_and_cannot_be_raised(owner):
-    owner.step("dp.load", dataset="breast_cancer", epsilon=1.0, delta=1e-5)
-    owner.step("dp.query", dataset="breast_cancer", kind="count", epsilon=0.75)
+    load.on(owner, dataset="breast_cancer", epsilon=1.0, delta=1e-5)
+    query.on(owner, dataset="breast_cancer", kind="count", epsilon=0.75)
     owner.restart()
-    again = owner.step("dp.load", dataset="breast_cancer", epsilon=100.0, delta=1e-5)
+    again = load.on(owner, dataset="breast_cancer", epsilon=100.0, delta=1e-5)
     assert again["budget"]["total_epsilon"] == 1.0
     assert again["budget"]["remaining_epsilon"] == pytest.approx(0.25)
 
 
 def test_the_data_stays_private_and_unknown_datasets_are_refused(owner):
-    loaded = owner.step("dp.load", dataset="digits", epsilon=1.0, delta=0.0)
+    loaded = load.on(owner, dataset="digits", epsilon=1.0, delta=0.0)
     with pytest.raises(PermissionError):
         owner.request({"kind": "fetch", "id": loaded["x"]["id"]})
     with pytest.raises(KeyError, match="loads only"):
-        owner.step("dp.load", dataset="/etc/passwd", epsilon=1.0, delta=0.0)
+        load.on(owner, dataset="/etc/passwd", epsilon=1.0, delta=0.0)
     with pytest.raises(ValueError, match="clipping bounds"):
-        owner.step("dp.query", dataset="digits", kind="sum", epsilon=0.1)
+        query.on(owner, dataset="digits", kind="sum", epsilon=0.1)
+    with pytest.raises(ValueError, match="unknown query 'median'"):
+        query.on(owner, dataset="digits", kind="median", epsilon=0.1)
+    assert budgets.on(owner)["digits"]["spent_epsilon"] == 0.0
 
 
 def _digits_owners(n: int, budget: float):
@@ -95,7 +75,7 @@ def test_pate_teachers_train_on_their_workers_and_return_only_votes(tmp_path, mo
     labels = noisy_max(votes, sigma=2.0)
     assert labels.shape == (200,)
     for w, n_before in zip(owners, before, strict=True):
-        ledger = w.step("dp.budget", dataset="digits_part")
+        ledger = budget.on(w, dataset="digits_part")
         assert ledger["spent_epsilon"] == pytest.approx(cost)
         assert ledger["history"][0][0].startswith("PATE votes on 200 queries")
         assert w.info()["objects"] == n_before  # the teacher and its weights were not kept
@@ -115,8 +95,8 @@ def test_pate_votes_refused_beyond_the_owners_budget(tmp_path, monkeypatch):
                            public=public_x, n_classes=10, sigma=2.0, delta=1e-5, epochs=1,
                            batch_size=32, lr=0.1)
     with pytest.raises(KeyError, match="holds no dataset"):
-        owners[0].step("dp.teacher_votes", dataset="nope", spec={}, public=public_x,
-                       n_classes=10, sigma=2.0, delta=1e-5, epochs=1, batch_size=32, lr=0.1)
+        teacher_votes.on(owners[0], dataset="nope", spec={}, public=public_x, n_classes=10,
+                         sigma=2.0, delta=1e-5, epochs=1, batch_size=32, lr=0.1)
 
 
 def test_pate_teacher_with_the_wrong_output_size_costs_nothing(tmp_path, monkeypatch):
@@ -130,4 +110,4 @@ def test_pate_teacher_with_the_wrong_output_size_costs_nothing(tmp_path, monkeyp
         votes_from_workers(owners, dataset="digits_part", model=torch.nn.Linear(64, 10),
                            public=public_x, n_classes=5, sigma=2.0, delta=1e-5, epochs=1,
                            batch_size=32, lr=0.1)
-    assert owners[0].step("dp.budget", dataset="digits_part")["spent_epsilon"] == 0.0
+    assert budget.on(owners[0], dataset="digits_part")["spent_epsilon"] == 0.0
