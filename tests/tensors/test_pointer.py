@@ -219,3 +219,22 @@ def test_an_in_place_op_with_private_input_makes_its_target_private(alice):
     public.add_(secret)
     with pytest.raises(PermissionError):
         public.get()
+
+
+def test_pointer_methods_are_declared_and_allowlisted():
+    from ppdl_nb.tensors.remote_methods import RemoteMethod, TensorMethods
+    from ppdl_nb.workers.core.ops import OPS
+
+    declared = {n for n, v in vars(TensorMethods).items() if isinstance(v, RemoteMethod)}
+    assert {"__add__", "__getitem__", "sum", "relu", "view", "add_", "zero_"} <= declared
+    assert {f"Tensor.{n}" for n in declared} <= set(OPS)
+    assert PointerTensor.sum.__doc__.startswith("Remote ``torch.Tensor.sum``")
+    with pytest.raises(TypeError, match="not an allowlisted operation"):
+        RemoteMethod().__set_name__(PointerTensor, "numpy")
+
+
+def test_in_place_methods_return_the_same_pointer(alice):
+    x = send(X.clone(), alice)
+    assert x.add_(1) is x and x.mul_(2) is x
+    torch.testing.assert_close(x.get(), (X + 1) * 2)
+    assert len({send(X, alice), send(X, alice)}) == 2  # pointers hash by identity
