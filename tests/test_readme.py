@@ -42,8 +42,9 @@ def test_readme_examples_run_in_order(tmp_path, monkeypatch, capsys):
 
     _run(kernels, ns)
     _run(dp, ns)
-    ledger = ns["hospital"].step("dp.budget", dataset="breast_cancer")
-    assert ledger["spent_epsilon"] == pytest.approx(0.5)
+    ledger = ns["records"].budget()
+    assert ledger.spent_epsilon == pytest.approx(0.5)
+    assert ledger.remaining_epsilon == pytest.approx(0.5)
 
     assert "rounds=10" in fl
     _run(fl.replace("rounds=10", "rounds=2"), ns)  # as written, two rounds for time
