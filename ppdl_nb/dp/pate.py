@@ -203,16 +203,11 @@ def votes_from_workers(
     are asked concurrently. Aggregate the result with :func:`noisy_max` at the same
     ``sigma`` the owners charged for.
     """
-    from ppdl_nb.workers.core.concurrent import concurrently
-    from ppdl_nb.workers.core.modules import module_to_spec
+    from ppdl_nb.dp.remote import DataOwner, RemoteDataset, teacher_votes
 
     if not workers:
         raise ValueError("Need at least one worker (one teacher per data owner).")
-    spec = module_to_spec(model)
-    kwargs = dict(dataset=dataset, spec=spec, public=public, n_classes=n_classes, sigma=sigma,
-                  delta=delta, epochs=epochs, batch_size=batch_size, lr=lr)
-
-    preds = concurrently([(w, "dp.teacher_votes",
-                           {**kwargs, **({} if seed is None else {"seed": seed + i})})
-                          for i, w in enumerate(workers)])
-    return vote_histogram(torch.stack(preds), n_classes)
+    teachers = [RemoteDataset(DataOwner(w), dataset) for w in workers]
+    preds = teacher_votes(teachers, model, public, n_classes=n_classes, sigma=sigma,
+                          delta=delta, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    return vote_histogram(preds, n_classes)
