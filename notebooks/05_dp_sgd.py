@@ -40,7 +40,7 @@ round(sigma, 2), epsilon(noise_multiplier=sigma, sample_rate=256 / 60_000, steps
 digits = load_digits()
 n = 1400
 # %% [ignore-output]
-%%ppdl train dp --epsilon 2 --delta 1e-5 --clip 1.0 --epochs 8 --batch-size 128 --lr 0.5
+%%ppdl train dp --epsilon 2 --delta 1e-5 --max-grad-norm 1.0 --epochs 8 --batch-size 128 --lr 0.5
 model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
 data = (digits.x[:n], digits.y[:n])
 test = (digits.x[n:], digits.y[n:])
@@ -65,23 +65,26 @@ len(tuner.runs), abs(run.epsilon - tuner.epsilon) < 1e-9
 # ## Budgets live with the data
 # A hospital's worker holds its dataset and a **total** budget. Every query or training
 # run is charged *by the worker* before it answers; when the budget is spent, it refuses.
-# The ledger is on disk, so restarting the worker does not reset it.
+# The ledger is on disk, so restarting the worker does not reset it. `remote(worker)` is
+# the notebook's side: it checks your arguments (a misspelt one is a `TypeError` naming
+# it, before anything is sent) and asks the owner.
 # %%
+from ppdl_nb.dp import remote
+
 hospital = ppdl_nb.VirtualWorker("hospital")
-info = hospital.step("dp.load", dataset="breast_cancer", epsilon=1.0, delta=1e-5)
-info["rows"], info["budget"]["remaining_epsilon"]
+records = remote(hospital).load("breast_cancer", epsilon=1.0, delta=1e-5)
+records, records.budget().remaining_epsilon
 # %% [ignore-output]
-mean_radius = hospital.step("dp.query", dataset="breast_cancer", kind="mean", column=0,
-                            lower=0, upper=30, epsilon=0.5)
+mean_radius = records.mean(column=0, bounds=(0, 30), epsilon=0.5)
 round(mean_radius, 1)
 # %%
 try:
-    hospital.step("dp.query", dataset="breast_cancer", kind="count", epsilon=0.8)
+    records.count(epsilon=0.8)
 except PermissionError as err:
     print(str(err).split("] ", 1)[1])
 # %%
-ledger = hospital.step("dp.budget", dataset="breast_cancer")
-[(what.split(" (")[0], eps) for what, eps, delta in ledger["history"]]
+ledger = records.budget()
+[(what.split(" (")[0], eps) for what, eps, delta in ledger.history]
 # %% [markdown]
 # `%ppdl budget` asks every data owner the notebook is connected to (or the ones you
 # name) for its ledgers: what each release cost, and what is left, as a table and a bar

@@ -46,9 +46,10 @@ votes[:3]
 # Every owner's ledger shows the same charge: the worst case for answering 300 queries
 # with σ = 4, whatever the other teachers vote.
 # %%
-ledger = owners[0].step("dp.budget", dataset="digits")
-round(ledger["spent_epsilon"], 2), round(gnmax_epsilon(queries=300, sigma=sigma,
-                                                       delta=1e-5), 2)
+from ppdl_nb.dp import remote
+
+ledger = remote(owners[0]).dataset("digits").budget()
+round(ledger.spent_epsilon, 2), round(gnmax_epsilon(queries=300, sigma=sigma, delta=1e-5), 2)
 # %% [markdown]
 # ## Noisy arg-max, and what it costs
 # More noise (a larger σ) means a smaller ε, and more wrong labels. The data-independent
