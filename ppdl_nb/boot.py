@@ -27,6 +27,10 @@ _STEP_HOMES: dict[str, tuple[str, ...]] = {
     "ppdl_nb.fl.worker_steps": (
         "fl.aggregate", "fl.load", "fl.share", "fl.sum_shares", "fl.take_share", "fl.train",
     ),
+    "ppdl_nb.he.worker_steps": (
+        "he.absorb", "he.collect", "he.decrypt_sum", "he.encrypt_update", "he.finish",
+        "he.infer", "he.keygen", "he.open", "he.public_context", "he.sum_round", "he.trust",
+    ),
     "ppdl_nb.fl.secagg_steps": ("secagg.keys", "secagg.masked", "secagg.share", "secagg.unmask"),
     "ppdl_nb.tensors.spdz_steps": (
         "mpc.abort", "mpc.beaver_finish", "mpc.beaver_open", "mpc.bilinear", "mpc.corrections",

@@ -1,0 +1,226 @@
+"""Encrypted inference with CKKS: two packings, one plan.
+
+``batched`` (throughput): slot ``b`` of every ciphertext holds image ``b`` (up to 4,096
+images per ciphertext set); there is one ciphertext per input feature (an im2col patch
+entry for a convolution), and every layer is scalar multiply-and-add over ciphertexts:
+no rotations, so no Galois keys, and the cost per batch does not depend on the batch
+size. The model owner folds each feature into the first layer's outputs as it arrives
+(:meth:`BatchedSession.absorb`), so inputs are never all held at once.
+
+``per_image`` (latency): one image per ciphertext in TenSEAL's im2col layout (its
+tutorial's approach): convolution by ``conv2d_im2col``, matrix products by rotations.
+
+Batched results have their unused slots zeroed before they leave the model owner (the
+last layer multiplies by zero-padded plaintexts, at no extra level). Per image, the
+tutorial's chain spends all six levels of the 218-bit modulus (``pack_vectors`` takes
+one), so no level is left for a 0/1 mask: TenSEAL's matrix product leaves copies of the
+logits in the other slots.
+CKKS without circuit privacy still leaks something about the model to the key holder:
+the noise of a decrypted result depends on the weights that produced it.
+
+>>> cost_per_image("per_image", [784, 10], 1) > 0
+True
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ppdl_nb.he.keys import CiphertextMismatchError, require_tenseal
+from ppdl_nb.he.plan import Plan, first_bias, first_matrix
+
+__all__ = ["BatchedSession", "PerImageSession", "cost_per_image", "load_vector"]
+
+#: the per-image logits are computed divided by this, to stay inside the last level's range
+OUTPUT_SCALE = 8.0
+
+
+def load_vector(ctx: Any, data: bytes) -> Any:
+    """A CKKS vector from TenSEAL bytes, or a clear error if it is not of this context."""
+    ts = require_tenseal()
+    if not isinstance(data, bytes | bytearray):
+        raise TypeError(f"ciphertexts travel as bytes, got {type(data).__name__}")
+    try:
+        return ts.ckks_vector_from(ctx, bytes(data))
+    except Exception as exc:
+        raise CiphertextMismatchError(
+            f"a ciphertext does not load under this context ({exc}); it was made under "
+            "another context or parameters: encrypt under the pinned public context") from None
+
+
+@dataclass
+class LayerStat:
+    name: str
+    kind: str
+    seconds: float = 0.0
+    ciphertexts: int = 0
+    nbytes: int = 0
+
+
+@dataclass
+class _Stats:
+    layers: list[LayerStat] = field(default_factory=list)
+
+    def as_list(self) -> list[dict[str, Any]]:
+        return [vars(s) for s in self.layers]
+
+
+def cost_per_image(packing: str, shape: list[int], batch: int, nonzeros: int = 0) -> float:
+    """A rough model of seconds per image, to choose a packing (measured on one core)."""
+    if packing == "per_image":
+        return 0.008 * sum(shape[:-1]) + 0.05
+    return (0.0025 * nonzeros + 0.012 * shape[0]) / max(batch, 1)
+
+
+class BatchedSession:
+    """Model owner's side of batched inference: features in, masked logits out."""
+
+    def __init__(self, ctx: Any, plan: Plan, batch: int, n_features: int) -> None:
+        self.ctx, self.plan, self.batch = ctx, plan, batch
+        m = first_matrix(plan, n_features)
+        self.rows = m.shape[0]
+        self.bias = first_bias(plan, self.rows)
+        nz = m.nonzero().tolist()
+        self.cols: list[list[tuple[int, float]]] = [[] for _ in range(n_features)]
+        for o, i in nz:
+            self.cols[i].append((o, float(m[o, i])))
+        self.acc: list[Any] = [None] * self.rows
+        self.seen = 0
+        self.stats = _Stats([LayerStat(plan.layers[0].name, plan.layers[0].kind)])
+
+    def absorb(self, start: int, cts: list[bytes]) -> None:
+        """Fold features ``start, start+1, ...`` into the first layer's outputs."""
+        if start != self.seen:
+            raise ValueError(f"features must arrive in order: expected {self.seen}, got {start}")
+        if start + len(cts) > len(self.cols):
+            raise ValueError(f"the plan takes {len(self.cols)} input features, got more")
+        t0, stat = time.perf_counter(), self.stats.layers[0]
+        for j, data in enumerate(cts):
+            stat.nbytes += len(data)
+            ct = load_vector(self.ctx, data)
+            for o, coef in self.cols[start + j]:
+                term = ct.mul(coef)
+                self.acc[o] = term if self.acc[o] is None else self.acc[o].add_(term)
+        self.seen += len(cts)
+        stat.seconds += time.perf_counter() - t0
+
+    def finish(self) -> list[bytes]:
+        """Run the remaining layers; the logits, one ciphertext per class, unused slots 0."""
+        if self.seen != len(self.cols):
+            raise ValueError(f"{self.seen} of {len(self.cols)} input features arrived")
+        t0 = time.perf_counter()
+        h = [self._affine_out(o, a) for o, a in enumerate(self.acc)]
+        self.stats.layers[0].seconds += time.perf_counter() - t0
+        self.stats.layers[0].ciphertexts = len(h)
+        last = len(self.plan.layers) - 1
+        for i, layer in enumerate(self.plan.layers[1:], start=1):
+            t0 = time.perf_counter()
+            if layer.kind == "square":
+                h = [ct.square() for ct in h]
+            else:
+                h = [self._dot(h, w, float(b), masked=i == last)
+                     for w, b in zip(layer.weight.tolist(), layer.bias.tolist(), strict=True)]
+            self.stats.layers.append(LayerStat(layer.name, layer.kind,
+                                               time.perf_counter() - t0, len(h)))
+        out = [ct.serialize() for ct in h]
+        self.stats.layers[-1].nbytes = sum(len(b) for b in out)
+        return out
+
+    def _affine_out(self, o: int, acc: Any) -> Any:
+        if acc is None:  # an output no feature reaches: the bias alone
+            ts = require_tenseal()
+            return ts.ckks_vector(self.ctx, [float(self.bias[o])] * self.batch)
+        return acc.add_(float(self.bias[o]))
+
+    def _dot(self, h: list[Any], weights: list[float], bias: float, *, masked: bool) -> Any:
+        total = None
+        for ct, w in zip(h, weights, strict=True):
+            if w == 0.0:
+                continue
+            # the last layer multiplies by zero-padded vectors: slots past the batch become 0
+            term = ct.mul([w] * self.batch) if masked else ct.mul(w)
+            total = term if total is None else total.add_(term)
+        if total is None:
+            total = h[0].mul([0.0] * self.batch)
+        return total.add_([bias] * self.batch) if masked else total.add_(bias)
+
+
+class PerImageSession:
+    """Model owner's side of one-image-per-ciphertext inference (TenSEAL's im2col layout)."""
+
+    def __init__(self, ctx: Any, plan: Plan, windows: int) -> None:
+        self.ctx, self.plan, self.windows = ctx, plan, windows
+        self.outputs: list[bytes] = []
+        self.stats = _Stats([LayerStat(la.name, la.kind) for la in plan.layers])
+
+    def absorb(self, start: int, cts: list[bytes]) -> None:
+        if start != len(self.outputs):
+            raise ValueError(f"images must arrive in order: expected {len(self.outputs)}")
+        for data in cts:
+            self.outputs.append(self.evaluate(load_vector(self.ctx, data), len(data)))
+
+    def evaluate(self, x: Any, nbytes: int = 0) -> bytes:
+        ts = require_tenseal()
+        stats = self.stats.layers
+        stats[0].nbytes += nbytes
+        last = len(self.plan.layers) - 1
+        for i, layer in enumerate(self.plan.layers):
+            t0 = time.perf_counter()
+            if layer.kind == "conv":
+                chans = [x.conv2d_im2col(k.tolist(), self.windows).add_(float(b))
+                         for k, b in zip(layer.weight, layer.bias.tolist(), strict=True)]
+                x = ts.CKKSVector.pack_vectors(chans)
+            elif layer.kind == "square":
+                x = x.square()
+            else:  # the logits are scaled down into the last level's range
+                s = OUTPUT_SCALE if i == last else 1.0
+                x = x.mm((layer.weight.T / s).tolist()).add_((layer.bias / s).tolist())
+            stats[i].seconds += time.perf_counter() - t0
+            stats[i].ciphertexts += 1
+        out = x.serialize()
+        stats[-1].nbytes += len(out)
+        return out
+
+    def finish(self) -> list[bytes]:
+        return self.outputs
+
+
+def encrypt_features(ctx: Any, rows: torch.Tensor, start: int, stop: int) -> list[bytes]:
+    """Data owner, batched packing: features ``start:stop`` of ``rows`` [batch, n], one
+    ciphertext each (slot b = image b)."""
+    ts = require_tenseal()
+    cols = rows[:, start:stop].T.tolist()
+    return [ts.ckks_vector(ctx, col).serialize() for col in cols]
+
+
+def encrypt_images(ctx: Any, plan: Plan, x: torch.Tensor) -> tuple[list[bytes], int]:
+    """Data owner, per-image packing: one ciphertext per image (im2col for a conv plan)."""
+    ts = require_tenseal()
+    first = plan.layers[0]
+    out, windows = [], 0
+    for img in x:
+        if first.kind == "conv":
+            kh, kw = first.weight.shape[1:]
+            enc, windows = ts.im2col_encoding(ctx, img.reshape(img.shape[-2:]).tolist()
+                                              if img.dim() >= 2 else img.tolist(), kh, kw,
+                                              first.stride[0])
+        else:
+            enc = ts.ckks_vector(ctx, img.reshape(-1).double().tolist())
+        out.append(enc.serialize())
+    return out, windows
+
+
+def decrypt_batched(ctx: Any, outputs: list[bytes], batch: int) -> torch.Tensor:
+    """Data owner: logits [batch, classes] from one ciphertext per class."""
+    cols = [load_vector(ctx, b).decrypt()[:batch] for b in outputs]
+    return torch.tensor(cols, dtype=torch.float64).T
+
+
+def decrypt_images(ctx: Any, outputs: list[bytes]) -> torch.Tensor:
+    """Data owner: logits [images, classes], one ciphertext per image."""
+    rows = [load_vector(ctx, b).decrypt() for b in outputs]
+    return torch.tensor(rows, dtype=torch.float64) * OUTPUT_SCALE
