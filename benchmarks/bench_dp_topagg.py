@@ -46,7 +46,7 @@ from ppdl_nb.dp.topagg import topagg_step  # noqa: E402
 
 DELTA, BATCHES, EPOCHS = 1e-5, 32, 15
 DPSGD = {"max_grad_norm": 1.0, "lr": 0.5}
-TOPAGG = {"k": 5000, "clip": 1e-3, "threshold_sigmas": 1.0, "lr": 0.02}
+TOPAGG = {"k": 5000, "scale": 1e-3, "threshold_sigmas": 1.0, "lr": 0.02}
 PLAIN = {"lr": 0.5}
 
 
@@ -92,7 +92,7 @@ def run_topagg(x, y, epochs: int, seed: int, z: float) -> tuple[nn.Module, float
     model = mlp()
     k = TOPAGG["k"]
     acc = Accountant()
-    agg = TopAgg(k=k, clip=TOPAGG["clip"], sigma=z * math.sqrt(k),
+    agg = TopAgg(k=k, scale=TOPAGG["scale"], noise_std=z * math.sqrt(k),
                  threshold=TOPAGG["threshold_sigmas"] * z * math.sqrt(k), accountant=acc)
     q = 1 / BATCHES
     loader = PoissonLoader(TensorDataset(x, y), sample_rate=q)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["LOSSES", "OPTIMIZERS", "batches", "device_of", "evaluate", "loss_function",
-           "make_optimizer", "register_loss", "register_optimizer", "run_epoch"]
+           "make_optimizer", "register_loss", "register_optimizer", "run_epoch", "train_model"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -155,6 +155,27 @@ def run_epoch(model: nn.Module, data: Iterable[tuple[torch.Tensor, torch.Tensor]
         total += batch_loss.item() * len(xb)
         seen += len(xb)
     return total, seen
+
+
+def train_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int,
+                batch_size: int, lr: float, loss: str | LossFn = "cross_entropy",
+                optimizer: str = "sgd", penalty: Callable[[], torch.Tensor] | None = None,
+                generator: torch.Generator | None = None) -> float:
+    """Train ``model`` in place for ``epochs`` shuffled passes; return the mean batch loss.
+
+    The local training loop of a federated client or a PATE teacher (no privacy here:
+    DP-SGD runs :func:`run_epoch` with its own optimizer and sampler).
+    """
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+    loss_fn = loss_function(loss)
+    opt = make_optimizer(optimizer, model.parameters(), lr=lr)
+    total, seen = 0.0, 0
+    for _ in range(epochs):
+        part, rows = run_epoch(model, batches(x, y, batch_size=batch_size, generator=generator),
+                               loss=loss_fn, optimizer=opt, penalty=penalty)
+        total, seen = total + part, seen + rows
+    return total / max(seen, 1)
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str | LossFn

@@ -107,7 +107,7 @@ def make_private_with_epsilon(
     """Like :func:`make_private`, with the noise chosen so ``epochs`` epochs spend the target."""
     check_delta(target_delta, len(data_loader.dataset))  # type: ignore[arg-type]
     steps = len(data_loader)
-    sigma = noise_multiplier_for(
+    noise_multiplier = noise_multiplier_for(
         target_epsilon=target_epsilon,
         sample_rate=1 / steps,
         steps=epochs * steps,
@@ -118,7 +118,7 @@ def make_private_with_epsilon(
         module=module,
         optimizer=optimizer,
         data_loader=data_loader,
-        noise_multiplier=sigma,
+        noise_multiplier=noise_multiplier,
         max_grad_norm=max_grad_norm,
         poisson_sampling=poisson_sampling,
         loss_reduction=loss_reduction,

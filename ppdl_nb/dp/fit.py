@@ -95,9 +95,6 @@ def fit_private(
                          "max_grad_norm) or epsilon= (a target; the noise is then "
                          "calibrated to spend at most that)")
     loss_fn = training.loss_function(loss)
-    if optimizer not in training.OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of "
-                         f"{sorted(training.OPTIMIZERS)}")
     n = len(x)
     if not 0 < batch_size <= n:
         raise ValueError(f"batch_size must be in [1, {n}] (the data has {n} rows)")
@@ -108,8 +105,8 @@ def fit_private(
                                                 steps=epochs * steps_per_epoch, delta=delta,
                                                 accountant=accountant)
     private_copy = copy.deepcopy(model)
-    loader = DataLoader(TensorDataset(x, y), batch_size=batch_size)
     opt = training.make_optimizer(optimizer, private_copy.parameters(), lr=lr)
+    loader = DataLoader(TensorDataset(x, y), batch_size=batch_size)
     module, dp_opt, data = make_private(module=private_copy, optimizer=opt, data_loader=loader,
                                         noise_multiplier=noise_multiplier,
                                         max_grad_norm=max_grad_norm, accountant=accountant)

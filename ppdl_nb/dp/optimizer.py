@@ -2,7 +2,8 @@
 
 Why: DP-SGD changes only how the gradient is formed; momentum, Adam, weight decay
 and learning-rate schedules stay the user's. ``step()`` replaces each ``p.grad``
-with ``(sum_i clip(g_i) + N(0, (sigma C)^2)) / (q N)`` (``q N`` is the *expected*
+with ``(sum_i clip(g_i) + N(0, (z C)^2)) / (q N)``, ``z`` the ``noise_multiplier``
+and ``C`` the ``max_grad_norm`` (``q N`` is the *expected*
 batch size: dividing by the actual size would leak it), calls the wrapped
 optimizer, and records the step in the accountant. The noise of each step comes
 from a generator freshly seeded from ``os.urandom`` (:mod:`.noise`).

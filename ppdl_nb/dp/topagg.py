@@ -5,15 +5,18 @@ gradient, a Gaussian sum needs noise proportional to each gradient's norm in *al
 d coordinates. DataLens instead has each contributor keep only its top-k
 coordinates (by magnitude), clip them to [-c, c] and quantise them stochastically
 to a sign (+1 with probability (1 + g/c) / 2, so the sign is unbiased up to the
-scale c). A contributor's vote vector then has at most k entries of +-1: its L2
-sensitivity is sqrt(k) (add/remove one contributor). The votes are summed,
-Gaussian noise N(0, sigma^2) is added, and coordinates whose noisy vote is below
+quantisation ``scale`` c). A contributor's vote vector then has at most k entries of
++-1: its L2 sensitivity is sqrt(k) (add/remove one contributor). The votes are summed,
+Gaussian noise of absolute std ``noise_std`` is added, and coordinates whose noisy vote
+is below
 ``threshold`` in magnitude are zeroed (post-processing: free). The result, in
 {-1, 0, +1}^d, is the aggregated gradient direction.
 
-Accounting: each aggregation is a Gaussian mechanism with noise multiplier
-``sigma / sqrt(k)``; compose it with :class:`.Accountant` (``sample_rate`` = the
-fraction of contributors sampled, 1 for all), i.e. RDP ``alpha k / (2 sigma^2)``.
+Accounting: each aggregation is a Gaussian mechanism with ``noise_multiplier =
+noise_std / sqrt(k)`` (the std over the sensitivity sqrt(k)); compose it with
+:class:`.Accountant` (``sample_rate`` = the fraction of contributors sampled, 1 for
+all), i.e. RDP ``alpha k / (2 noise_std^2)``. All of TopAgg's parameters are
+keyword-only.
 
 Use as the aggregation step of DP-SGD: rows of ``contributions`` are per-example
 (or per-teacher) gradients flattened to (n, d); the output times a learning rate
@@ -23,7 +26,7 @@ aggregate, and ``w -= lr * direction``. With Poisson-sampled batches at rate ``q
 pass ``sample_rate=q`` so the accountant credits the subsampling.
 
 >>> import torch
->>> agg = TopAgg(k=2, clip=1.0, sigma=0.5, threshold=1.0)
+>>> agg = TopAgg(k=2, scale=1.0, noise_std=0.5, threshold=1.0)
 >>> g = torch.tensor([[0.9, -0.1, 0.0], [0.8, 0.0, -0.7], [1.0, 0.2, 0.0]])
 >>> agg(g).shape
 torch.Size([3])
@@ -54,39 +57,46 @@ def top_k_mask(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros_like(x, dtype=torch.bool).scatter_(-1, idx, True)
 
 
-def stochastic_sign(x: torch.Tensor, clip: float, gen: torch.Generator) -> torch.Tensor:
-    """+1 with probability (1 + x/clip)/2 after clipping to [-clip, clip], else -1."""
-    p = (x.clamp(-clip, clip) / clip + 1) / 2
+def stochastic_sign(x: torch.Tensor, scale: float, gen: torch.Generator) -> torch.Tensor:
+    """+1 with probability (1 + x/scale)/2 after clipping to [-scale, scale], else -1."""
+    p = (x.clamp(-scale, scale) / scale + 1) / 2
     u = torch.rand(x.shape, generator=gen, dtype=x.dtype)
     return torch.where(u < p, 1.0, -1.0).to(x.dtype)
 
 
-def topagg_rdp(*, k: int, sigma: float, orders: np.ndarray | float) -> np.ndarray:
-    """RDP of one aggregation: alpha * k / (2 sigma^2)."""
-    return np.asarray(orders, dtype=np.float64) * k / (2 * sigma**2)
+def topagg_rdp(*, k: int, noise_std: float, orders: np.ndarray | float) -> np.ndarray:
+    """RDP of one aggregation: alpha * k / (2 noise_std^2)."""
+    return np.asarray(orders, dtype=np.float64) * k / (2 * noise_std**2)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TopAgg:
-    """The DataLens aggregator; call it on (contributors, d) gradients."""
+    """The DataLens aggregator; call it on (contributors, d) gradients.
+
+    ``k``: coordinates each contributor keeps; ``scale``: the quantisation scale c (each
+    kept coordinate is clipped to [-c, c] before its stochastic sign); ``noise_std``: the
+    absolute std of the Gaussian noise on the summed votes; ``threshold``: the smallest
+    noisy vote that counts.
+    """
 
     k: int
-    clip: float
-    sigma: float
+    scale: float
+    noise_std: float
     threshold: float
     accountant: Accountant | None = None
 
     def __post_init__(self) -> None:
-        if self.k < 1 or self.clip <= 0 or self.sigma <= 0 or self.threshold < 0:
+        if self.k < 1 or self.scale <= 0 or self.noise_std <= 0 or self.threshold < 0:
             raise ValueError(
-                "TopAgg needs k >= 1, clip > 0, sigma > 0 and threshold >= 0; got "
-                f"k={self.k}, clip={self.clip}, sigma={self.sigma}, threshold={self.threshold}."
+                "TopAgg needs k >= 1, scale > 0, noise_std > 0 and threshold >= 0; got "
+                f"k={self.k}, scale={self.scale}, noise_std={self.noise_std}, "
+                f"threshold={self.threshold}."
             )
 
     @property
     def noise_multiplier(self) -> float:
-        """sigma over the L2 sensitivity sqrt(k): what an :class:`.Accountant` composes."""
-        return self.sigma / math.sqrt(self.k)
+        """noise_std over the L2 sensitivity sqrt(k): what an :class:`.Accountant` composes."""
+        return self.noise_std / math.sqrt(self.k)
 
     def votes(self, contributions: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Each row compressed to top-k stochastic signs, summed: (d,).
@@ -97,7 +107,7 @@ class TopAgg:
         n, d = contributions.shape
         k = min(self.k, d)
         idx = contributions.abs().topk(k, dim=-1).indices
-        signs = stochastic_sign(contributions.gather(1, idx), self.clip, gen)
+        signs = stochastic_sign(contributions.gather(1, idx), self.scale, gen)
         out = torch.zeros(d, dtype=contributions.dtype)
         return out.index_add_(0, idx.reshape(-1), signs.reshape(-1))
 
@@ -109,7 +119,7 @@ class TopAgg:
             )
         gen = generator()
         v = self.votes(contributions.detach(), gen)
-        noisy = v + torch.randn(v.shape, generator=gen, dtype=v.dtype) * self.sigma
+        noisy = v + torch.randn(v.shape, generator=gen, dtype=v.dtype) * self.noise_std
         if self.accountant is not None:
             self.accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=sample_rate)
         return torch.sign(noisy) * (noisy.abs() >= self.threshold)
@@ -155,7 +165,7 @@ def topagg_step(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, agg
 
     >>> import torch
     >>> model = torch.nn.Linear(3, 2)
-    >>> agg = TopAgg(k=2, clip=0.1, sigma=1.0, threshold=0.5)
+    >>> agg = TopAgg(k=2, scale=0.1, noise_std=1.0, threshold=0.5)
     >>> d = topagg_step(model, torch.nn.functional.cross_entropy, torch.randn(8, 3),
     ...                 torch.randint(0, 2, (8,)), agg, lr=0.01)
     >>> d.shape

@@ -100,14 +100,12 @@ def train_local(
     term ``mu/2 * ||w - w_global||^2``, which keeps clients with very different data from
     drifting far from the global model. Runs on the model's device.
     """
-    loss_fn = training.loss_function(loss)
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
     if prox_mu < 0:
         raise ValueError(f"prox_mu must be >= 0, got {prox_mu}")
     start = time.perf_counter()
     before = flat_weights(model)
-    opt = training.make_optimizer(optimizer, model.parameters(), lr=lr)
     penalty = None
     if prox_mu:
         anchors = [p.detach().clone() for p in model.parameters()]
@@ -117,11 +115,8 @@ def train_local(
                                                             strict=True))
             return prox_mu / 2 * prox
 
-    total, seen = 0.0, 0
-    for _ in range(epochs):
-        part, rows = training.run_epoch(
-            model, training.batches(x, y, batch_size=batch_size, generator=generator),
-            loss=loss_fn, optimizer=opt, penalty=penalty)
-        total, seen = total + part, seen + rows
-    return LocalRun(flat_weights(model) - before, len(x), total / max(seen, 1),
+    mean_loss = training.train_model(model, x, y, epochs=epochs, batch_size=batch_size, lr=lr,
+                                     loss=loss, optimizer=optimizer, penalty=penalty,
+                                     generator=generator)
+    return LocalRun(flat_weights(model) - before, len(x), mean_loss,
                     time.perf_counter() - start)

@@ -13,14 +13,14 @@ def test_top_k_and_unbiased_signs():
     assert top_k_mask(x, 2).tolist() == [[False, True, True, False]]
     g = torch.Generator().manual_seed(0)
     s = stochastic_sign(torch.full((20000,), 0.5), 1.0, g)
-    assert float(s.mean()) == pytest.approx(0.5, abs=0.03)  # E[sign] = x / clip
+    assert float(s.mean()) == pytest.approx(0.5, abs=0.03)  # E[sign] = x / scale
 
 
 def test_aggregate_recovers_consensus_direction():
     direction = torch.tensor([1.0, -1.0, 0.0, 0.0, 1.0])
     contributions = direction * 0.9 + torch.randn(200, 5) * 0.05
     acc = Accountant()
-    agg = TopAgg(k=3, clip=1.0, sigma=2.0, threshold=20.0, accountant=acc)
+    agg = TopAgg(k=3, scale=1.0, noise_std=2.0, threshold=20.0, accountant=acc)
     with fixed_seed(0):
         out = agg(contributions)
     assert out.tolist() == direction.tolist()
@@ -29,8 +29,15 @@ def test_aggregate_recovers_consensus_direction():
 
 
 def test_rdp_and_errors():
-    assert topagg_rdp(k=4, sigma=2.0, orders=np.array([2.0]))[0] == pytest.approx(1.0)
+    assert topagg_rdp(k=4, noise_std=2.0, orders=np.array([2.0]))[0] == pytest.approx(1.0)
     with pytest.raises(ValueError):
-        TopAgg(k=0, clip=1.0, sigma=1.0, threshold=0.0)
+        TopAgg(k=0, scale=1.0, noise_std=1.0, threshold=0.0)
     with pytest.raises(ValueError, match="contributors"):
-        TopAgg(k=1, clip=1.0, sigma=1.0, threshold=0.0)(torch.zeros(3))
+        TopAgg(k=1, scale=1.0, noise_std=1.0, threshold=0.0)(torch.zeros(3))
+
+
+def test_parameters_are_keyword_only_with_their_own_names():
+    with pytest.raises(TypeError):
+        TopAgg(2, 1.0, 0.5, 1.0)
+    agg = TopAgg(k=4, scale=1e-3, noise_std=2.0, threshold=0.0)
+    assert agg.noise_multiplier == pytest.approx(1.0)  # noise_std over sqrt(k)

@@ -16,10 +16,8 @@ from ppdl_nb.fl.secagg import (
     decode_sum,
     default_threshold,
     encode_update,
-    message_nbytes,
-    simulate,
-    upload_bytes,
 )
+from ppdl_nb.fl.secagg_sim import message_nbytes, simulate, upload_bytes
 from ppdl_nb.mpc.prg import PRG, fixed_seeds
 from ppdl_nb.workers.core import codec
 
