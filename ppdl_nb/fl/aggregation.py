@@ -51,7 +51,7 @@ from ppdl_nb.fl import secagg_steps, worker_steps
 from ppdl_nb.fl.dataset import Client
 from ppdl_nb.fl.local import FRAC_BITS, apply_update
 from ppdl_nb.fl.secagg import SecAggAbort, SecAggServer, default_threshold
-from ppdl_nb.tensors.pointer import _wrap
+from ppdl_nb.tensors.pointer import wrap_reply
 from ppdl_nb.workers.core.codec import Ref
 
 __all__ = ["AGGREGATIONS", "Aggregation", "Mean", "RoundAborted", "RoundUpdates", "SecAgg",
@@ -189,7 +189,7 @@ class Trusted(Aggregation):
         refs = []
         for name, reply in updates.replies.items():
             worker = updates.workers[name]
-            ptr = _wrap(worker, reply["update"], worker.context)
+            ptr = wrap_reply(worker, reply["update"], worker.context)
             ptr.move(self.aggregator)
             ptr.disown()  # the aggregator frees it once summed
             refs.append(Ref(ptr.id_at_location))

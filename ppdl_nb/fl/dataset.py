@@ -30,7 +30,7 @@ import torch
 
 from ppdl_nb import datasets
 from ppdl_nb.fl.partition import partition, plot_partition
-from ppdl_nb.tensors.pointer import PointerTensor, _wrap, send
+from ppdl_nb.tensors.pointer import PointerTensor, send, wrap_reply
 
 __all__ = ["Client", "FederatedDataset", "public_split"]
 
@@ -181,7 +181,7 @@ def _assign(n_clients: int, n_workers: int) -> list[list[int]]:
 
 
 def _client(worker: Any, reply: dict[str, Any]) -> Client:
-    x = _wrap(worker, reply["x"], worker.context)
-    y = _wrap(worker, reply["y"], worker.context)
+    x = wrap_reply(worker, reply["x"], worker.context)
+    y = wrap_reply(worker, reply["y"], worker.context)
     return Client(int(reply["client"]), worker, x, y, int(reply["rows"]), list(reply["labels"]))
 

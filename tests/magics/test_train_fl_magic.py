@@ -37,10 +37,21 @@ def test_train_fl_splits_trains_and_reports(workers, capsys):
 
 def test_train_fl_with_a_trusted_aggregator_and_dp(workers, capsys):
     workers.run_cell_magic("ppdl", "train fl --workers fla flb --clients-per-worker 3 "
-                           "--rounds 2 --aggregation trusted --aggregator flc --noise 1.0 "
-                           "--clip 0.5 --fraction 0.5 --out private", CELL)
-    assert "epsilon" in capsys.readouterr().out
+                           "--rounds 2 --aggregation trusted --aggregator flc "
+                           "--noise-multiplier 1.0 --max-update-norm 0.5 --fraction 0.5 "
+                           "--out private", CELL)
+    out = capsys.readouterr().out
+    assert "epsilon" in out and "trusted aggregator flc" in out
     assert len(workers.user_ns["private_history"]["epsilon"]) == 2
+
+
+def test_train_fl_builds_the_strategy_the_options_name(workers, capsys):
+    workers.run_cell_magic("ppdl", "train fl --workers fla flb flc --rounds 2 --aggregation "
+                           "secagg --threshold 2 --server-optimizer fedavgm --server-lr 0.5 "
+                           "--progress none --optimizer momentum --lr 0.05", CELL)
+    out = capsys.readouterr().out
+    assert "pairwise masks (Bonawitz et al.) + FedAvgM server step" in out
+    assert len(workers.user_ns["fl_history"]) == 2
 
 
 @pytest.mark.parametrize("line, message", [
@@ -48,7 +59,10 @@ def test_train_fl_with_a_trusted_aggregator_and_dp(workers, capsys):
     ("train fl --workers fla --aggregation magic", "--aggregation must be one of"),
     ("train fl --workers fla --aggregation trusted", "--aggregator"),
     ("train fl --workers nobody", "no worker named 'nobody'"),
-    ("train fl --workers fla --epsilon 1", "--noise"),
+    ("train fl --workers fla --epsilon 1", "--noise-multiplier"),
+    ("train fl --workers fla --threshold 3", "'mean' takes no option threshold"),
+    ("train fl --workers fla --noise-multiplier -1", "noise_multiplier"),
+    ("train fl --workers fla --optimizer lbfgs", "unknown optimizer 'lbfgs'"),
 ])
 def test_train_fl_mistakes_are_usage_errors(workers, line, message):
     with pytest.raises(UsageError, match=message):
