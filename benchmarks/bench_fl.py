@@ -27,7 +27,7 @@ from _common import parser, report  # noqa: E402
 
 import ppdl_nb  # noqa: E402
 from ppdl_nb import datasets  # noqa: E402
-from ppdl_nb.fl import FederatedDataset, fit_federated, public_split  # noqa: E402
+from ppdl_nb.fl import FederatedDataset, Trusted, fit_federated, public_split  # noqa: E402
 from ppdl_nb.fl.local import train_local  # noqa: E402
 
 
@@ -102,11 +102,11 @@ def main() -> None:
             })
         secure = {}
         for aggregation in ("mean", "trusted", "secure", "secagg"):
-            extra = {"aggregator": workers[2]} if aggregation == "trusted" else {}
+            strategy = Trusted(aggregator=workers[2]) if aggregation == "trusted" else aggregation
             data_for = iid if aggregation != "trusted" else FederatedDataset.load(
                 name, workers[:2], clients_per_worker=2, seed=0, test_rows=held_out)
             run = fit_federated(model(0, features), data_for, rounds=2 if args.quick else 5, seed=0,
-                                aggregation=aggregation, **opts, **extra)
+                                aggregation=strategy, **opts)
             secure[aggregation] = statistics.median(run.history["seconds"])
     finally:
         if args.workers == "kernel":
