@@ -193,15 +193,7 @@ def fit_glm(
     inverse of a bound on the loss's curvature for standardised features. See the
     module docstring for ``center``, ``scale``, ``average`` and the clips.
     """
-    if task not in _TASKS:
-        raise ValueError(f"task must be one of {_TASKS}, got {task!r}.")
-    if epsilon is not None and epsilon <= 0:
-        raise ValueError(f"epsilon must be > 0 (or None for no DP), got {epsilon}.")
-    if steps < 1 or not 0 < average <= 1:
-        raise ValueError(f"need steps >= 1 and 0 < average <= 1, got {steps} and {average}.")
-    if x.dim() != 2 or len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"x must be (n, d) and y (n,), got {tuple(x.shape)} and "
-                         f"{tuple(y.shape)}.")
+    _check_fit(x, y, task=task, epsilon=epsilon, steps=steps, average=average)
     n, d = x.shape
     lo, hi = _bounds(x_bounds, d)
     y_mid, y_half = (y_bounds[0] + y_bounds[1]) / 2, (y_bounds[1] - y_bounds[0]) / 2
@@ -229,15 +221,40 @@ def fit_glm(
         yt = ((yt - y_mid) / y_half).clamp(-1, 1)
     if lr is None:
         lr = (1.0 if task == "regression" else 4.0) / (d + 1)
-    penalty = torch.full((d + 1,), float(l2), dtype=torch.float64)
+    noise_std = mults["steps"] * max_grad_norm if private else None
+    weight = _descend(xd, yt, task=task, lr=lr, l2=l2, steps=steps, average=average,
+                      max_grad_norm=max_grad_norm, noise_std=noise_std, gen=gen)
+    return GLM(task, weight, lo, hi, mid, spread, z_clip, y_mid, y_half, mults, epsilon,
+               model.delta)
+
+
+def _check_fit(x: torch.Tensor, y: torch.Tensor, *, task: str, epsilon: float | None,
+               steps: int, average: float) -> None:
+    if task not in _TASKS:
+        raise ValueError(f"task must be one of {_TASKS}, got {task!r}.")
+    if epsilon is not None and epsilon <= 0:
+        raise ValueError(f"epsilon must be > 0 (or None for no DP), got {epsilon}.")
+    if steps < 1 or not 0 < average <= 1:
+        raise ValueError(f"need steps >= 1 and 0 < average <= 1, got {steps} and {average}.")
+    if x.dim() != 2 or len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"x must be (n, d) and y (n,), got {tuple(x.shape)} and "
+                         f"{tuple(y.shape)}.")
+
+
+def _descend(xd: torch.Tensor, yt: torch.Tensor, *, task: str, lr: float, l2: float,
+             steps: int, average: float, max_grad_norm: float, noise_std: float | None,
+             gen: torch.Generator | None) -> torch.Tensor:
+    """Full-batch gradient descent, tail-averaged; clipped and noised when ``noise_std``."""
+    n, d1 = xd.shape
+    penalty = torch.full((d1,), float(l2), dtype=torch.float64)
     penalty[-1] = 0.0  # the intercept is not shrunk
     noise = None
-    if private:
+    if noise_std is not None:
         bound = max_grad_norm / torch.linalg.vector_norm(xd, dim=1).clamp_min(1e-12)
         neg_bound = -bound
-        noise = torch.randn(steps, d + 1, generator=gen, dtype=torch.float64)
-        noise *= mults["steps"] * max_grad_norm
-    w = torch.zeros(d + 1, dtype=torch.float64)
+        noise = torch.randn(steps, d1, generator=gen, dtype=torch.float64)
+        noise *= noise_std
+    w = torch.zeros(d1, dtype=torch.float64)
     avg = torch.zeros_like(w)
     start = min(steps - 1, int(steps * (1 - average)))
     xdt = xd.t().contiguous()
@@ -252,6 +269,4 @@ def fit_glm(
         w = w - lr * (g / n + penalty * w)
         if t >= start:
             avg += w
-    weight = avg / (steps - start)
-    return GLM(task, weight, lo, hi, mid, spread, z_clip, y_mid, y_half, mults, epsilon,
-               model.delta)
+    return avg / (steps - start)
