@@ -42,6 +42,9 @@ RANKS = {
 # (importer package, imported package) pairs refused although the ranks allow them
 SAME_RANK_REFUSED = {
     ("ppdl_nb.dp", "ppdl_nb.fl"),
+    ("ppdl_nb.he", "ppdl_nb.fl"),  # he sits beside dp, below fl: fl may import he
+    ("ppdl_nb.he", "ppdl_nb.dp"),
+    ("ppdl_nb.dp", "ppdl_nb.he"),
     ("ppdl_nb.workers.core", "ppdl_nb.workers.transport"),
     ("ppdl_nb.workers.core", "ppdl_nb.workers"),  # the package's __init__ brings transport
 }

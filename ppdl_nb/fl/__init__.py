@@ -14,7 +14,7 @@
 * :mod:`.by_pointers`: the slow, op-by-op teaching path (PySyft 0.2 style).
 
 >>> sorted(AGGREGATIONS)
-['dpfedavg', 'fedadam', 'fedavgm', 'mean', 'secagg', 'secure', 'trusted']
+['dpfedavg', 'fedadam', 'fedavgm', 'he', 'mean', 'secagg', 'secure', 'trusted']
 """
 
 from ppdl_nb.fl.aggregation import (
@@ -31,6 +31,7 @@ from ppdl_nb.fl.by_pointers import train_by_pointers
 from ppdl_nb.fl.dataset import Client, FederatedDataset, public_split
 from ppdl_nb.fl.engine import ENGINES, Engine, WorkerEngine
 from ppdl_nb.fl.fedavg import FederatedRun, fit_federated
+from ppdl_nb.fl.he_aggregation import HE  # noqa: F401  (registers 'he': BFV sums)
 from ppdl_nb.fl.history import History, compare
 from ppdl_nb.fl.partition import heterogeneity, label_counts, partition, plot_partition
 from ppdl_nb.fl.strategies import DPFedAvg, FedAdam, FedAvgM
