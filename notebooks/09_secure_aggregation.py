@@ -18,7 +18,7 @@
 import torch
 
 import ppdl_nb
-from ppdl_nb.fl import FederatedDataset, fit_federated
+from ppdl_nb.fl import FederatedDataset, SecAgg, Trusted, fit_federated
 from ppdl_nb.fl.transcript import crash_before, notebook_transcript
 
 %load_ext ppdl_nb
@@ -36,11 +36,11 @@ def make_model():
     return torch.nn.Linear(64, 10)
 
 
-def one_round(aggregation, **options):
+def one_round(aggregation):
     """One round of FedAvg, recording every tensor the notebook receives."""
     with notebook_transcript(workers) as seen:
         run = fit_federated(make_model(), fed, rounds=1, lr=0.05, seed=3,
-                            aggregation=aggregation, **options)
+                            aggregation=aggregation)
     return run, seen
 # %% [markdown]
 # ## The notebook as server
@@ -61,7 +61,7 @@ individual = seen_plain.tensors("fl.train")
 # moves going alice → dave, not through the notebook:
 # %%
 with ppdl_nb.trace() as t:
-    trusted, seen_trusted = one_round("trusted", aggregator=dave)
+    trusted, seen_trusted = one_round(Trusted(aggregator=dave))
 # %% [ignore-output]
 t
 # %%
@@ -114,7 +114,7 @@ t
 # before it would send its clients' masked updates:
 # %%
 with crash_before(charlie, "secagg.masked"):
-    dropped, seen_secagg = one_round("secagg", threshold=3)
+    dropped, seen_secagg = one_round(SecAgg(threshold=3))
 for event in dropped.history.events:
     print(event["text"])
 # %%

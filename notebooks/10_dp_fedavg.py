@@ -18,7 +18,7 @@ import torch
 
 import ppdl_nb
 from ppdl_nb.dp.accounting import epsilon, noise_multiplier_for
-from ppdl_nb.fl import FederatedDataset, compare, fit_federated
+from ppdl_nb.fl import DPFedAvg, FederatedDataset, compare, fit_federated
 
 %load_ext ppdl_nb
 torch.set_num_threads(1)
@@ -43,21 +43,20 @@ sigma_for_4 = noise_multiplier_for(target_epsilon=4.0, sample_rate=q, steps=roun
 print(f"for epsilon 4: sigma {sigma_for_4:.3f}")
 # %% [markdown]
 # ## Training
-# The noise goes in **inside the secret shares** (`aggregation="secure"`): each of the k
-# share-holding workers adds noise of std σC/√(k−1), so the total carries at least σC and
-# no single worker, knowing its own part, can subtract enough of it to see the un-noised
-# sum. The notebook never sees it either.
+# `DPFedAvg` wraps any aggregation. Around `"secure"` the noise goes in **inside the
+# secret shares**: each of the k share-holding workers adds noise of std σC/√(k−1), so the
+# total carries at least σC and no single worker, knowing its own part, can subtract
+# enough of it to see the un-noised sum. The notebook never sees it either.
 # %%
 def make_model():  # few weights: the noise is added to every one of them
     torch.manual_seed(0)
     return torch.nn.Linear(784, 10)
 
 
-options = dict(rounds=rounds, fraction=q, local_epochs=2, batch_size=8, lr=0.1, seed=0,
-               aggregation="secure")
-no_dp = fit_federated(make_model(), fed, **options)
-private = fit_federated(make_model(), fed, noise_multiplier=sigma_for_4, max_update_norm=0.5,
-                        delta=delta, **options)
+options = dict(rounds=rounds, fraction=q, local_epochs=2, batch_size=8, lr=0.1, seed=0)
+no_dp = fit_federated(make_model(), fed, aggregation="secure", **options)
+dp = DPFedAvg("secure", noise_multiplier=sigma_for_4, max_update_norm=0.5, delta=delta)
+private = fit_federated(make_model(), fed, aggregation=dp, **options)
 print(f"epsilon spent after {rounds} rounds: {private.history.last['epsilon']:.2f} "
       f"(delta {delta:g})")
 # %% [ignore-output]
