@@ -12,7 +12,6 @@ namespace as ``<out>_model``, ``<out>_history``, ``<out>_epsilon``. ``train dp``
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from typing import Any
 
@@ -46,7 +45,7 @@ class TrainerRegistry(dict[str, Callable[..., Any]]):
                 fn.__module__, fn.__qualname__):
             raise ValueError(f"train {algorithm} is already registered by {old}")
         super().__setitem__(algorithm, fn)
-        parser = getattr(_parser_of(algorithm, fn), "parser", None)
+        parser = getattr(fn, "parser", None)
         if parser is not None:
             parser.prog = f"ppdl train {algorithm}"  # IPython's formatter adds the %
         train.__doc__ = _usage()
@@ -55,17 +54,12 @@ class TrainerRegistry(dict[str, Callable[..., Any]]):
 TRAINERS = TrainerRegistry()
 
 
-def _parser_of(algorithm: str, fn: Callable[..., Any]) -> Any:
-    """The function whose ``parser`` reads ``fn``'s options (its own, if it has one)."""
-    return fn if hasattr(fn, "parser") else _UNPARSED.get(algorithm, fn)
-
-
 def _usage() -> str:
     summary = "Train the cell's model privately, with live progress; results land in the " \
               "namespace."
     parts = [summary, f"%%ppdl train {{{','.join(sorted(TRAINERS))}}} [options]"]
     for name in sorted(TRAINERS):
-        parser = getattr(_parser_of(name, TRAINERS[name]), "parser", None)
+        parser = getattr(TRAINERS[name], "parser", None)
         if parser is not None:
             parts.append(parser.format_help().removeprefix("::").strip("\n"))
     return "\n\n".join(parts)
@@ -79,10 +73,8 @@ def train(shell: Any, args: str, cell: str | None) -> Any:
         raise UsageError(f"train: invalid choice {algorithm!r}: choose one of "
                          f"{sorted(TRAINERS)} (%ppdl help train)")
     fn = TRAINERS[algorithm]
-    options = magic_arguments.parse_argstring(_parser_of(algorithm, fn), rest)
+    options = magic_arguments.parse_argstring(fn, rest)
     options.algorithm = algorithm
-    if not hasattr(fn, "parser"):  # today's train_fl reads args.noise
-        options.noise = options.noise_multiplier
     options.out = options.out or algorithm
     if not options.out.isidentifier():
         raise UsageError(f"--out must be a name, not {options.out!r}")
@@ -203,33 +195,6 @@ def _check_dp_options(args: Any) -> None:
         raise UsageError(str(exc)) from None
 
 
-# Until magics/train_fl.py declares its own parser, ``train fl`` reads today's options.
-@magic_arguments.magic_arguments()
-@magic_arguments.argument_group("federated averaging")
-@magic_arguments.argument("--workers", nargs="+", metavar="NAME",
-                          help="workers that hold the clients (when data = (x, y))")
-@magic_arguments.argument("--clients-per-worker", type=int, default=1)
-@magic_arguments.argument("--split", default="iid", help="iid, label or dirichlet")
-@magic_arguments.argument("--rounds", type=int, default=5, help="rounds (default 5)")
-@magic_arguments.argument("--fraction", type=float, default=1.0,
-                          help="fraction of clients sampled per round")
-@magic_arguments.argument("--mu", type=float, default=0.0, help="FedProx proximal term")
-@magic_arguments.argument("--aggregation", default="mean", help="mean, trusted, secure or secagg")
-@magic_arguments.argument("--aggregator", metavar="NAME", help="the trusted aggregator")
-@magic_arguments.argument("--min-clients", type=int, default=1)
-@magic_arguments.argument("--threshold", type=int, help="secagg threshold")
-@magic_arguments.argument("--seed", type=int, help="reproducible sampling and batches")
-@magic_arguments.argument("--max-update-norm", "--clip", dest="clip", metavar="NORM",
-                          type=float, default=1.0,
-                          help="with --noise-multiplier: per-client update clipping norm")
-@magic_arguments.argument("--epsilon", type=float, help=argparse.SUPPRESS)  # refused with a hint
-@noise_options()
-@training_options(epochs=1, batch_size=32, epochs_help="local epochs per round")
-def _train_fl_options(shell: Any, args: Any, cell: str | None) -> None:
-    """Federated averaging of the cell's model over workers' clients (DP-FedAvg with noise)."""
-
-
-_UNPARSED = {"fl": _train_fl_options}
 TRAINERS["dp"] = train_dp
 
 

@@ -29,7 +29,7 @@ import ppdl_nb
 from ppdl_nb.dp.pate import gnmax_epsilon, votes_from_workers
 from ppdl_nb.dp.worker_steps import attach_dataset
 
-n_teachers, sigma = 20, 4.0
+n_teachers, noise_std = 20, 4.0
 owners = []
 for i in range(n_teachers):
     owner = ppdl_nb.VirtualWorker(f"owner{i}")
@@ -39,7 +39,7 @@ for i in range(n_teachers):
     owners.append(owner)
 
 votes = votes_from_workers(owners, dataset="digits", model=torch.nn.Linear(64, 10),
-                           public=public_x, n_classes=10, sigma=sigma, delta=1e-5,
+                           public=public_x, n_classes=10, noise_std=noise_std, delta=1e-5,
                            epochs=60, batch_size=60, lr=0.5, seed=0)
 votes[:3]
 # %% [markdown]
@@ -49,7 +49,7 @@ votes[:3]
 from ppdl_nb.dp import remote
 
 ledger = remote(owners[0]).dataset("digits").budget()
-round(ledger.spent_epsilon, 2), round(gnmax_epsilon(queries=300, sigma=sigma, delta=1e-5), 2)
+round(ledger.spent_epsilon, 2), round(gnmax_epsilon(queries=300, noise_std=noise_std, delta=1e-5), 2)
 # %% [markdown]
 # ## Noisy arg-max, and what it costs
 # More noise (a larger σ) means a smaller ε, and more wrong labels. The data-independent
@@ -57,9 +57,9 @@ round(ledger.spent_epsilon, 2), round(gnmax_epsilon(queries=300, sigma=sigma, de
 # agree, but it depends on the votes themselves (releasing it is not private as such).
 # %%
 for s in (2.0, 4.0, 20.0):
-    independent = pate_epsilon(votes, sigma=s, delta=1e-5, data_dependent=False)
-    dependent = pate_epsilon(votes, sigma=s, delta=1e-5, data_dependent=True)
-    print(f"sigma {s:>4}: epsilon {independent:7.2f} (data-independent), "
+    independent = pate_epsilon(votes, noise_std=s, delta=1e-5, data_dependent=False)
+    dependent = pate_epsilon(votes, noise_std=s, delta=1e-5, data_dependent=True)
+    print(f"noise_std {s:>4}: epsilon {independent:7.2f} (data-independent), "
           f"{dependent:6.2f} (data-dependent)")
 # %% [markdown]
 # ## The student learns only from noisy labels
@@ -76,7 +76,7 @@ def train(x, y, epochs=60):
     return model
 
 
-labels = noisy_max(votes, sigma=sigma)
+labels = noisy_max(votes, noise_std=noise_std)
 student = train(public_x, labels, epochs=120)
 agreement = (labels == votes.argmax(1)).float().mean().item()
 accuracy = (student(test_x).argmax(1) == test_y).float().mean().item()

@@ -7,7 +7,7 @@ and a student trained on the noisy labels inherits the guarantee.
 
 * :func:`noisy_max` - GNMax (Gaussian noise, the 2018 "Scalable private learning
   with PATE" paper) or LNMax (Laplace, 2017);
-* :func:`gnmax_rdp_data_independent` - (lambda, lambda / sigma^2)-RDP per answer;
+* :func:`gnmax_rdp_data_independent` - (lambda, lambda / noise_std^2)-RDP per answer;
 * :func:`gnmax_rdp_data_dependent` - the tighter, data-dependent bound of Papernot
   et al. 2018 (Theorem 6 with Proposition 7 for q; higher orders per Proposition 10),
   a transcription of the reference implementation ``pate/core.py`` (TF Privacy).
@@ -22,10 +22,10 @@ and a student trained on the noisy labels inherits the guarantee.
 
 >>> import torch
 >>> votes = torch.tensor([[48.0, 1.0, 1.0], [20.0, 18.0, 12.0]])
->>> labels = noisy_max(votes, sigma=5.0)
+>>> labels = noisy_max(votes, noise_std=5.0)
 >>> labels.shape
 torch.Size([2])
->>> pate_epsilon(votes, sigma=20.0, delta=1e-5) < pate_epsilon(votes, sigma=5.0, delta=1e-5)
+>>> pate_epsilon(votes, noise_std=20.0, delta=1e-5) < pate_epsilon(votes, noise_std=5.0, delta=1e-5)
 True
 """
 
@@ -63,23 +63,24 @@ def vote_histogram(predictions: torch.Tensor, n_classes: int) -> torch.Tensor:
     return one_hot.sum(0).to(torch.float64)
 
 
-def noisy_max(votes: torch.Tensor, *, sigma: float, mechanism: str = "gaussian") -> torch.Tensor:
-    """Arg-max of votes + noise per query: N(0, sigma^2) (GNMax) or Laplace(sigma) (LNMax)."""
+def noisy_max(votes: torch.Tensor, *, noise_std: float,
+              mechanism: str = "gaussian") -> torch.Tensor:
+    """Arg-max of votes + noise per query: N(0, noise_std^2) (GNMax) or Laplace(noise_std)."""
     v = votes.to(torch.float64)
-    if sigma < 0:
-        raise ValueError(f"sigma must be >= 0, got {sigma}.")
+    if noise_std < 0:
+        raise ValueError(f"noise_std must be >= 0, got {noise_std}.")
     if mechanism == "gaussian":
-        noisy = v + gaussian_noise(v.shape, sigma, dtype=torch.float64)
+        noisy = v + gaussian_noise(v.shape, noise_std, dtype=torch.float64)
     elif mechanism == "laplace":
-        noisy = v + laplace_noise(v.shape, sigma)
+        noisy = v + laplace_noise(v.shape, noise_std)
     else:
         raise ValueError(f"mechanism must be 'gaussian' or 'laplace', got {mechanism!r}.")
     return noisy.argmax(-1)
 
 
-def gnmax_rdp_data_independent(sigma: float, orders: np.ndarray = DEFAULT_ORDERS) -> np.ndarray:
-    """RDP of one GNMax answer: lambda / sigma^2 (vote vector has L2 sensitivity sqrt 2)."""
-    return np.asarray(orders, dtype=np.float64) / sigma**2
+def gnmax_rdp_data_independent(noise_std: float, orders: np.ndarray = DEFAULT_ORDERS) -> np.ndarray:
+    """RDP of one GNMax answer: lambda / noise_std^2 (vote vector has L2 sensitivity sqrt 2)."""
+    return np.asarray(orders, dtype=np.float64) / noise_std**2
 
 
 def _log1mexp(x: float) -> float:
@@ -87,24 +88,24 @@ def _log1mexp(x: float) -> float:
     return math.log(-math.expm1(x)) if x < -math.log(2) else math.log1p(-math.exp(x))
 
 
-def _logq_gaussian(votes: np.ndarray, sigma: float) -> float:
+def _logq_gaussian(votes: np.ndarray, noise_std: float) -> float:
     """Upper bound on log Pr[answer != top class] (Papernot et al. 2018, Prop. 7)."""
     from scipy.stats import norm
 
     top = int(np.argmax(votes))
     gaps = votes[top] - np.delete(votes, top)
-    logq = float(np.logaddexp.reduce(norm.logsf(gaps, scale=math.sqrt(2) * sigma)))
+    logq = float(np.logaddexp.reduce(norm.logsf(gaps, scale=math.sqrt(2) * noise_std)))
     return min(logq, math.log(1 - 1 / len(votes)))
 
 
 def gnmax_rdp_data_dependent(
-    votes: np.ndarray | torch.Tensor, sigma: float, orders: np.ndarray = DEFAULT_ORDERS
+    votes: np.ndarray | torch.Tensor, noise_std: float, orders: np.ndarray = DEFAULT_ORDERS
 ) -> np.ndarray:
     """Data-dependent RDP of one GNMax answer on this vote histogram (never above the
     data-independent bound)."""
     orders = np.asarray(orders, dtype=np.float64)
-    logq = _logq_gaussian(np.asarray(votes, dtype=np.float64), sigma)
-    variance = sigma**2
+    logq = _logq_gaussian(np.asarray(votes, dtype=np.float64), noise_std)
+    variance = noise_std**2
     ret = orders / variance
     if math.isinf(logq):
         return np.zeros_like(orders)
@@ -129,36 +130,36 @@ def gnmax_rdp_data_dependent(
 def pate_epsilon(
     votes: torch.Tensor,
     *,
-    sigma: float,
+    noise_std: float,
     delta: float,
     data_dependent: bool = True,
     orders: np.ndarray = DEFAULT_ORDERS,
 ) -> float:
-    """(epsilon at delta) of answering every row of ``votes`` with GNMax(sigma)."""
+    """(epsilon at delta) of answering every row of ``votes`` with GNMax(noise_std)."""
     from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
 
     v = votes.detach().cpu().numpy() if torch.is_tensor(votes) else np.asarray(votes)
     if data_dependent:
-        total = sum(gnmax_rdp_data_dependent(row, sigma, orders) for row in v)
+        total = sum(gnmax_rdp_data_dependent(row, noise_std, orders) for row in v)
     else:
-        total = gnmax_rdp_data_independent(sigma, orders) * len(v)
+        total = gnmax_rdp_data_independent(noise_std, orders) * len(v)
     return float(compute_epsilon(orders, total, delta)[0])
 
 
-def gnmax_epsilon(*, queries: int, sigma: float, delta: float,
+def gnmax_epsilon(*, queries: int, noise_std: float, delta: float,
                   orders: np.ndarray = DEFAULT_ORDERS) -> float:
-    """Data-independent epsilon of ``queries`` GNMax answers with noise ``sigma``.
+    """Data-independent epsilon of ``queries`` GNMax answers with noise ``noise_std``.
 
     It bounds what one partition (one teacher) can reveal whatever the votes, so a data
     owner can charge it before any vote is counted.
     """
     from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
 
-    if queries < 0 or sigma <= 0:
-        raise ValueError(f"need queries >= 0 and sigma > 0, got {queries} and {sigma}.")
+    if queries < 0 or noise_std <= 0:
+        raise ValueError(f"need queries >= 0 and noise_std > 0, got {queries} and {noise_std}.")
     if queries == 0:
         return 0.0
-    total = gnmax_rdp_data_independent(sigma, orders) * queries
+    total = gnmax_rdp_data_independent(noise_std, orders) * queries
     return float(compute_epsilon(orders, total, delta)[0])
 
 
@@ -187,7 +188,7 @@ def votes_from_workers(
     model: nn.Module,
     public: torch.Tensor,
     n_classes: int,
-    sigma: float,
+    noise_std: float,
     delta: float,
     epochs: int,
     batch_size: int,
@@ -201,13 +202,13 @@ def votes_from_workers(
     its spec, trains it on its data, and replies with one label per public query, after
     charging its own budget. The teachers' weights and data stay on the workers. Workers
     are asked concurrently. Aggregate the result with :func:`noisy_max` at the same
-    ``sigma`` the owners charged for.
+    ``noise_std`` the owners charged for.
     """
     from ppdl_nb.dp.remote import DataOwner, RemoteDataset, teacher_votes
 
     if not workers:
         raise ValueError("Need at least one worker (one teacher per data owner).")
     teachers = [RemoteDataset(DataOwner(w), dataset) for w in workers]
-    preds = teacher_votes(teachers, model, public, n_classes=n_classes, sigma=sigma,
+    preds = teacher_votes(teachers, model, public, n_classes=n_classes, noise_std=noise_std,
                           delta=delta, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     return vote_histogram(preds, n_classes)

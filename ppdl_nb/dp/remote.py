@@ -286,21 +286,21 @@ class RemoteDataset:
                          noise_multiplier=float(reply["noise_multiplier"]))
 
     def teacher_votes(self, model: nn.Module, public: torch.Tensor, *, n_classes: int,
-                      sigma: float, delta: float, epochs: int, batch_size: int, lr: float,
+                      noise_std: float, delta: float, epochs: int, batch_size: int, lr: float,
                       loss: str | None = None, optimizer: str | None = None,
                       seed: int | None = None) -> torch.Tensor:
         """PATE: one teacher trained on this dataset votes one label per ``public`` query.
 
         The owner charges its budget the data-independent cost of GNMax answers with
-        noise ``sigma`` first; only the labels come back. See :func:`teacher_votes`.
+        noise ``noise_std`` first; only the labels come back. See :func:`teacher_votes`.
         """
-        return teacher_votes([self], model, public, n_classes=n_classes, sigma=sigma,
+        return teacher_votes([self], model, public, n_classes=n_classes, noise_std=noise_std,
                              delta=delta, epochs=epochs, batch_size=batch_size, lr=lr,
                              loss=loss, optimizer=optimizer, seed=seed)[0]
 
 
 def teacher_votes(datasets: Sequence[RemoteDataset], model: nn.Module, public: torch.Tensor,
-                  *, n_classes: int, sigma: float, delta: float, epochs: int,
+                  *, n_classes: int, noise_std: float, delta: float, epochs: int,
                   batch_size: int, lr: float, loss: str | None = None,
                   optimizer: str | None = None, seed: int | None = None) -> torch.Tensor:
     """PATE teachers on several owners at once: a (teachers, queries) tensor of labels.
@@ -316,7 +316,7 @@ def teacher_votes(datasets: Sequence[RemoteDataset], model: nn.Module, public: t
     if not isinstance(n_classes, int) or n_classes < 2:
         raise ValueError(f"n_classes must be an int >= 2, got {n_classes!r}")
     kwargs = {"spec": module_to_spec(model), "public": public, "n_classes": n_classes,
-              "sigma": _number("sigma", sigma, low=0), "delta": check_delta(delta),
+              "noise_std": _number("noise_std", noise_std, low=0), "delta": check_delta(delta),
               "epochs": _count("epochs", epochs), "batch_size": _count("batch_size", batch_size),
               "lr": _number("lr", lr, low=0), "loss": loss, "optimizer": optimizer}
     calls = []

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ppdl_nb import datasets
+from ppdl_nb import datasets, training
 from ppdl_nb.dp import queries
 from ppdl_nb.dp.budget import PrivacyBudget
 from ppdl_nb.workers.core.handlers import stored_result
@@ -183,7 +183,7 @@ def fit(worker: Worker, caller: str, *, dataset: str, spec: dict, delta: float,
 
 @protocol_step("dp.teacher_votes")
 def teacher_votes(worker: Worker, caller: str, *, dataset: str, spec: dict,
-                  public: torch.Tensor, n_classes: int, sigma: float, delta: float,
+                  public: torch.Tensor, n_classes: int, noise_std: float, delta: float,
                   epochs: int, batch_size: int, lr: float, loss: str | None = None,
                   optimizer: str | None = None, seed: int | None = None) -> torch.Tensor:
     """PATE teacher: train on this worker's own dataset, return only votes on ``public``.
@@ -191,13 +191,12 @@ def teacher_votes(worker: Worker, caller: str, *, dataset: str, spec: dict,
     The teacher (the model ``spec``, trained without noise: PATE's privacy comes from the
     aggregation) never leaves the worker; the reply is one predicted label per public
     query. Those votes are not private on their own: the owner releases them for a noisy
-    arg-max with Gaussian noise ``sigma`` per vote count (GNMax), and charges its budget,
+    arg-max with Gaussian noise ``noise_std`` per vote count (GNMax), and charges its budget,
     before training, the data-independent epsilon of that many noisy answers, so one
     person in this partition is covered whatever the other teachers vote. The aggregator
     is trusted to add the noise (PATE's model); it sees each teacher's votes.
     """
     from ppdl_nb.dp.pate import gnmax_epsilon
-    from ppdl_nb.fl import local
     from ppdl_nb.workers.core.modules import module_from_spec
 
     ids = _dp(worker)["data"].get(dataset)
@@ -215,12 +214,12 @@ def teacher_votes(worker: Worker, caller: str, *, dataset: str, spec: dict,
     if len(shape) != 2 or shape[1] != n_classes:
         raise ValueError(f"the teacher's output has shape {shape} for one query; PATE needs "
                          f"(queries, n_classes={n_classes}) scores to vote with")
-    cost = gnmax_epsilon(queries=len(public), sigma=sigma, delta=delta)
+    cost = gnmax_epsilon(queries=len(public), noise_std=noise_std, delta=delta)
     budget_of(worker, dataset).charge(
-        cost, delta, f"PATE votes on {len(public)} queries, sigma {sigma:g} ({caller})")
+        cost, delta, f"PATE votes on {len(public)} queries, noise_std {noise_std:g} ({caller})")
     gen = None if seed is None else torch.Generator().manual_seed(int(seed))
-    local.train_local(model, x, y, epochs=epochs, batch_size=batch_size, lr=lr, generator=gen,
-                      **_given(loss=loss, optimizer=optimizer))
+    training.train_model(model, x, y, epochs=epochs, batch_size=batch_size, lr=lr,
+                         generator=gen, **_given(loss=loss, optimizer=optimizer))
     model.eval()
     with torch.no_grad():
         votes = model(public).argmax(-1)

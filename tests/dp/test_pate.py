@@ -23,14 +23,14 @@ def test_vote_histogram():
 def test_noisy_max_picks_clear_winner(mechanism):
     votes = torch.tensor([[90.0, 5.0, 5.0]] * 50)
     with fixed_seed(0):
-        assert (noisy_max(votes, sigma=5.0, mechanism=mechanism) == 0).all()
+        assert (noisy_max(votes, noise_std=5.0, mechanism=mechanism) == 0).all()
 
 
 def test_more_noise_smaller_epsilon():
     votes = torch.tensor([[40.0, 30.0, 30.0], [80.0, 10.0, 10.0]] * 20)
-    eps = [pate_epsilon(votes, sigma=s, delta=1e-5) for s in (5.0, 20.0, 80.0)]
+    eps = [pate_epsilon(votes, noise_std=s, delta=1e-5) for s in (5.0, 20.0, 80.0)]
     assert eps[0] > eps[1] > eps[2] > 0
-    ind = [pate_epsilon(votes, sigma=s, delta=1e-5, data_dependent=False) for s in (5.0, 20.0)]
+    ind = [pate_epsilon(votes, noise_std=s, delta=1e-5, data_dependent=False) for s in (5.0, 20.0)]
     assert ind[0] > ind[1]
 
 

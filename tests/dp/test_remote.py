@@ -137,7 +137,7 @@ def test_teacher_votes_from_several_owners(tmp_path, monkeypatch):
     monkeypatch.setenv("PPDL_NB_STATE_DIR", str(tmp_path))
     x, y = load_digits()
     net = VirtualNetwork()
-    cost = gnmax_epsilon(queries=100, sigma=2.0, delta=1e-5)
+    cost = gnmax_epsilon(queries=100, noise_std=2.0, delta=1e-5)
     teachers = []
     for i in range(2):
         w = ppdl_nb.VirtualWorker(f"remote_teacher{i}", network=net)
@@ -145,13 +145,13 @@ def test_teacher_votes_from_several_owners(tmp_path, monkeypatch):
                        delta=1e-5)
         teachers.append(remote(w).dataset("part"))
     public = x[600:700]
-    labels = teacher_votes(teachers, torch.nn.Linear(64, 10), public, n_classes=10, sigma=2.0,
+    labels = teacher_votes(teachers, torch.nn.Linear(64, 10), public, n_classes=10, noise_std=2.0,
                            delta=1e-5, epochs=10, batch_size=32, lr=0.1, seed=0)
     assert labels.shape == (2, 100) and labels.dtype == torch.int64
     assert (labels[0] == y[600:700]).float().mean() > 0.6
     assert all(t.budget().spent_epsilon == pytest.approx(cost) for t in teachers)
     with pytest.raises(PermissionError, match="PATE votes"):
-        teachers[0].teacher_votes(torch.nn.Linear(64, 10), public, n_classes=10, sigma=2.0,
+        teachers[0].teacher_votes(torch.nn.Linear(64, 10), public, n_classes=10, noise_std=2.0,
                                   delta=1e-5, epochs=1, batch_size=32, lr=0.1)
     with pytest.raises(TypeError, match="'noise'"):
         teachers[0].teacher_votes(torch.nn.Linear(64, 10), public, n_classes=10, noise=2.0,

@@ -61,18 +61,18 @@ def test_pate_teachers_train_on_their_workers_and_return_only_votes(tmp_path, mo
     from ppdl_nb.dp.pate import gnmax_epsilon, noisy_max, votes_from_workers
 
     monkeypatch.setenv("PPDL_NB_STATE_DIR", str(tmp_path))
-    cost = gnmax_epsilon(queries=200, sigma=2.0, delta=1e-5)
+    cost = gnmax_epsilon(queries=200, noise_std=2.0, delta=1e-5)
     owners, public_x, public_y = _digits_owners(3, budget=cost * 1.5)
     before = [w.info()["objects"] for w in owners]
     model = torch.nn.Linear(64, 10)
     weights = model.weight.detach().clone()
     votes = votes_from_workers(owners, dataset="digits_part", model=model, public=public_x,
-                               n_classes=10, sigma=2.0, delta=1e-5, epochs=20, batch_size=32,
+                               n_classes=10, noise_std=2.0, delta=1e-5, epochs=20, batch_size=32,
                                lr=0.1, seed=0)
     assert votes.shape == (200, 10) and (votes.sum(1) == 3).all()  # one vote per teacher
     # Teachers trained on 200 digits each agree with the truth far above chance (10%).
     assert (votes.argmax(1) == public_y).float().mean() > 0.7
-    labels = noisy_max(votes, sigma=2.0)
+    labels = noisy_max(votes, noise_std=2.0)
     assert labels.shape == (200,)
     for w, n_before in zip(owners, before, strict=True):
         ledger = budget.on(w, dataset="digits_part")
@@ -88,15 +88,15 @@ def test_pate_votes_refused_beyond_the_owners_budget(tmp_path, monkeypatch):
     from ppdl_nb.dp.pate import gnmax_epsilon, votes_from_workers
 
     monkeypatch.setenv("PPDL_NB_STATE_DIR", str(tmp_path))
-    cost = gnmax_epsilon(queries=200, sigma=2.0, delta=1e-5)
+    cost = gnmax_epsilon(queries=200, noise_std=2.0, delta=1e-5)
     owners, public_x, _ = _digits_owners(2, budget=cost / 2)
     with pytest.raises(PermissionError, match="PATE votes"):
         votes_from_workers(owners, dataset="digits_part", model=torch.nn.Linear(64, 10),
-                           public=public_x, n_classes=10, sigma=2.0, delta=1e-5, epochs=1,
+                           public=public_x, n_classes=10, noise_std=2.0, delta=1e-5, epochs=1,
                            batch_size=32, lr=0.1)
     with pytest.raises(KeyError, match="holds no dataset"):
         teacher_votes.on(owners[0], dataset="nope", spec={}, public=public_x, n_classes=10,
-                         sigma=2.0, delta=1e-5, epochs=1, batch_size=32, lr=0.1)
+                         noise_std=2.0, delta=1e-5, epochs=1, batch_size=32, lr=0.1)
 
 
 def test_pate_teacher_with_the_wrong_output_size_costs_nothing(tmp_path, monkeypatch):
@@ -108,6 +108,6 @@ def test_pate_teacher_with_the_wrong_output_size_costs_nothing(tmp_path, monkeyp
     owners, public_x, _ = _digits_owners(1, budget=1000.0)
     with pytest.raises(ValueError, match="n_classes=5"):
         votes_from_workers(owners, dataset="digits_part", model=torch.nn.Linear(64, 10),
-                           public=public_x, n_classes=5, sigma=2.0, delta=1e-5, epochs=1,
+                           public=public_x, n_classes=5, noise_std=2.0, delta=1e-5, epochs=1,
                            batch_size=32, lr=0.1)
     assert budget.on(owners[0], dataset="digits_part")["spent_epsilon"] == 0.0
