@@ -8,15 +8,25 @@ size. The model owner folds each feature into the first layer's outputs as it ar
 (:meth:`BatchedSession.absorb`), so inputs are never all held at once.
 
 ``per_image`` (latency): one image per ciphertext in TenSEAL's im2col layout (its
-tutorial's approach): convolution by ``conv2d_im2col``, matrix products by rotations.
+tutorial's approach): convolution by ``conv2d_im2col``, matrix products by TenSEAL's
+diagonal method (rotations). Unlike the tutorial, channels are not packed (see
+:class:`PerImageSession`), which saves the level that then masks the result.
 
-Batched results have their unused slots zeroed before they leave the model owner (the
-last layer multiplies by zero-padded plaintexts, at no extra level). Per image, the
-tutorial's chain spends all six levels of the 218-bit modulus (``pack_vectors`` takes
-one), so no level is left for a 0/1 mask: TenSEAL's matrix product leaves copies of the
-logits in the other slots.
-CKKS without circuit privacy still leaks something about the model to the key holder:
-the noise of a decrypted result depends on the weights that produced it.
+What leaves the model owner, and to whom: only ciphertexts, and only to the data owner,
+who holds the key. What the data owner can decrypt is every slot of them, not only the
+logits. Measured on TenSEAL's tutorial CNN without a mask: the other slots of the
+per-image result hold other linear combinations of the last layer's weights with
+hidden activations (the logits without the last bias, which gives that bias away, and
+partial sums wrapped around the slot vector), that is, facts about the model beyond
+its predictions; copies of the data owner's own logits would leak nothing new, these
+do. So the model owner zeroes them before the result is returned: batched results by
+zero-padded last-layer plaintexts (no level), per-image results by a 0/1 plaintext
+(the sixth level of the ``cnn`` preset, freed by not packing channels); ``mask=None``
+masks whenever the context has that level, and a run records ``masked``. What remains
+is CKKS noise: CKKS without circuit privacy still leaks something about the model to
+the data owner, because the noise of a decrypted result depends on the weights that
+produced it. Decrypted values never go back to the model owner, who holds the
+ciphertexts (that would reveal the secret key).
 
 >>> cost_per_image("per_image", [784, 10], 1) > 0
 True
@@ -25,6 +35,7 @@ True
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +90,8 @@ def cost_per_image(packing: str, shape: list[int], batch: int, nonzeros: int = 0
 class BatchedSession:
     """Model owner's side of batched inference: features in, masked logits out."""
 
+    mask = True  # the last layer multiplies by zero-padded plaintexts
+
     def __init__(self, ctx: Any, plan: Plan, batch: int, n_features: int) -> None:
         self.ctx, self.plan, self.batch = ctx, plan, batch
         m = first_matrix(plan, n_features)
@@ -108,14 +121,19 @@ class BatchedSession:
         self.seen += len(cts)
         stat.seconds += time.perf_counter() - t0
 
-    def finish(self) -> list[bytes]:
-        """Run the remaining layers; the logits, one ciphertext per class, unused slots 0."""
+    def finish(self, observe: Callable[[int, list[Any]], None] | None = None) -> list[bytes]:
+        """Run the remaining layers; the logits, one ciphertext per class, unused slots 0.
+
+        ``observe(i, cts)``, if given, sees layer ``i``'s ciphertexts (for precision plots
+        by a party holding the secret key, in a single-process demo)."""
         if self.seen != len(self.cols):
             raise ValueError(f"{self.seen} of {len(self.cols)} input features arrived")
         t0 = time.perf_counter()
         h = [self._affine_out(o, a) for o, a in enumerate(self.acc)]
         self.stats.layers[0].seconds += time.perf_counter() - t0
         self.stats.layers[0].ciphertexts = len(h)
+        if observe is not None:
+            observe(0, h)
         last = len(self.plan.layers) - 1
         for i, layer in enumerate(self.plan.layers[1:], start=1):
             t0 = time.perf_counter()
@@ -126,6 +144,8 @@ class BatchedSession:
                      for w, b in zip(layer.weight.tolist(), layer.bias.tolist(), strict=True)]
             self.stats.layers.append(LayerStat(layer.name, layer.kind,
                                                time.perf_counter() - t0, len(h)))
+            if observe is not None:
+                observe(i, h)
         out = [ct.serialize() for ct in h]
         self.stats.layers[-1].nbytes = sum(len(b) for b in out)
         return out
@@ -150,12 +170,36 @@ class BatchedSession:
 
 
 class PerImageSession:
-    """Model owner's side of one-image-per-ciphertext inference (TenSEAL's im2col layout)."""
+    """Model owner's side of one-image-per-ciphertext inference (TenSEAL's im2col layout).
 
-    def __init__(self, ctx: Any, plan: Plan, windows: int) -> None:
-        self.ctx, self.plan, self.windows = ctx, plan, windows
+    Unlike TenSEAL's tutorial, the convolution's channels are not packed into one vector
+    (``pack_vectors`` spends a level): each channel is squared apart and multiplied by
+    its own block of the next layer's matrix, and the blocks are added. Same number of
+    rotations, one level saved, and that level zeroes the slots past the logits
+    (``mask``).
+    """
+
+    def __init__(self, ctx: Any, plan: Plan, windows: int, *, mask: bool = False) -> None:
+        self.ctx, self.plan, self.windows, self.mask = ctx, plan, windows, mask
         self.outputs: list[bytes] = []
         self.stats = _Stats([LayerStat(la.name, la.kind) for la in plan.layers])
+        self.args = [self._args(i, la) for i, la in enumerate(plan.layers)]  # once per session
+
+    def _args(self, i: int, layer: Any) -> Any:
+        """A layer's weights as the lists TenSEAL takes (converted once, not per image)."""
+        if layer.kind == "conv":
+            return [(k.tolist(), float(b)) for k, b in zip(layer.weight, layer.bias, strict=True)]
+        if layer.kind != "linear":
+            return None
+        s = OUTPUT_SCALE if i == len(self.plan.layers) - 1 else 1.0  # into the last level
+        w = layer.weight.T / s
+        first_linear = next(j for j, la in enumerate(self.plan.layers) if la.kind == "linear")
+        if self.plan.layers[0].kind == "conv" and i == first_linear:  # one block per channel
+            w = [w[c * self.windows:(c + 1) * self.windows].tolist()
+                 for c in range(self.plan.layers[0].weight.shape[0])]
+        else:
+            w = w.tolist()
+        return w, (layer.bias / s).tolist()
 
     def absorb(self, start: int, cts: list[bytes]) -> None:
         if start != len(self.outputs):
@@ -164,29 +208,37 @@ class PerImageSession:
             self.outputs.append(self.evaluate(load_vector(self.ctx, data), len(data)))
 
     def evaluate(self, x: Any, nbytes: int = 0) -> bytes:
-        ts = require_tenseal()
         stats = self.stats.layers
         stats[0].nbytes += nbytes
-        last = len(self.plan.layers) - 1
-        for i, layer in enumerate(self.plan.layers):
+        for i, (layer, args) in enumerate(zip(self.plan.layers, self.args, strict=True)):
             t0 = time.perf_counter()
             if layer.kind == "conv":
-                chans = [x.conv2d_im2col(k.tolist(), self.windows).add_(float(b))
-                         for k, b in zip(layer.weight, layer.bias.tolist(), strict=True)]
-                x = ts.CKKSVector.pack_vectors(chans)
+                x = [x.conv2d_im2col(k, self.windows).add_(b) for k, b in args]
             elif layer.kind == "square":
-                x = x.square()
-            else:  # the logits are scaled down into the last level's range
-                s = OUTPUT_SCALE if i == last else 1.0
-                x = x.mm((layer.weight.T / s).tolist()).add_((layer.bias / s).tolist())
+                for ct in x if isinstance(x, list) else [x]:
+                    ct.square_()  # in place: no copy of the ciphertext
+            else:
+                x = _blocks_mm(x, args[0]) if isinstance(x, list) else x.mm_(args[0])
+                x.add_(args[1])
+                if self.mask and i == len(self.plan.layers) - 1:
+                    x.mul_([1.0] * x.size())  # zero-padded 0/1 plaintext: one more level
             stats[i].seconds += time.perf_counter() - t0
-            stats[i].ciphertexts += 1
+            stats[i].ciphertexts += len(x) if isinstance(x, list) else 1
         out = x.serialize()
         stats[-1].nbytes += len(out)
         return out
 
     def finish(self) -> list[bytes]:
         return self.outputs
+
+
+def _blocks_mm(channels: list[Any], blocks: list[list[list[float]]]) -> Any:
+    """Sum over channels of channel @ its block of rows (TenSEAL's diagonal method)."""
+    total = None
+    for ct, block in zip(channels, blocks, strict=True):
+        part = ct.mm_(block)
+        total = part if total is None else total.add_(part)
+    return total
 
 
 def encrypt_features(ctx: Any, rows: torch.Tensor, start: int, stop: int) -> list[bytes]:

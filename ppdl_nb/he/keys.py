@@ -11,8 +11,9 @@ secret key.
 
 Presets (:data:`PRESETS`) fix the parameters: ``cnn`` is CKKS with N=8192 and the
 modulus chain [31, 26 x 6, 31] (218 bits, 128-bit security) for the square-activation
-CNN; ``sum`` is BFV with N=8192 and a 30-bit batching plain modulus, for exact sums of
-quantised integers.
+CNN (five levels for conv, square, dense, square, dense, and a sixth for the mask that
+zeroes a per-image result's other slots); ``sum`` is BFV with N=8192 and a 30-bit
+batching plain modulus, for exact sums of quantised integers.
 
 >>> if has_tenseal():
 ...     ctx = make_context("sum")

@@ -40,18 +40,24 @@ class InferenceRun:
     layers: list[dict[str, Any]]
     encrypt_seconds: float = 0.0
     decrypt_seconds: float = 0.0
+    masked: bool = True  # slots past the logits zeroed by the model owner before return
 
 
 def private_predict(data: PointerTensor, model: Any, *, fingerprint: str,
-                    packing: str = "auto", allow: list[str] | None = None) -> InferenceRun:
+                    packing: str = "auto", allow: list[str] | None = None,
+                    mask: bool | None = None) -> InferenceRun:
     """Encrypted inference of ``model`` (a pointer on the model owner) on ``data`` (a pointer
     on the data owner, whose key ``fingerprint`` is). The model owner sees ciphertexts only;
-    the data owner decrypts only the logits, kept private there (readable by ``allow``)."""
+    the data owner decrypts only the logits, kept private there (readable by ``allow``).
+
+    ``mask``: per image, zero the slots past the logits (one more level); None masks
+    when the keys have that level (the ``cnn`` preset has it for TenSEAL's tutorial
+    CNN). ``run.masked`` says whether it was done (batched results always are)."""
     owner, model_owner = data.location, model.location
     reply = steps.infer.on(owner, data=Ref(data.id_at_location), model_owner=model_owner.name,
                            model=Ref(model.id_at_location), fingerprint=fingerprint,
-                           packing=packing, allow=allow)
+                           packing=packing, allow=allow, mask=mask)
     logits = wrap_reply(owner, reply.pop("logits"), owner.context)
     return InferenceRun(logits, reply["packing"], reply["seconds"], reply["bytes_sent"],
                         reply["bytes_received"], reply["layers"], reply["encrypt_seconds"],
-                        reply["decrypt_seconds"])
+                        reply["decrypt_seconds"], reply["masked"])

@@ -112,10 +112,13 @@ def trust(worker: Worker, caller: str, *, owner: str, fingerprint: str) -> dict[
 
 @protocol_step("he.open")
 def open_session(worker: Worker, caller: str, *, model: Any, fingerprint: str, batch: int,
-                 shape: list, packing: str = "auto") -> dict[str, Any]:
+                 shape: list, packing: str = "auto", mask: bool | None = None
+                 ) -> dict[str, Any]:
     """MODEL OWNER: start evaluating ``model`` on ``caller``'s ciphertexts under its key.
 
-    ``shape``: one input's shape (public), e.g. [1, 28, 28] or [784].
+    ``shape``: one input's shape (public), e.g. [1, 28, 28] or [784]. ``mask``: zero the
+    slots past the logits (batched: always, at no level; per image: one more level, so
+    None means "if the context has it", True insists, False declines).
     """
     owner, ctx = trusted(worker, fingerprint)
     if owner != caller:
@@ -126,37 +129,47 @@ def open_session(worker: Worker, caller: str, *, model: Any, fingerprint: str, b
         raise TypeError(f"model must reference a module on {worker.name}")
     plan = compile_plan(module)
     image, n_features = _input_geometry(plan, [int(v) for v in shape])
-    depth = plan.depth + (1 if plan.layers[0].kind == "conv" else 0)  # pack_vectors
+    depth = plan.depth
     levels = ctx.seal_context().data.first_context_data().chain_index()
     if depth > levels:
         raise ValueError(f"the model needs {depth} multiplicative levels, the context has "
                          f"{levels}: make keys with a deeper preset (he.keygen preset='cnn') or "
                          "use fewer layers")
     if packing == "auto":
-        nz = int((plan.layers[0].weight != 0).sum()) * (n_features // max(
-            plan.layers[0].weight[0].numel(), 1) if plan.layers[0].kind == "conv" else 1)
-        nz += sum(int((la.weight != 0).sum()) for la in plan.layers[1:] if la.weight is not None)
-        shape = [n_features] + [la.weight.shape[0] for la in plan.layers if la.kind != "square"]
-        per = {p: inf.cost_per_image(p, shape, batch, nz) for p in ("per_image", "batched")}
-        packing = min(per, key=per.__getitem__)
-        if packing == "per_image" and not ctx.has_galois_keys():
-            packing = "batched"
+        packing = _auto_packing(ctx, plan, n_features, batch)
     if packing == "batched":
         if batch > ctx.seal_context().data.first_context_data().parms().poly_modulus_degree() // 2:
-            raise ValueError("a batched session holds at most one image per slot (4,096); "
-                             "split the batch")
+            raise ValueError("a batched session holds at most one image per slot (4,096 with "
+                             "N=8192); split the batch")
         session: Any = inf.BatchedSession(ctx, plan, batch, n_features)
     elif packing == "per_image":
         if not ctx.has_galois_keys():
             raise ValueError("per-image packing rotates: make keys with he.keygen(rotations=True)")
+        if mask and depth + 1 > levels:
+            raise ValueError(f"masking the per-image result takes one more level ({depth + 1}); "
+                             f"the context has {levels}: make keys with a deeper preset, or "
+                             "use packing='batched' (masked at no level)")
         session = inf.PerImageSession(ctx, plan, windows(plan, image) if
-                                      plan.layers[0].kind == "conv" else 0)
+                                      plan.layers[0].kind == "conv" else 0,
+                                      mask=depth + 1 <= levels if mask is None else mask)
     else:
         raise ValueError(f"packing must be 'auto', 'batched' or 'per_image', not {packing!r}")
     sid = f"s{next(_sessions)}"
     he_state(worker)["sessions"][sid] = (caller, fingerprint, session)
     return {"session": sid, "packing": packing, "outputs": plan.outputs,
-            "layers": plan.describe()}
+            "layers": plan.describe(), "masked": session.mask}
+
+
+def _auto_packing(ctx: Any, plan: Any, n_features: int, batch: int) -> str:
+    """The packing the cost model expects to be faster (per image needs Galois keys)."""
+    first = plan.layers[0]
+    nz = int((first.weight != 0).sum()) * (n_features // max(first.weight[0].numel(), 1)
+                                           if first.kind == "conv" else 1)
+    nz += sum(int((la.weight != 0).sum()) for la in plan.layers[1:] if la.weight is not None)
+    shape = [n_features] + [la.weight.shape[0] for la in plan.layers if la.kind != "square"]
+    per = {p: inf.cost_per_image(p, shape, batch, nz) for p in ("per_image", "batched")}
+    packing = min(per, key=per.__getitem__)
+    return "batched" if packing == "per_image" and not ctx.has_galois_keys() else packing
 
 
 def _session(worker: Worker, caller: str, session: str, fingerprint: str) -> Any:
@@ -190,7 +203,7 @@ def finish(worker: Worker, caller: str, *, session: str, fingerprint: str) -> di
 @protocol_step("he.infer")
 def infer(worker: Worker, caller: str, *, data: Any, model_owner: str, model: Any,
           fingerprint: str, packing: str = "auto", chunk: int = 16,
-          allow: list[str] | None = None) -> dict[str, Any]:
+          allow: list[str] | None = None, mask: bool | None = None) -> dict[str, Any]:
     """DATA OWNER: encrypted inference of the model owner's ``model`` on private ``data``.
 
     Returns a description of the logits, stored here private (readable by ``allow``;
@@ -208,7 +221,7 @@ def infer(worker: Worker, caller: str, *, data: Any, model_owner: str, model: An
     peer = worker.client_for(model_owner)
     t0 = time.perf_counter()
     info = open_session.on(peer, model=model, fingerprint=fingerprint, batch=x.shape[0],
-                           shape=list(x.shape[1:]), packing=packing)
+                           shape=list(x.shape[1:]), packing=packing, mask=mask)
     sid, sent, enc_s = info["session"], 0, 0.0
     plan_first = info["layers"][0]
     if info["packing"] == "batched":
@@ -232,7 +245,8 @@ def infer(worker: Worker, caller: str, *, data: Any, model_owner: str, model: An
               else inf.decrypt_images(ctx, reply["cts"]))[:, :info["outputs"]].float()
     dec_s = time.perf_counter() - t1
     return {"logits": stored_result(worker, logits, True, frozenset(allow)),
-            "packing": info["packing"], "seconds": time.perf_counter() - t0,
+            "packing": info["packing"], "masked": info["masked"],
+            "seconds": time.perf_counter() - t0,
             "encrypt_seconds": enc_s, "decrypt_seconds": dec_s, "bytes_sent": sent,
             "bytes_received": sum(len(c) for c in reply["cts"]), "layers": reply["stats"]}
 

@@ -108,3 +108,43 @@ def test_kernel_workers_logistic(kernel_trio):
     run = private_predict(ppdl_nb.send(x, alice, private=True), ppdl_nb.send(model, bob),
                           fingerprint=fp, allow=["me"])
     assert (run.logits.get() - model(x).detach()).abs().max() < 5e-3
+
+
+def _raw_slots(ctx, data):
+    """Every slot the data owner can decrypt from a result (not only the first ones)."""
+    from tenseal import sealapi
+
+    pt = sealapi.Plaintext()
+    sealapi.Decryptor(ctx.seal_context().data, ctx.secret_key().data).decrypt(
+        inf.load_vector(ctx, data).ciphertext()[0], pt)
+    return torch.tensor(sealapi.CKKSEncoder(ctx.seal_context().data).decode_double(pt))
+
+
+def test_per_image_result_has_other_slots_masked():
+    """Unmasked, other slots carry model-dependent sums; masked, only noise is left."""
+    model = small_cnn()
+    p = plan.compile_plan(model)
+    ctx = keys.make_context("cnn", rotations=True)
+    x = torch.rand(1, 1, 8, 8)
+    cts, windows = inf.encrypt_images(ctx, p, x)
+    want = model(x).detach()[0] / inf.OUTPUT_SCALE
+    got = {}
+    for mask in (False, True):
+        session = inf.PerImageSession(ctx, p, windows, mask=mask)
+        session.absorb(0, cts)
+        got[mask] = _raw_slots(ctx, session.finish()[0])
+        assert (got[mask][:3] - want).abs().max() < 5e-3
+    assert got[False][3:].abs().max() > 1e-3  # what the mask is for
+    assert got[True][3:].abs().max() < 1e-3
+
+
+def test_mask_needs_a_level(parties):
+    alice, bob, fp = parties
+    run = private_predict(ppdl_nb.send(torch.rand(1, 1, 8, 8), alice),
+                          ppdl_nb.send(small_cnn(), bob), fingerprint=fp, packing="per_image")
+    assert run.masked
+    deep = torch.nn.Sequential(torch.nn.Linear(4, 4), Square(), torch.nn.Linear(4, 4), Square(),
+                               Square(), torch.nn.Linear(4, 2))  # all six levels
+    with pytest.raises(ValueError, match="one more level"):
+        private_predict(ppdl_nb.send(torch.rand(1, 4), alice), ppdl_nb.send(deep, bob),
+                        fingerprint=fp, packing="per_image", mask=True)
