@@ -15,13 +15,13 @@ def _run(code: str, ns: dict) -> None:
     exec(compile(code, "README.md", "exec"), ns)  # noqa: S102  (our README, not peer input)
 
 
-def test_the_readme_has_its_five_examples():
-    assert len(BLOCKS) == 5
+def test_the_readme_has_its_six_examples():
+    assert len(BLOCKS) == 6
 
 
 def test_readme_examples_run_in_order(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PPDL_NB_STATE_DIR", str(tmp_path))  # the hospital's ledger
-    pointers, sharing, kernels, dp, fl = BLOCKS
+    pointers, sharing, kernels, dp, fl, he = BLOCKS
     ns: dict = {}
     *lines, last = pointers.rstrip().splitlines()
     _run("\n".join(lines), ns)
@@ -49,3 +49,10 @@ def test_readme_examples_run_in_order(tmp_path, monkeypatch, capsys):
     assert "rounds=10" in fl
     _run(fl.replace("rounds=10", "rounds=2"), ns)  # as written, two rounds for time
     assert len(ns["run"].history.rounds) == 2
+
+    pytest.importorskip("tenseal", reason="the HE example needs the 'he' extra")
+    _run(he, ns)
+    logits = ns["patient"].owner.store.entry(ns["run"].logits.id_at_location).obj
+    assert logits.shape == (8, 3) and ns["run"].masked
+    with pytest.raises(PermissionError, match="private to patient"):
+        ns["run"].logits.get()
