@@ -28,13 +28,16 @@ __all__ = ["HE"]
 class HE(Aggregation):
     """Sum under BFV: ``HE(key_holder=k, aggregator=a)``, two workers with no client data.
 
-    ``scale`` and ``bound``: updates are clipped to ``[-bound, bound]`` per coordinate and
-    rounded to multiples of ``1/scale`` (FedAvg updates are weighted by rows: raise
-    ``bound`` for large clients; a sum beyond the plaintext space is refused).
+    ``scale`` and ``bound``: each worker's update (its clients' updates weighted by their
+    rows) is rounded to multiples of ``1/scale`` and clipped to ``[-bound, bound]`` per
+    coordinate, silently (saying so would tell the notebook something about a private
+    update): the default bound fits a few thousand rows per worker at learning rates
+    near 1. A sum that could overflow BFV's plaintext space is refused up front (lower
+    ``scale`` or ``bound`` for many workers).
     """
 
     def __init__(self, key_holder: Any = None, aggregator: Any = None, *,
-                 scale: float = 2.0 ** 12, bound: float = 64.0) -> None:
+                 scale: float = 2.0 ** 12, bound: float = 4096.0) -> None:
         if key_holder is None or aggregator is None:
             raise ValueError("aggregation 'he' needs key_holder=<a worker> (the only one that "
                              "can decrypt, and only sums) and aggregator=<another worker> (adds "

@@ -31,7 +31,7 @@ def test_he_strategy_gives_the_mean_model_within_quantisation():
     fed = FederatedDataset.from_tensors(x, y, [alice, bob, charlie], seed=3, test=(x, y))
     opts = {"rounds": 2, "batch_size": 16, "seed": 7}
     plain = fit_federated(_model(), fed, aggregation="mean", **opts)
-    strategy = HE(key_holder=holder, aggregator=agg, scale=2.0 ** 16)
+    strategy = HE(key_holder=holder, aggregator=agg, scale=2.0 ** 16, bound=64.0)
     run = fit_federated(_model(), fed, aggregation=strategy, **opts)
     # each coordinate is rounded to 1/scale per worker: 3 workers, over 2 rounds, / rows
     torch.testing.assert_close(flat_weights(run.model), flat_weights(plain.model),
