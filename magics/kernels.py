@@ -14,6 +14,14 @@ from ppdl_nb.viz.dashboard import WorkerDashboard
 from ppdl_nb.workers.transport.party import local_party
 from ppdl_nb.workers.transport.virtual import VirtualWorker
 
+# workers whose cells the notebook was told run as their owner (told once per worker)
+_WARNED_OWNER: set[str] = set()
+OWNER_WARNING = (
+    "ppdl: %%ppdl on {name} runs this cell inside {name}'s kernel, as {name}, the data "
+    "owner: it can read {name}'s private data, and what it prints comes back to this "
+    "notebook. (Said once per worker; launch with --no-inspect to close a worker's shell.)"
+)
+
 
 def _worker(name: str) -> Any:
     try:
@@ -82,11 +90,21 @@ def workers(shell: Any, args: Any, cell: str | None) -> Any:
 @magic_arguments.argument("--timeout", type=float, default=60.0)
 @magic_arguments.argument("name", help="the kernel worker to run the cell in")
 def on(shell: Any, args: Any, cell: str | None) -> None:
-    """Run the cell inside a worker's kernel and show what it prints (what it sees)."""
+    """Run the cell inside a worker's kernel, as its owner, and show what it prints.
+
+    The cell can read the worker's private data: on stderr, the first cell run on each
+    worker says so. Workers launched with ``--no-inspect`` refuse.
+    """
     worker = _worker(args.name)
     if worker.kind != "kernel":
         raise UsageError(f"{args.name} is a {worker.kind} worker: only kernel workers have a "
                          "shell to run cells in (launch it without --virtual)")
+    if not worker.inspect:
+        raise UsageError(f"worker {args.name} was started with inspect=False: its shell is "
+                         "not open to the notebook")
+    if worker.name not in _WARNED_OWNER:
+        _WARNED_OWNER.add(worker.name)
+        print(OWNER_WARNING.format(name=worker.name), file=sys.stderr)
     try:
         result = worker.execute(cell, timeout=args.timeout)
     except PermissionError as exc:

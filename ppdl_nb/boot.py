@@ -4,7 +4,10 @@ Every layer below registers its own pieces (message kinds in ``workers``, protoc
 next to the concept they belong to). This module, above all layers and ranked by none,
 puts them together: it tells the worker which module registers each protocol step, so a
 worker imports DP, FL or SPDZ code only when a step of theirs is first asked for, and it
-is what a kernel worker runs at start-up.
+is a worker kernel's entry point: the launcher starts ``python -c "from ppdl_nb.boot
+import kernel_main; kernel_main()" -f <connection file>`` with the worker's name and the
+notebook's public key in the environment, and :func:`kernel_main` starts the worker
+runtime while the kernel boots (no code is ever sent to the kernel's shell for it).
 
 >>> from ppdl_nb.workers.core.messages import find_step
 >>> find_step("dp.budget").__module__
@@ -18,7 +21,7 @@ from typing import Any
 from ppdl_nb.workers.core import handlers as _handlers  # noqa: F401  (the core vocabulary)
 from ppdl_nb.workers.core.messages import install_step_table
 
-__all__ = ["STEP_MODULES", "start_kernel_worker"]
+__all__ = ["STEP_MODULES", "kernel_main", "start_kernel_worker"]
 
 _STEP_HOMES: dict[str, tuple[str, ...]] = {
     "ppdl_nb.dp.worker_steps": (
@@ -52,3 +55,14 @@ def start_kernel_worker(name: str, notebook_key: str, *, inspect: bool = True) -
     from ppdl_nb.workers.transport import runtime
 
     return runtime.start(name, notebook_key, inspect=inspect)
+
+
+def kernel_main() -> None:
+    """A worker kernel process's entry point: boot ipykernel with the worker started in it.
+
+    The settings come from the environment the launcher sets (``kernel_boot.ENV``); see
+    :func:`ppdl_nb.workers.transport.kernel_boot.run_kernel`.
+    """
+    from ppdl_nb.workers.transport.kernel_boot import run_kernel
+
+    run_kernel(start_kernel_worker)

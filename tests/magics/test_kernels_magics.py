@@ -64,3 +64,19 @@ def test_shutdown_and_restart(ip, capsys):
     assert "restarted mg_temp" in capsys.readouterr().out
     assert temp.status() == "running" and temp.info()["objects"] == 0
     assert ppdl_nb.send(torch.ones(2), temp).get().tolist() == [1.0, 1.0]
+
+
+def test_on_runs_the_cell_as_the_owner_and_says_so_once(ip, capsys):
+    ip.run_line_magic("ppdl", "launch mg_kernel")
+    worker = ip.user_ns["mg_kernel"]
+    try:
+        capsys.readouterr()
+        cell = "from ppdl_nb.workers.transport.runtime import current\nprint(current().name)"
+        ip.run_cell_magic("ppdl", "on mg_kernel", cell)
+        first = capsys.readouterr()
+        assert first.out == "mg_kernel\n"  # the cell ran inside the worker, as the worker
+        assert "as mg_kernel, the data owner: it can read mg_kernel's private data" in first.err
+        ip.run_cell_magic("ppdl", "on mg_kernel", cell)
+        assert capsys.readouterr().err == ""  # said once per worker
+    finally:
+        worker.shutdown()

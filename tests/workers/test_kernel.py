@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -51,10 +52,11 @@ def test_move_goes_between_workers_over_their_own_channel(pair):
     assert x.location is b
 
 
-def test_a_killed_worker_gives_a_clear_error_and_restarts():
+def test_a_killed_worker_gives_a_clear_error_restarts_and_leaves_no_files():
     (c,) = launch("kw_c")
     try:
-        pid = c.pid
+        pid, first_dir = c.pid, c.process.dir
+        assert os.path.isdir(first_dir) and os.stat(first_dir).st_mode & 0o077 == 0
         c.process.kill()
         assert wait_until(lambda: not alive(pid), 10)
         start = time.monotonic()
@@ -63,20 +65,47 @@ def test_a_killed_worker_gives_a_clear_error_and_restarts():
         assert time.monotonic() - start < 5
         assert c.status() == "dead"
         c.restart()
+        assert not os.path.exists(first_dir)  # the killed kernel's files are gone
         assert c.status() == "running" and c.ping() == "pong" and c.pid != pid
     finally:
         c.shutdown()
     assert wait_until(lambda: not alive(c.pid or 0), 10)
+    assert not os.path.exists(c.process.dir)
 
 
-def test_inspection_off_is_refused_by_the_kernel_itself():
+def _reply(channel, request, timeout=10.0):
+    while True:  # skip replies to anything else
+        msg = channel.get_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") == request["header"]["msg_id"]:
+            return msg["content"]
+
+
+def test_inspection_off_is_refused_by_the_kernel_itself(tmp_path):
     (d,) = launch("kw_d", inspect=False)
     try:
         with pytest.raises(PermissionError, match="inspect=False"):
             d.execute("print(1)")
-        sneaky = d.process.execute("print('ran')")  # bypassing the notebook-side check
+        marker = tmp_path / "ran"
+        touch = f"open({str(marker)!r}, 'w').close()"
+        kc = d.process.kc  # bypassing the notebook-side check: a raw Jupyter client
+        for kwargs in ({"code": touch}, {"code": "", "user_expressions": {"x": touch}}):
+            reply = kc.execute(reply=True, timeout=10, **kwargs)["content"]
+            assert reply["status"] == "error" and "inspection off" in reply["evalue"]
+            assert not reply.get("user_expressions")
+        debug = kc.session.msg("debug_request", {"command": "evaluate",
+                                                 "arguments": {"expression": touch}})
+        kc.control_channel.send(debug)
+        assert _reply(kc.control_channel, debug)["status"] == "error"
+        comm = kc.session.msg("comm_open", {"comm_id": "c1", "target_name": "jupyter.widget",
+                                            "data": {}})
+        kc.shell_channel.send(comm)
+        log = Path(d.process.log_path)
+        assert wait_until(lambda: "refused comm_open" in log.read_text(), 10)
+        assert not marker.exists()
+        sneaky = d.process.execute("print('ran')")
         assert sneaky.status == "error" and "inspection off" in sneaky.error
         assert d.ping() == "pong"  # the protocol still works
+        torch.testing.assert_close((ppdl_nb.send(torch.ones(3), d) + 1).get(), torch.ones(3) + 1)
     finally:
         d.shutdown()
 
@@ -104,9 +133,10 @@ def test_no_orphans_after_the_notebook_process_is_killed():
 
 def test_shutdown_leaves_no_process():
     group = launch("kw_e")
-    pid = group[0].pid
+    pid, files = group[0].pid, group[0].process.dir
     group.shutdown()
     assert wait_until(lambda: not alive(pid), 10)
+    assert not os.path.exists(files)  # connection file, sockets, log: all gone
 
 
 def test_a_worker_dying_mid_request_is_noticed_without_waiting_for_the_timeout():

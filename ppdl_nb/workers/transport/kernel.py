@@ -1,11 +1,16 @@
 """Workers as separate Jupyter kernels: real processes that own their data.
 
 ``launch("alice", "bob")`` starts one ipykernel per worker (``ipc`` transport, output to
-a log file, killed with the notebook), runs the worker runtime in each, connects the
-notebook to each over an encrypted channel keyed by the worker's own key pair, and
-introduces the workers to each other. The kernel's shell stays available, so
-``%%ppdl on alice`` can run a cell inside alice (unless alice was started with
-``inspect=False``).
+a log file, killed with the notebook). Each kernel starts its worker runtime while it
+boots, from settings in its environment (``kernel_boot.ENV``; the entry point is the
+composition root's ``ppdl_nb.boot.kernel_main``), and reports the runtime's endpoint,
+public key and pid in a 0600 file in the kernel's private directory. The notebook then
+connects to each over an encrypted channel keyed by the worker's own key pair and
+introduces the workers to each other. With ``inspect=True`` (the default) the kernel's
+shell stays open, so ``%%ppdl on alice`` can run a cell inside alice, as alice; with
+``inspect=False`` the kernel refuses every execute, comm, debug and introspection request.
+Each kernel's directory (connection file, sockets, log, temp files) is removed when it is
+shut down or restarted, also after it was killed.
 
 >>> # with ppdl_nb.launch("alice", "bob") as (alice, bob):
 >>> #     x = ppdl_nb.send(torch.ones(3), alice)
@@ -16,12 +21,12 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import queue
 import shutil
 import signal
 import sys
 import tempfile
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +37,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 
 from ppdl_nb.errors import WorkerUnavailableError
 from ppdl_nb.workers.transport.channel_client import ChannelClient
+from ppdl_nb.workers.transport.kernel_boot import ENV, read_report
 from ppdl_nb.workers.transport.keys import KeyPair
 from ppdl_nb.workers.transport.party import Siblings
 from ppdl_nb.workers.transport.runtime import DEFAULT_TIMEOUT, ChannelConnection
@@ -42,6 +48,8 @@ _NOTEBOOK_KEYS: KeyPair | None = None
 _LAUNCHED: weakref.WeakSet[KernelProcess] = weakref.WeakSet()
 _RUN_DIR: str | None = None
 SPEC_NAME = "ppdl-worker"
+#: what a worker kernel runs: the composition root boots ipykernel with the worker in it
+ENTRY_POINT = "from ppdl_nb.boot import kernel_main; kernel_main()"
 
 
 def notebook_keys() -> KeyPair:
@@ -53,14 +61,15 @@ def notebook_keys() -> KeyPair:
 
 
 def _run_dir() -> str:
+    """This notebook's private (0700) directory: the kernel spec, one directory per kernel."""
     global _RUN_DIR
     if _RUN_DIR is None:
         _RUN_DIR = tempfile.mkdtemp(prefix="ppdl-kernels-")
         spec = os.path.join(_RUN_DIR, "kernels", SPEC_NAME)
         os.makedirs(spec)
         with open(os.path.join(spec, "kernel.json"), "w") as f:
-            json.dump({"argv": [sys.executable, "-m", "ppdl_nb.workers.transport.kernel_boot", "-f",
-                                "{connection_file}", "--HistoryManager.enabled=False",
+            json.dump({"argv": [sys.executable, "-c", ENTRY_POINT, "-f", "{connection_file}",
+                                "--HistoryManager.enabled=False",
                                 "--IPKernelApp.matplotlib=inline"],
                        "display_name": "ppdl worker", "language": "python"}, f)
         atexit.register(shutil.rmtree, _RUN_DIR, True)
@@ -98,13 +107,17 @@ class ExecResult:
 
 
 class KernelProcess:
-    """One ipykernel process: start, run code in it, watch it, stop it."""
+    """One ipykernel process: start, run code in it, watch it, stop it.
+
+    Everything the kernel needs on disk (connection file, ipc sockets, its log, its report,
+    its ``TMPDIR``) lives in one private directory, removed at shutdown, also after a kill.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.log_path = os.path.join(_run_dir(), f"{name}.log")
+        self.dir = self.log_path = self.report_path = ""  # made by spawn
         self.km: KernelManager | None = None
-        self.kc: Any = None
+        self._kc: Any = None
         self._lock = threading.Lock()
 
     @property
@@ -113,16 +126,28 @@ class KernelProcess:
         process = getattr(provisioner, "process", None)
         return getattr(process, "pid", None)
 
-    def spawn(self) -> None:
-        """Start the process (call from a long-lived thread: see kernel_boot)."""
+    def spawn(self, notebook_key: str | None = None, *, inspect: bool = True) -> None:
+        """Start the process (call from a long-lived thread: see kernel_boot).
+
+        With ``notebook_key``, the kernel starts worker ``name`` while it boots, known to
+        the notebook by that key, and reports it (see :meth:`wait_booted`).
+        """
+        self.dir = tempfile.mkdtemp(prefix=f"{self.name[:20]}-", dir=_run_dir())
+        self.log_path, self.report_path = (os.path.join(self.dir, f) for f in ("log", "ready"))
         ksm = KernelSpecManager(kernel_dirs=[os.path.join(_run_dir(), "kernels")])
         self.km = KernelManager(kernel_name=SPEC_NAME, kernel_spec_manager=ksm,
-                                transport="ipc", ip=os.path.join(_run_dir(), self.name))
+                                transport="ipc", ip=os.path.join(self.dir, "k"),
+                                connection_file=os.path.join(self.dir, "connection.json"))
         env = dict(os.environ)
         from ppdl_nb.workers.core.state import state_root
 
-        env.update(PPDL_NB_PARENT_PID=str(os.getpid()), PPDL_NB_STATE_DIR=str(state_root()),
-                   PYDEVD_DISABLE_FILE_VALIDATION="1")
+        env.update({ENV["parent"]: str(os.getpid()), "PPDL_NB_STATE_DIR": str(state_root()),
+                    "PYDEVD_DISABLE_FILE_VALIDATION": "1", "TMPDIR": self.dir})
+        env.pop(ENV["worker"], None)
+        if notebook_key is not None:
+            env.update({ENV["worker"]: self.name, ENV["notebook_key"]: notebook_key,
+                        ENV["inspect"]: "1" if inspect else "0",
+                        ENV["report"]: self.report_path})
         log = open(self.log_path, "ab")  # noqa: SIM115  (the child holds it)
         try:
             self.km.start_kernel(stdout=log, stderr=log, env=env)
@@ -130,16 +155,52 @@ class KernelProcess:
             log.close()
         _LAUNCHED.add(self)
 
-    def wait_ready(self, timeout: float) -> None:
-        self.kc = self.km.client()
-        self.kc.start_channels()
+    def wait_booted(self, timeout: float) -> dict[str, Any]:
+        """The worker's report (endpoint, public key, pid), once the kernel has written it."""
+        deadline = time.monotonic() + timeout
+        pause = 0.002
+        while (report := read_report(self.report_path)) is None:
+            if not self.is_alive() or time.monotonic() > deadline:
+                why = "died while starting" if not self.is_alive() else \
+                    f"did not start in {timeout:g} s"
+                raise WorkerUnavailableError(f"worker kernel {self.name} {why}; the end of "
+                                             f"its log:\n{self.log_tail()}")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
+        if "error" in report:
+            raise WorkerUnavailableError(f"worker {self.name} failed to start its runtime: "
+                                         f"{report['error']}\n{self.log_tail()}")
+        return report
+
+    def log_tail(self, lines: int = 20) -> str:
         try:
-            self.kc.wait_for_ready(timeout=timeout)
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    @property
+    def kc(self) -> Any:
+        """A Jupyter client of the kernel's shell, connected on first use."""
+        if self._kc is None:
+            self.wait_ready(60.0)
+        return self._kc
+
+    def wait_ready(self, timeout: float) -> None:
+        """Connect a Jupyter client and wait until the kernel's shell answers."""
+        if self.km is None:
+            raise WorkerUnavailableError(f"worker kernel {self.name} was never started")
+        kc = self.km.client()
+        kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=timeout)
         except RuntimeError as exc:
+            kc.stop_channels()
             raise WorkerUnavailableError(
-                f"worker kernel {self.name} did not start in {timeout:g} s ({exc}); its log "
-                f"is {self.log_path}"
+                f"worker kernel {self.name} did not start in {timeout:g} s ({exc}); the end "
+                f"of its log:\n{self.log_tail()}"
             ) from None
+        self._kc = kc
 
     def is_alive(self) -> bool:
         pid = self.pid
@@ -168,8 +229,11 @@ class KernelProcess:
                                                     allow_stdin=False, store_history=False)
             except TimeoutError:
                 raise TimeoutError(f"code in worker {self.name} ran over {timeout:g} s") from None
-        return ExecResult(reply["content"]["status"], "".join(out["stdout"]),
-                          "".join(out["stderr"]), out["display"], out["error"])
+        content = reply["content"]
+        if content["status"] == "error" and not out["error"]:  # refused, not raised
+            out["error"] = f"{content.get('ename', 'Error')}: {content.get('evalue', '')}"
+        return ExecResult(content["status"], "".join(out["stdout"]), "".join(out["stderr"]),
+                          out["display"], out["error"])
 
     def kill(self) -> None:
         """Kill the process (and its process group) at once, as a crash would."""
@@ -181,9 +245,10 @@ class KernelProcess:
                 pass
 
     def shutdown(self) -> None:
-        if self.kc is not None:
-            self.kc.stop_channels()
-            self.kc = None
+        """Stop the process and remove its directory (connection file, sockets, log)."""
+        if self._kc is not None:
+            self._kc.stop_channels()
+            self._kc = None
         if self.km is not None:
             pid = self.pid
             try:
@@ -197,21 +262,9 @@ class KernelProcess:
                 except (ProcessLookupError, PermissionError):
                     pass
             self.km.cleanup_resources()
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
         _LAUNCHED.discard(self)
-
-
-BOOT = """
-import json as _json
-import ppdl_nb.boot as _ppdl_boot
-_ppdl_info = _ppdl_boot.start_kernel_worker({name!r}, {key!r}, inspect={inspect!r})
-print("PPDL-READY " + _json.dumps(_ppdl_info))
-"""
-LOCK_SHELL = """
-def _ppdl_refuse(lines):
-    return ["raise PermissionError('worker {name} was started with inspection off: it does "
-            "not run code sent to its shell')\\n"]
-get_ipython().input_transformers_post.append(_ppdl_refuse)
-"""
 
 
 class KernelWorker(ChannelConnection):
@@ -233,19 +286,16 @@ class KernelWorker(ChannelConnection):
     def pid(self) -> int | None:  # type: ignore[override]
         return self.process.pid
 
+    def _spawn(self) -> None:
+        self.process.spawn(notebook_keys().public_hex, inspect=self.inspect)
+
     def _boot(self, timeout: float) -> None:
-        self.process.wait_ready(timeout)
+        """Wait for the runtime the kernel started at boot, and connect to it."""
+        info = self.process.wait_booted(timeout)
+        if info.get("pid") != self.process.pid:
+            raise WorkerUnavailableError(f"worker {self.name} reported pid {info.get('pid')}, "
+                                         f"but its kernel is pid {self.process.pid}")
         keys = notebook_keys()
-        result = self.process.execute(BOOT.format(name=self.name, key=keys.public_hex,
-                                                  inspect=self.inspect), timeout=timeout)
-        line = next((ln for ln in result.stdout.splitlines() if ln.startswith("PPDL-READY ")),
-                    None)
-        if result.status != "ok" or line is None:
-            raise WorkerUnavailableError(f"worker {self.name} failed to start its runtime:\n"
-                                         f"{result.error or result.stdout}")
-        info = json.loads(line.removeprefix("PPDL-READY "))
-        if not self.inspect:
-            self.process.execute(LOCK_SHELL.format(name=self.name), timeout=timeout)
         self.endpoint, self.public_key = info["endpoint"], info["public_key"]
         self.channel = ChannelClient(keys, self.endpoint, self.public_key, "me", peer=self.name)
         self.channel.alive = self.process.is_alive
@@ -276,7 +326,7 @@ class KernelWorker(ChannelConnection):
         self.shutdown()
         self.process = KernelProcess(self.name)
         self._alive = self.process.is_alive
-        self.process.spawn()
+        self._spawn()
         self._boot(timeout)
         if self.group is not None:
             self.group.introduce()
@@ -324,25 +374,15 @@ def launch(*names: str, inspect: bool = True, timeout: float = 90.0) -> WorkerGr
         raise ValueError(f"worker names must differ: {names}")
     siblings = Siblings()
     workers = [KernelWorker(n, inspect=inspect, siblings=siblings) for n in names]
-    for w in workers:  # spawn from this (long-lived) thread: see kernel_boot
-        w.process.spawn()
-    errors: queue.Queue[BaseException] = queue.Queue()
-
-    def boot(w: KernelWorker) -> None:
-        try:
+    try:
+        for w in workers:  # spawn from this (long-lived) thread: see kernel_boot
+            w._spawn()
+        for w in workers:  # they boot in parallel; each reports when its runtime serves
             w._boot(timeout)
-        except BaseException as exc:
-            errors.put(exc)
-
-    threads = [threading.Thread(target=boot, args=(w,), daemon=True) for w in workers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if not errors.empty():
+    except BaseException:
         for w in workers:
             w.shutdown()
-        raise errors.get()
+        raise
     group = WorkerGroup(workers)
     group.introduce()
     return group
