@@ -1,11 +1,15 @@
-"""Worker channel: small-message round trip and 64 MiB throughput, encrypted vs plain ZeroMQ.
+"""Worker channel: small-message round trip and 64 MiB throughput: the AES-GCM channel,
+CurveZMQ with ZAP, and plain ZeroMQ.
 
-Rows: median round trip of a ~100-byte message for plain ZeroMQ (DEALER/ROUTER), the
+Rows: median round trip of a ~100-byte message for plain ZeroMQ (DEALER/ROUTER),
+CurveZMQ (a CURVE server whose ZAP handler allows only the client's key), the
 encrypted channel, a Jupyter ``execute('pass')`` to a real kernel and the encrypted
 channel to a server running inside a kernel; then one-way throughput of a 64 MiB
-buffer (request of 64 MiB, tiny acknowledgement) for plain ZeroMQ and the channel,
-measured in interleaved runs, and their ratio. Servers run in another process (a
-subprocess, or a kernel), as workers do.
+buffer (request of 64 MiB, tiny acknowledgement) for plain ZeroMQ, CurveZMQ (one
+64 MiB frame: its best case) and the channel, measured in interleaved runs, and the
+ratios. This run decides the channel (see :mod:`ppdl_nb.workers.transport.channel`):
+the hand-written channel stays only while it is at least 2x CurveZMQ on 64 MiB.
+Servers run in another process (a subprocess, or a kernel), as workers do.
 
     python benchmarks/bench_channel.py [--quick] [--json PATH]
 """
@@ -35,13 +39,32 @@ def _answer(frames: list, peer: str = "") -> list:
     return [str(total).encode()] if total > 4096 else list(frames)
 
 
+class _AllowOne:
+    """ZAP credentials provider: exactly one CURVE client key (z85) may connect."""
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return key == self.key
+
+
 def serve(mode: str, client_pub: str) -> None:
     """Subprocess side: print the endpoint and public key, serve until stdin closes."""
-    if mode == "plain":
+    if mode in ("plain", "curve"):
         sock = zmq.Context.instance().socket(zmq.ROUTER)
-        endpoint = private_endpoint("plain")
+        public = b"-"
+        if mode == "curve":
+            from zmq.auth.thread import ThreadAuthenticator
+
+            auth = ThreadAuthenticator(zmq.Context.instance())
+            auth.start()
+            auth.configure_curve_callback("*", _AllowOne(client_pub.encode()))
+            public, secret = zmq.curve_keypair()
+            sock.curve_secretkey, sock.curve_publickey, sock.curve_server = secret, public, True
+        endpoint = private_endpoint(mode)
         sock.bind(endpoint)
-        print(endpoint, "-", flush=True)
+        print(endpoint, public.decode(), flush=True)
         while True:
             msg = sock.recv_multipart(copy=False)
             sock.send_multipart([msg[0], *_answer([f.buffer for f in msg[1:]])])
@@ -59,8 +82,11 @@ def _spawn(mode: str, client_pub: str) -> tuple[subprocess.Popen, str, str]:
 
 
 class _Plain:
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, curve: tuple[bytes, bytes, bytes] | None = None) -> None:
         self.sock = zmq.Context.instance().socket(zmq.DEALER)
+        if curve is not None:  # (our public, our secret, server public), z85
+            self.sock.curve_publickey, self.sock.curve_secretkey = curve[0], curve[1]
+            self.sock.curve_serverkey = curve[2]
         self.sock.connect(endpoint)
 
     def request(self, frames: list, timeout: float = 60.0) -> list:
@@ -137,32 +163,37 @@ def main() -> None:
     repeat_big = 2 if args.quick else 9
 
     keys = KeyPair.generate()
+    curve_pub, curve_secret = zmq.curve_keypair()
     plain_proc, plain_ep, _ = _spawn("plain", keys.public_hex)
+    curve_proc, curve_ep, curve_server = _spawn("curve", curve_pub.decode())
     chan_proc, chan_ep, server_pub = _spawn("channel", keys.public_hex)
-    plain = _Plain(plain_ep)
-    secure = ChannelClient(keys, chan_ep, server_pub, "bench", peer="bench-server")
+    clients = {"plain zmq": _Plain(plain_ep),
+               "curve zmq": _Plain(curve_ep, (curve_pub, curve_secret, curve_server.encode())),
+               "channel": ChannelClient(keys, chan_ep, server_pub, "bench", peer="bench-server")}
     try:
-        rows = [{"what": "plain zmq round trip, 100 B", "ms": 1e3 * _rtt(plain, repeat_small)},
-                {"what": "channel round trip, 100 B", "ms": 1e3 * _rtt(secure, repeat_small)}]
+        rows = [{"what": f"{name} round trip, 100 B", "ms": 1e3 * _rtt(c, repeat_small)}
+                for name, c in clients.items()]
         payload = bytes(size)
-        _transfer(plain, payload), _transfer(secure, payload)  # warm up
-        t_plain, t_secure = [], []
-        for _ in range(repeat_big):  # interleaved, so drifts hit both alike
-            t_plain.append(_transfer(plain, payload))
-            t_secure.append(_transfer(secure, payload))
-        mb = size / 1e6
-        tp, ts = mb / statistics.median(t_plain), mb / statistics.median(t_secure)
-        rows += [{"what": f"plain zmq {size >> 20} MiB one way", "MB/s": tp},
-                 {"what": f"channel {size >> 20} MiB one way", "MB/s": ts},
-                 {"what": "channel / plain throughput", "ratio": ts / tp}]
+        times: dict[str, list[float]] = {name: [] for name in clients}
+        for c in clients.values():
+            _transfer(c, payload)  # warm up
+        for _ in range(repeat_big):  # interleaved, so drifts hit all alike
+            for name, c in clients.items():
+                times[name].append(_transfer(c, payload))
+        rate = {name: size / 1e6 / statistics.median(t) for name, t in times.items()}
+        rows += [{"what": f"{name} {size >> 20} MiB one way", "MB/s": r}
+                 for name, r in rate.items()]
+        rows += [{"what": f"channel / {name} throughput", "ratio": rate["channel"] / rate[name]}
+                 for name in ("plain zmq", "curve zmq")]
     finally:
-        secure.close()
-        for proc in (plain_proc, chan_proc):
+        clients["channel"].close()
+        for proc in (plain_proc, curve_proc, chan_proc):
             proc.kill()
             proc.wait()
     if not (args.quick or args.no_kernel):
         rows += kernel_rows(repeat=50)
-    report("Worker channel (AES-256-GCM over ZeroMQ) vs plain ZeroMQ and Jupyter", rows, args,
+    report("Worker channel (AES-256-GCM over ZeroMQ) vs CurveZMQ, plain ZeroMQ, Jupyter",
+           rows, args,
            {"payload_bytes": size, "repeat_small": repeat_small, "repeat_big": repeat_big})
 
 

@@ -101,3 +101,113 @@ def test_a_dead_server_gives_a_timeout_not_a_hang():
     with ChannelClient(client_keys, endpoint, server_keys.public, "nb") as c:
         with pytest.raises(TimeoutError, match="no reply"):
             c.request([b"anyone?"], timeout=0.5)
+
+
+# -- availability and identity (issue 12: classes 5-7) -----------------------------------
+
+def _stranger(endpoint, ctx=None):
+    import zmq
+
+    from ppdl_nb.workers.transport.chan_socket import context
+
+    sock = (ctx or context()).socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    return sock
+
+
+def test_a_stranger_that_never_reads_its_refusals_does_not_stall_the_server():
+    from ppdl_nb.workers.transport import chan_wire as wire
+
+    server_keys, client_keys = KeyPair.generate(), KeyPair.generate()
+    with ChannelServer(server_keys, None, echo, {"nb": client_keys.public}) as server:
+        stranger = _stranger(server.endpoint)
+        for seq in range(1, 3001):  # far more refusals than any queue holds; never read
+            stranger.send_multipart([wire.prefix(wire.KIND_REQUEST, seq), b"x" * 64])
+        assert chan_wait(lambda: server.refused >= 3000, 20)
+        with ChannelClient(client_keys, server.endpoint, server_keys.public, "nb") as c:
+            assert bytes(c.request([b"ok"], timeout=2)[1]) == b"ok"
+        stranger.close()
+
+
+def test_hellos_with_the_notebooks_public_key_neither_make_nor_evict_sessions():
+    import zmq
+
+    from ppdl_nb.workers.transport import chan_wire as wire
+
+    ctx = zmq.Context()
+    ctx.set(zmq.MAX_SOCKETS, 2000)
+
+    server_keys, client_keys = KeyPair.generate(), KeyPair.generate()
+    with ChannelServer(server_keys, None, echo, {"nb": client_keys.public}) as server:
+        with ChannelClient(client_keys, server.endpoint, server_keys.public, "nb") as c:
+            c.request([b"first"], timeout=10)
+            session = c._session
+            strangers = []
+            for _ in range(1100):  # each its own connection, as a table-filling attack
+                s = _stranger(server.endpoint, ctx)
+                s.send_multipart([wire.prefix(wire.KIND_HELLO, 0), b"nb", client_keys.public,
+                                  KeyPair.generate().public, bytes(32)])
+                strangers.append(s)
+            assert chan_wait(lambda: server.refused >= 1100, 20)
+            assert server.sessions == ["nb"]  # only the proven one
+            assert bytes(c.request([b"again"], timeout=5)[1]) == b"again"
+            assert c._session is session
+            for s in strangers:
+                s.close()
+    ctx.term()
+
+
+def test_an_oversized_message_is_a_clear_error_and_the_server_keeps_serving():
+    from ppdl_nb.workers.transport import chan_wire as wire
+
+    server_keys, client_keys = KeyPair.generate(), KeyPair.generate()
+    with ChannelServer(server_keys, None, echo, {"nb": client_keys.public},
+                       max_message_bytes=1 << 20) as server:
+        with ChannelClient(client_keys, server.endpoint, server_keys.public, "nb",
+                           max_message_bytes=1 << 20) as c:
+            with pytest.raises(ValueError, match="exceeds the channel's limit"):
+                c.request([bytes(2 << 20)], timeout=10)  # refused here, nothing sent
+        with ChannelClient(client_keys, server.endpoint, server_keys.public, "nb") as c:
+            with pytest.raises(PermissionError, match="exceeds the limit"):
+                c.request([bytes(2 << 20)], timeout=10)  # refused by the server
+            stranger = _stranger(server.endpoint)  # a frame over libzmq's cap: dropped there
+            stranger.send_multipart([wire.prefix(wire.KIND_REQUEST, 1),
+                                     bytes(wire.MAX_FRAME_BYTES + 1)])
+            assert bytes(c.request([b"still"], timeout=10)[1]) == b"still"
+            stranger.close()
+
+
+def test_the_caller_name_comes_from_the_proven_key_and_keys_are_fixed():
+    server_keys, nb_keys, bob_keys = KeyPair.generate(), KeyPair.generate(), KeyPair.generate()
+    with ChannelServer(server_keys, None, echo, {"me": nb_keys.public}) as server:
+        server.allow("bob", bob_keys.public)
+        server.allow("bob", bob_keys.public)  # the same again is fine
+        with pytest.raises(PermissionError, match="cannot be replaced"):
+            server.allow("bob", nb_keys.public)
+        with pytest.raises(ValueError, match="one key is one identity"):
+            server.allow("carol", nb_keys.public)
+        with ChannelClient(nb_keys, server.endpoint, server_keys.public, "bob") as c:
+            with pytest.raises(PermissionError, match="not known"):  # claims bob's name
+                c.request([b"x"], timeout=10)
+        with ChannelClient(bob_keys, server.endpoint, server_keys.public, "bob") as c:
+            assert bytes(c.request([b"x"], timeout=10)[0]) == b"bob"
+
+
+def test_a_runtime_refuses_to_replace_a_known_peers_key():
+    from ppdl_nb.workers.transport.runtime import WorkerRuntime
+
+    notebook, bob, other = KeyPair.generate(), KeyPair.generate(), KeyPair.generate()
+    runtime = WorkerRuntime("rt_alice", notebook.public_hex)
+    try:
+        runtime.introduce({"bob": ["ipc:///nowhere", bob.public_hex]})
+        runtime.introduce({"bob": ["ipc:///nowhere", bob.public_hex]})  # same key: no-op
+        with pytest.raises(PermissionError, match="cannot be replaced"):
+            runtime.introduce({"bob": ["ipc:///nowhere", notebook.public_hex]})
+        with pytest.raises(PermissionError, match="cannot be replaced"):
+            runtime.introduce({"bob": ["ipc:///nowhere", other.public_hex]})
+        with pytest.raises(ValueError, match="one key is one identity"):
+            runtime.introduce({"carol": ["ipc:///nowhere", notebook.public_hex]})
+        assert runtime.peers["bob"][1] == bob.public
+    finally:
+        runtime.close()

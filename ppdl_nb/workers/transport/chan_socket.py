@@ -1,8 +1,11 @@
 """ZeroMQ plumbing shared by both ends of the encrypted channel.
 
-One zmq context per process, private ``ipc://`` endpoints, sending a message's parts
-(without a copy when they are big), and the per-connection state both ends keep: the
-peer's name, one AES-GCM key per direction and the last sequence number seen.
+One zmq context per process, private ``ipc://`` endpoints, socket limits (bounded
+queues, a frame size cap enforced by libzmq), sending a message's parts (without a copy
+when they are big), the per-connection state both ends keep (the peer's name, one
+AES-GCM key per direction, the last sequence number seen), the server's allowlist (one
+public key is one name, fixed once known) and its outbox, which never blocks on a peer
+that does not read.
 
 >>> private_endpoint("demo").startswith("ipc://")
 True
@@ -11,21 +14,26 @@ True
 from __future__ import annotations
 
 import atexit
+import collections
 import os
 import shutil
 import tempfile
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import zmq
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ppdl_nb.workers.transport import chan_wire as wire
+from ppdl_nb.workers.transport.keys import KeyPair, hello_key, parse_public_key
 
-__all__ = ["HWM", "MAX_MESSAGE_BYTES", "Session", "context", "private_endpoint", "send_parts"]
+__all__ = ["HWM", "MAX_MESSAGE_BYTES", "Allowlist", "Outbox", "Session", "configure", "context",
+           "private_endpoint", "reply_messages", "send_parts"]
 
 MAX_MESSAGE_BYTES = 1 << 34
-HWM = 256  # messages (chunks are 1 MiB): bounds memory, gives back-pressure
+HWM = 64  # messages per peer and direction (chunks are 4 MiB): bounds memory
 _BIG = 1 << 16  # frames above this are handed to zmq without a copy
 
 _ctx_lock = threading.Lock()
@@ -58,12 +66,25 @@ def private_endpoint(name: str = "chan") -> str:
     return f"ipc://{path}"
 
 
-def send_parts(sock: zmq.Socket, parts: list, ident: bytes | None = None) -> None:
-    """Send one multipart message (to ``ident`` on a ROUTER socket)."""
+def configure(sock: zmq.Socket) -> zmq.Socket:
+    """Bounded queues both ways and libzmq's own cap on inbound frames."""
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, HWM)
+    sock.setsockopt(zmq.RCVHWM, HWM)
+    sock.setsockopt(zmq.MAXMSGSIZE, wire.MAX_FRAME_BYTES)
+    return sock
+
+
+def send_parts(sock: zmq.Socket, parts: list, ident: bytes | None = None, *,
+               block: bool = True) -> None:
+    """Send one multipart message (to ``ident`` on a ROUTER socket).
+
+    ``block=False`` raises ``zmq.Again`` at once if the peer's queue is full.
+    """
     if ident is not None:
         parts = [ident, *parts]
     copy = all(len(p) < _BIG for p in parts)
-    sock.send_multipart(parts, copy=copy)
+    sock.send_multipart(parts, flags=0 if block else zmq.NOBLOCK, copy=copy)
 
 
 @dataclass
@@ -75,3 +96,109 @@ class Session:
     aead_out: AESGCM
     last_seq: int = 0
     inbound: wire.Inbound | None = None
+
+
+def reply_messages(session: Session, seq: int, frames: list, status: int, server: str
+                   ) -> Iterator[list]:
+    """Seal a reply; a handler that returned non-bytes gets an error reply instead."""
+    try:
+        messages = wire.seal_iter(session.aead_out, wire.KIND_REPLY, seq, frames,
+                                  status=status)
+        first = next(messages)  # bad frames fail here, before anything is sent
+        yield first
+        yield from messages
+    except (TypeError, ValueError, BufferError) as exc:
+        err = [b"TypeError", f"handler of {server!r} returned bad frames: {exc}".encode(), b""]
+        yield from wire.seal_iter(session.aead_out, wire.KIND_REPLY, seq, err,
+                                  status=wire.STATUS_ERROR)
+
+
+class Allowlist:
+    """Which public key is which client: one key is one name, and a name's key is fixed.
+
+    >>> server, nb = KeyPair.generate(), KeyPair.generate()
+    >>> allowed = Allowlist(server)
+    >>> allowed.allow("me", nb.public)
+    >>> allowed.lookup(nb.public)[0], allowed.lookup(bytes(32))
+    ('me', None)
+    """
+
+    def __init__(self, keypair: KeyPair) -> None:
+        self._keypair = keypair
+        self._by_key: dict[bytes, tuple[str, bytes]] = {}  # key -> (name, hello key)
+        self._by_name: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, name: str, public_key: bytes | str) -> None:
+        """Accept ``name`` holding ``public_key``; the same pair again is a no-op.
+
+        Raises ``PermissionError`` if ``name`` already has another key (keys are fixed
+        once known) and ``ValueError`` if the key already belongs to another name.
+        """
+        key = parse_public_key(public_key)
+        with self._lock:
+            known = self._by_name.get(name)
+            if known == key:
+                return
+            if known is not None:
+                raise PermissionError(
+                    f"{name!r} is already known by another public key; a known peer's key "
+                    "cannot be replaced. Launch a new group to use new keys")
+            if key in self._by_key:
+                raise ValueError(f"that public key already belongs to "
+                                 f"{self._by_key[key][0]!r}; one key is one identity")
+            self._by_key[key] = (name, hello_key(self._keypair, key))
+            self._by_name[name] = key
+
+    def lookup(self, public_key: bytes) -> tuple[str, bytes] | None:
+        """``(name, hello key)`` of an allowed key, else ``None``."""
+        return self._by_key.get(public_key)
+
+    def names(self) -> list[str]:
+        return list(self._by_name)
+
+
+class Outbox:
+    """Messages waiting to be sent on a ROUTER socket, per connection, never blocking.
+
+    Any thread may :meth:`put`; only the socket's thread may :meth:`flush`. A connection
+    whose queue is full (it does not read) keeps its messages here while the others go
+    on; one that makes no progress for ``stall_s`` seconds loses them.
+    """
+
+    def __init__(self, sock: zmq.Socket, stall_s: float = 30.0) -> None:
+        self._sock, self._stall_s = sock, stall_s
+        self._incoming: collections.deque = collections.deque()  # (ident, parts), any thread
+        self._queues: dict[bytes, collections.deque] = {}
+        self._progress: dict[bytes, float] = {}
+        self.dropped = 0
+
+    def put(self, ident: bytes, parts: list) -> None:
+        self._incoming.append((ident, parts))
+
+    def __bool__(self) -> bool:
+        return bool(self._incoming or self._queues)
+
+    def flush(self) -> None:
+        """Send what each connection's queue accepts now."""
+        while self._incoming:
+            ident, parts = self._incoming.popleft()
+            self._queues.setdefault(ident, collections.deque()).append(parts)
+        now = time.monotonic()
+        for ident in list(self._queues):
+            queue = self._queues[ident]
+            while queue:
+                try:
+                    send_parts(self._sock, queue[0], ident, block=False)
+                except zmq.Again:
+                    break  # that peer is not reading (yet)
+                except zmq.ZMQError:
+                    queue.clear()  # it went away
+                    break
+                queue.popleft()
+                self._progress[ident] = now
+            if queue and now - self._progress.setdefault(ident, now) < self._stall_s:
+                continue
+            self.dropped += len(queue)
+            del self._queues[ident]
+            self._progress.pop(ident, None)

@@ -9,12 +9,15 @@ and decryption)::
     head:  [prefix(kind, seq), AES-GCM(meta)]    meta = status, frame lengths, small frames
     chunk: [prefix("C", seq, index), AES-GCM(slice of a large frame)]
 
-Frames up to ``INLINE_MAX`` bytes ride inside the head; larger ones are cut into
-``CHUNK`` byte pieces. Each direction has its own key; the nonce is ``seq || index``
-(index 0 is the head), never sent, so a nonce is used once per key as long as ``seq``
-only grows, which both ends enforce. The prefix is the AAD, so a chunk cannot be moved
-to another message or position, and a replayed or reordered message fails the sequence
-check or authentication.
+Frames up to ``INLINE_MAX`` bytes ride inside the head while the head's inline total
+stays within ``HEAD_INLINE_MAX`` (both ends compute this from the frame lengths); the
+others are cut into ``CHUNK`` byte pieces. So no ZeroMQ frame of the channel exceeds
+``MAX_FRAME_BYTES``, which servers enforce in libzmq (``ZMQ_MAXMSGSIZE``): a bigger
+frame, from anyone, drops that connection before Python sees it. Each direction has
+its own key; the nonce is ``seq || index`` (index 0 is the head), never sent, so a
+nonce is used once per key as long as ``seq`` only grows, which both ends enforce.
+The prefix is the AAD, so a chunk cannot be moved to another message or position, and
+a replayed or reordered message fails the sequence check or authentication.
 
 >>> import os
 >>> key = os.urandom(32)
@@ -37,6 +40,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = [
     "CHUNK",
+    "HEAD_INLINE_MAX",
     "INLINE_MAX",
     "KIND_CHUNK",
     "KIND_HELLO",
@@ -44,6 +48,8 @@ __all__ = [
     "KIND_REPLY",
     "KIND_REQUEST",
     "KIND_WELCOME",
+    "MAX_FRAMES",
+    "MAX_FRAME_BYTES",
     "STATUS_ERROR",
     "STATUS_OK",
     "AuthError",
@@ -56,6 +62,8 @@ __all__ = [
 
 CHUNK = 4 << 20
 INLINE_MAX = 1 << 14
+HEAD_INLINE_MAX = 1 << 20  # inline bytes in one head, all frames together
+MAX_FRAMES = 1 << 16  # frames in one logical message
 TAG = 16
 MAGIC = b"PPDL\x01"
 KIND_HELLO, KIND_WELCOME, KIND_REFUSED = b"H", b"W", b"X"
@@ -63,8 +71,10 @@ KIND_REQUEST, KIND_REPLY, KIND_CHUNK = b"Q", b"R", b"C"
 STATUS_OK, STATUS_ERROR = 0, 1
 _PREFIX = struct.Struct(">5scQI")
 _COUNT = struct.Struct(">BII")  # status, frame count, chunk size
-_MIN_CHUNK, _MAX_CHUNK = 1 << 12, 1 << 28
+_MIN_CHUNK, _MAX_CHUNK = 1 << 12, 1 << 23
 _LEN = struct.Struct(">Q")
+# the largest ZeroMQ frame a channel sends: a chunk (a head is at most ~1.6 MiB)
+MAX_FRAME_BYTES = _MAX_CHUNK + TAG + 1024
 
 
 class AuthError(ValueError):
@@ -90,8 +100,14 @@ def _nonce(seq: int, index: int) -> bytes:
     return struct.pack(">QI", seq, index)
 
 
-def _chunked(length: int) -> bool:
-    return length > INLINE_MAX
+def _inline(lengths: Sequence[int]) -> list[bool]:
+    """Which frames ride in the head: small ones, while the head stays small."""
+    plan, total = [], 0
+    for n in lengths:
+        inline = n <= INLINE_MAX and total + n <= HEAD_INLINE_MAX
+        total += n if inline else 0
+        plan.append(inline)
+    return plan
 
 
 def seal(
@@ -121,17 +137,23 @@ def seal_iter(
 ) -> Iterator[list[bytes]]:
     """Generator form of :func:`seal` (head first, then each chunk when encrypted)."""
     aead = key if isinstance(key, AESGCM) else AESGCM(key)
+    if len(frames) > MAX_FRAMES:
+        raise ValueError(f"a channel message has at most {MAX_FRAMES} frames, got "
+                         f"{len(frames)}; join small frames into bigger ones")
     views = [memoryview(f).cast("B") for f in frames]
     lengths = [v.nbytes for v in views]
     chunk = chunk or CHUNK
+    if not _MIN_CHUNK <= chunk <= _MAX_CHUNK:
+        raise ValueError(f"chunk must be in [{_MIN_CHUNK}, {_MAX_CHUNK}] bytes, got {chunk}")
+    inline = _inline(lengths)
     meta = [_COUNT.pack(status, len(views), chunk)]
     meta.extend(_LEN.pack(n) for n in lengths)
-    meta.extend(bytes(v) for v, n in zip(views, lengths, strict=True) if not _chunked(n))
+    meta.extend(bytes(v) for v, small in zip(views, inline, strict=True) if small)
     head = prefix(kind, seq)
     yield [head, aead.encrypt(_nonce(seq, 0), b"".join(meta), head)]
     index = 0
-    for v, n in zip(views, lengths, strict=True):
-        if not _chunked(n):
+    for v, n, small in zip(views, lengths, inline, strict=True):
+        if small:
             continue
         for start in range(0, n, chunk):
             index += 1
@@ -175,6 +197,8 @@ class Inbound:
         try:
             status, count, chunk = _COUNT.unpack_from(meta)
             pos = _COUNT.size
+            if count > MAX_FRAMES:
+                raise ValueError(f"message {seq} has {count} frames, more than {MAX_FRAMES}")
             lengths = [_LEN.unpack_from(meta, pos + 8 * i)[0] for i in range(count)]
         except struct.error:
             raise ValueError(f"message {seq} has a truncated head") from None
@@ -186,8 +210,8 @@ class Inbound:
         frames: list = []
         plan: list[memoryview] = []
         view = memoryview(meta)
-        for n in lengths:
-            if _chunked(n):
+        for n, small in zip(lengths, _inline(lengths), strict=True):
+            if not small:
                 mv = memoryview(np.empty(n, dtype=np.uint8)).cast("B")  # no zero fill
                 plan.extend(mv[s : s + chunk] for s in range(0, n, chunk))
                 frames.append(mv)

@@ -1,15 +1,24 @@
-"""An authenticated, encrypted request/reply channel over ZeroMQ between two parties.
+"""An authenticated, encrypted request/reply channel over ZeroMQ between two parties:
+AES-256-GCM (which releases the GIL) with keys from an X25519 handshake (:mod:`.keys`),
+big messages pipelined in chunks (:mod:`.chan_wire`).
 
-Why not Jupyter's own channels or CurveZMQ: a comm round trip costs milliseconds and
-Jupyter's HMAC does not sign binary buffers; CurveZMQ reaches about a third of plain
-ZeroMQ throughput. This channel uses AES-256-GCM (which releases the GIL) with keys
-from an X25519 handshake (:mod:`.keys`), and pipelines big messages in chunks
-(:mod:`.chan_wire`) so it keeps most of plain ZeroMQ's throughput.
+Why not CurveZMQ: measured (``benchmarks/bench_channel.py``, one run, loopback ipc,
+64 MiB one way, median of 9 interleaved), this channel moves 388 MB/s, CurveZMQ with
+ZAP 170 MB/s (2.28x; plain ZeroMQ 1547 MB/s), and ``bench_pointers.py``'s 64 MiB send
+and move may not slow down. What CurveZMQ with ZAP gives is built here instead (see
+docs/ARCHITECTURE.md, "Channel"): a hello proves the client's static key (an HMAC only
+the two static secrets can make, :func:`.keys.hello_tag`) before the server keeps
+anything; a connection becomes a session only once its first request authenticates;
+the allowlist (:class:`.chan_socket.Allowlist`: one key is one name, fixed once known)
+is the one place that says who may connect; libzmq drops frames over
+``MAX_FRAME_BYTES``; a stranger's frames get one refusal, never a blocking send.
 
 A server (a worker) accepts only clients whose public key it was told
 (``allowed_peers`` or :meth:`ChannelServer.allow`); a client accepts only the server
-whose public key it was given. Every connection gets its own keys, one per direction;
-replayed, reordered or tampered messages are refused and the server keeps serving.
+whose public key it was given. The name the handler gets is the allowlist's name for
+the key the client proved, never a name taken from a request. Every connection gets
+its own keys, one per direction; replayed, reordered or tampered messages are refused
+and the server keeps serving.
 
 >>> server_keys, client_keys = KeyPair.generate(), KeyPair.generate()
 >>> echo = lambda frames, peer: [b"hello " + peer.encode(), *frames]
@@ -18,25 +27,24 @@ replayed, reordered or tampered messages are refused and the server keeps servin
 ...         c.request([b"x"])
 [b'hello nb', b'x']
 
-The client is :class:`.channel_client.ChannelClient` (re-exported here).
-
-Threads: a server runs its loop in one background thread. With ``threads=1`` (the
-default) it calls ``handler`` there, one request at a time. With ``threads=N > 1`` it
-hands each complete request to one of ``N`` handler threads and keeps receiving, so a
+The client is :class:`.channel_client.ChannelClient` (re-exported here). Threads: a server runs its loop in one background thread, which alone touches the
+socket and never blocks on a peer (replies wait in an :class:`.chan_socket.Outbox`).
+With ``threads=1`` (the default) it calls ``handler`` there, one request at a time.
+With ``threads=N > 1`` it hands each complete request to one of ``N`` handler threads
+(at most ``MAX_QUEUED`` waiting; more are refused as busy) and keeps receiving, so a
 handler may wait for another request to arrive (a protocol step waiting for a peer's
-message); replies are sealed in the handler thread and sent by the loop thread, which
-alone touches the socket. A client may be shared between threads (a lock serialises
-whole round trips); a thread that must not wait behind a long request (a live
-dashboard) should open its own :class:`ChannelClient`, which gets its own socket and
-session.
+message). A client may be shared between threads (a lock serialises round trips); a
+thread that must not wait behind a long request should open its own client.
 """
 
 from __future__ import annotations
 
-import collections
+import contextlib
+import hmac
 import os
 import queue
 import threading
+import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -47,22 +55,31 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from ppdl_nb.errors import error_message, wire_type
 from ppdl_nb.workers.transport import chan_wire as wire
 from ppdl_nb.workers.transport.chan_socket import (
-    HWM,
     MAX_MESSAGE_BYTES,
+    Allowlist,
+    Outbox,
     Session,
+    configure,
     context,
     private_endpoint,
+    reply_messages,
     send_parts,
 )
 from ppdl_nb.workers.transport.channel_client import ChannelClient
-from ppdl_nb.workers.transport.keys import KeyPair, derive_session, parse_public_key
+from ppdl_nb.workers.transport.keys import KeyPair, derive_session, hello_tag, parse_public_key
 
-__all__ = ["ChannelClient", "ChannelServer", "Frames", "Handler", "private_endpoint"]
+__all__ = ["MAX_QUEUED", "ChannelClient", "ChannelServer", "Frames", "Handler",
+           "private_endpoint"]
 
 Frames = list[bytes | bytearray | memoryview]
 Handler = Callable[[list, str], Sequence]
-_MAX_SESSIONS = 1024
+MAX_QUEUED = 256  # complete requests waiting for a handler thread
+_MAX_SESSIONS = 1024  # proven connections; only key holders can add one
+_MAX_PENDING = 64  # handshakes whose first request has not come yet
+_MAX_TOLD = 4096  # connections told "no session" once; later frames are dropped unread
 _POLL_MS = 50
+_BUSY_POLL_MS = 2  # while replies wait for a slow reader
+_YIELD_S = 1e-4  # after a burst, while handler threads work: let them have the GIL
 
 
 class ChannelServer:
@@ -75,7 +92,7 @@ class ChannelServer:
     re-raises (with this side's traceback); the server keeps serving.
     """
 
-    def __init__(
+    def __init__(  # long: validates, opens the socket and starts its threads
         self,
         keypair: KeyPair,
         endpoint: str | None,
@@ -90,19 +107,18 @@ class ChannelServer:
             raise ValueError(f"threads must be an int >= 1, got {threads!r}")
         self.keypair, self.handler, self.name = keypair, handler, name
         self.max_message_bytes = max_message_bytes
-        self._allowed: dict[str, bytes] = {}
+        self.allowlist = Allowlist(keypair)
         self._lock = threading.Lock()
         for peer, key in (allowed_peers or {}).items():
             self.allow(peer, key)
         self._sessions: OrderedDict[bytes, Session] = OrderedDict()
+        self._pending: OrderedDict[bytes, Session] = OrderedDict()
+        self._told: OrderedDict[bytes, None] = OrderedDict()
+        self._in_flight = 0  # requests handed to handler threads, not answered yet
         self.refused = 0  # messages refused (bad auth, replay, unknown peer, ...)
         self.served = 0
-        self._sock = context().socket(zmq.ROUTER)
-        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock = configure(context().socket(zmq.ROUTER))
         self._sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self._sock.setsockopt(zmq.SNDHWM, HWM)
-        self._sock.setsockopt(zmq.RCVHWM, HWM)
-        self._sock.setsockopt(zmq.SNDTIMEO, 30_000)
         endpoint = endpoint or private_endpoint(name)
         try:
             self._sock.bind(endpoint)
@@ -115,12 +131,12 @@ class ChannelServer:
         self.endpoint: str = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._ipc_path = self.endpoint[6:] if self.endpoint.startswith("ipc://") else None
         self._stop = threading.Event()
-        self._jobs: queue.SimpleQueue | None = None
-        self._outbox: collections.deque = collections.deque()  # (ident, message) to send
+        self._jobs: queue.Queue | None = None
+        self._outbox = Outbox(self._sock)
         self._wake_r = self._wake_w = -1
         self._handlers: list[threading.Thread] = []
         if threads > 1:
-            self._jobs = queue.SimpleQueue()
+            self._jobs = queue.Queue(maxsize=MAX_QUEUED)
             self._wake_r, self._wake_w = os.pipe()
             os.set_blocking(self._wake_r, False)
             os.set_blocking(self._wake_w, False)
@@ -133,29 +149,38 @@ class ChannelServer:
         self._thread.start()
 
     def allow(self, name: str, public_key: bytes | str) -> None:
-        """Accept connections from client ``name`` holding the secret of ``public_key``."""
-        key = parse_public_key(public_key)
-        with self._lock:
-            self._allowed[name] = key
+        """Accept connections from client ``name`` holding the secret of ``public_key``.
+
+        A name's key is fixed once allowed (``PermissionError`` on another key), and
+        one key is one name (``ValueError``); see :class:`.chan_socket.Allowlist`.
+        """
+        self.allowlist.allow(name, public_key)
 
     @property
     def public_key(self) -> bytes:
         return self.keypair.public
+
+    @property
+    def sessions(self) -> list[str]:
+        """The client name of each proven session (for tests and diagnostics)."""
+        with self._lock:
+            return sorted(s.peer for s in self._sessions.values())
 
     def close(self) -> None:
         """Stop serving, close the socket and remove the ipc file. Idempotent."""
         self._stop.set()
         if self._jobs is not None:
             for _ in self._handlers:
-                self._jobs.put(None)
+                try:
+                    self._jobs.put(None, timeout=1)
+                except queue.Full:
+                    break  # the handlers see _stop after their current job
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout=10)
         self._close_wake_pipe()
         if self._ipc_path and os.path.exists(self._ipc_path):
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(self._ipc_path)
-            except OSError:
-                pass
 
     def __enter__(self) -> ChannelServer:
         return self
@@ -165,7 +190,7 @@ class ChannelServer:
 
     def __repr__(self) -> str:
         state = "closed" if self._stop.is_set() else "serving"
-        peers = list(self._allowed)
+        peers = self.allowlist.names()
         return f"ChannelServer({self.name!r}, {self.endpoint}, {state}, peers={peers})"
 
     # -- the serving loop (background thread only) ---------------------------------------
@@ -178,17 +203,21 @@ class ChannelServer:
             poller.register(self._wake_r, zmq.POLLIN)
         try:
             while not self._stop.is_set():
-                events = dict(poller.poll(_POLL_MS))
+                events = dict(poller.poll(_BUSY_POLL_MS if self._outbox else _POLL_MS))
                 if self._wake_r in events:
                     self._drain_wakeups()
-                self._flush_outbox()
+                self._outbox.flush()
                 if sock not in events:
                     continue
-                msg = sock.recv_multipart(copy=False)
-                try:
+                for _ in range(64):  # a burst, then flush replies again
+                    try:
+                        msg = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
                     self._dispatch(msg)
-                except zmq.ZMQError:
-                    pass  # the client went away while we replied
+                else:
+                    if self._in_flight:  # a flood must not starve the handler threads
+                        time.sleep(_YIELD_S)
         finally:
             sock.close(linger=0)
 
@@ -202,27 +231,16 @@ class ChannelServer:
         if any(t.is_alive() for t in self._handlers) or self._thread.is_alive():
             return
         for fd in (self._wake_r, self._wake_w):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         self._wake_r = self._wake_w = -1
 
     def _drain_wakeups(self) -> None:
         try:
             while os.read(self._wake_r, 4096):
                 pass
-        except (BlockingIOError, OSError):
+        except OSError:  # BlockingIOError included
             pass
-
-    def _flush_outbox(self) -> None:
-        """Send what handler threads sealed (loop thread only: it alone uses the socket)."""
-        while self._outbox:
-            ident, m = self._outbox.popleft()
-            try:
-                send_parts(self._sock, m, ident)
-            except zmq.ZMQError:
-                pass  # the client went away
 
     def _work(self) -> None:
         """A handler thread: run requests, hand the sealed replies to the loop thread."""
@@ -233,20 +251,24 @@ class ChannelServer:
                 return
             ident, session, inbound = job
             for m in self._answer(session, inbound):
-                self._outbox.append((ident, m))
+                self._outbox.put(ident, m)
                 try:
                     os.write(self._wake_w, b"x")
                 except (BlockingIOError, OSError):
                     pass  # the pipe is full of wake-ups already, or the server closed
+            with self._lock:
+                self._in_flight -= 1
 
     def _refuse(self, ident: bytes, seq: int, reason: str) -> None:
+        """Tell the sender why, if its queue has room; never wait for it."""
         self.refused += 1
         try:
-            send_parts(self._sock, [wire.prefix(wire.KIND_REFUSED, seq), reason.encode()], ident)
+            send_parts(self._sock, [wire.prefix(wire.KIND_REFUSED, seq), reason.encode()],
+                       ident, block=False)
         except zmq.ZMQError:
-            pass
+            pass  # full (it does not read) or gone: drop the refusal
 
-    def _dispatch(self, msg: list) -> None:
+    def _dispatch(self, msg: list) -> None:  # long: one branch per message kind
         if len(msg) < 2:
             return
         ident, body = msg[0].bytes, msg[1:]
@@ -258,8 +280,14 @@ class ChannelServer:
         if kind == wire.KIND_HELLO:
             self._hello(ident, body)
             return
-        session = self._sessions.get(ident)
+        session = self._sessions.get(ident) or self._pending.get(ident)
         if session is None:
+            if ident in self._told:  # told once; a stranger's flood is dropped unread
+                self.refused += 1
+                return
+            self._told[ident] = None
+            if len(self._told) > _MAX_TOLD:
+                self._told.popitem(last=False)
             self._refuse(ident, seq, "no session with this server (it may have restarted): "
                          "connect again")
             return
@@ -271,9 +299,15 @@ class ChannelServer:
             try:
                 inbound = wire.Inbound.open_head(session.aead_in, body,
                                                  max_bytes=self.max_message_bytes)
-            except ValueError as exc:
+            except wire.AuthError as exc:
                 self._refuse(ident, seq, f"message refused: {exc}")
                 return
+            except ValueError as exc:  # authenticated, but not acceptable
+                self._promote(ident, session)
+                session.last_seq = seq
+                self._refuse(ident, seq, f"message refused: {exc}")
+                return
+            self._promote(ident, session)
             session.last_seq = seq
             session.inbound = inbound
         elif kind == wire.KIND_CHUNK:
@@ -293,20 +327,32 @@ class ChannelServer:
             session.inbound = None
             self._reply(ident, session, inbound)
 
+    def _promote(self, ident: bytes, session: Session) -> None:
+        """A request authenticated under the session key: the client proved its key."""
+        if self._pending.pop(ident, None) is None:
+            return
+        with self._lock:
+            self._sessions[ident] = session
+            while len(self._sessions) > _MAX_SESSIONS:
+                self._sessions.popitem(last=False)
+
     def _hello(self, ident: bytes, body: list) -> None:
         try:
-            _, name_b, static, ephemeral = (f.bytes for f in body)
+            _, name_b, static, ephemeral, tag = (f.bytes for f in body)
             name = name_b.decode()
             static, ephemeral = parse_public_key(static), parse_public_key(ephemeral)
         except (ValueError, UnicodeDecodeError):
             self._refuse(ident, 0, "malformed hello")
             return
-        with self._lock:
-            expected = self._allowed.get(name)
-        if expected is None or expected != static:
-            why = "is not known" if expected is None else "presented another public key"
-            self._refuse(ident, 0, f"client {name!r} {why} to {self.name!r}: refused. Tell "
-                         f"{self.name!r} the client's public key (server.allow) first")
+        known = self.allowlist.lookup(static)
+        if known is None or known[0] != name:
+            self._refuse(ident, 0, f"client {name!r} with this public key is not known to "
+                         f"{self.name!r}: refused. Tell {self.name!r} the client's public "
+                         "key (server.allow) first")
+            return
+        if not hmac.compare_digest(tag, hello_tag(known[1], static, self.keypair.public,
+                                                  name, ephemeral)):
+            self._refuse(ident, 0, f"hello for {name!r} did not prove its key: refused")
             return
         mine = KeyPair.generate()
         try:
@@ -316,40 +362,38 @@ class ChannelServer:
             self._refuse(ident, 0, str(exc))
             return
         session = Session(name, AESGCM(keys.c2s), AESGCM(keys.s2c))
-        with self._lock:
-            self._sessions[ident] = session
-            while len(self._sessions) > _MAX_SESSIONS:
-                self._sessions.popitem(last=False)
+        self._pending[ident] = session  # a session once its first request authenticates
+        while len(self._pending) > _MAX_PENDING:
+            self._pending.popitem(last=False)
         head = wire.prefix(wire.KIND_WELCOME, 0)
         confirm = session.aead_out.encrypt(bytes(12), b"welcome " + name_b, head)
-        send_parts(self._sock, [head, mine.public, confirm], ident)
+        self._outbox.put(ident, [head, mine.public, confirm])
+        self._outbox.flush()
 
     def _reply(self, ident: bytes, session: Session, inbound: wire.Inbound) -> None:
         if self._jobs is not None:
-            self._jobs.put((ident, session, inbound))  # a handler thread answers
+            with self._lock:
+                self._in_flight += 1
+            try:
+                self._jobs.put_nowait((ident, session, inbound))  # a handler thread answers
+            except queue.Full:
+                with self._lock:
+                    self._in_flight -= 1
+                self._refuse(ident, inbound.seq, f"{self.name!r} is busy ({MAX_QUEUED} "
+                             "requests waiting): try again later")
             return
         for m in self._answer(session, inbound):
-            send_parts(self._sock, m, ident)
+            self._outbox.put(ident, m)
+            self._outbox.flush()
 
     def _answer(self, session: Session, inbound: wire.Inbound) -> Iterator[list]:
         """Run the handler; yield the sealed reply messages in order."""
-        status = wire.STATUS_OK
         try:
-            frames = list(self.handler(inbound.frames, session.peer))
+            frames, status = list(self.handler(inbound.frames, session.peer)), wire.STATUS_OK
             with self._lock:  # handler threads count too
                 self.served += 1
         except Exception as exc:  # a handler bug must not stop the server
             status = wire.STATUS_ERROR
             frames = [wire_type(exc).encode(), error_message(exc).encode(),
                       traceback.format_exc().encode()]
-        try:
-            messages = wire.seal_iter(session.aead_out, wire.KIND_REPLY, inbound.seq, frames,
-                                      status=status)
-            first = next(messages)  # bad frames fail here, before anything is sent
-            yield first
-            yield from messages
-        except (TypeError, ValueError, BufferError) as exc:  # handler returned non-bytes
-            err = [b"TypeError", f"handler of {self.name!r} returned bad frames: {exc}".encode(),
-                   b""]
-            yield from wire.seal_iter(session.aead_out, wire.KIND_REPLY, inbound.seq, err,
-                                      status=wire.STATUS_ERROR)
+        yield from reply_messages(session, inbound.seq, frames, status, self.name)

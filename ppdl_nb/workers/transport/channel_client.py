@@ -25,13 +25,19 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from ppdl_nb.errors import RemoteError, remote_exception
 from ppdl_nb.workers.transport import chan_wire as wire
 from ppdl_nb.workers.transport.chan_socket import (
-    HWM,
     MAX_MESSAGE_BYTES,
     Session,
+    configure,
     context,
     send_parts,
 )
-from ppdl_nb.workers.transport.keys import KeyPair, derive_session, parse_public_key
+from ppdl_nb.workers.transport.keys import (
+    KeyPair,
+    derive_session,
+    hello_key,
+    hello_tag,
+    parse_public_key,
+)
 
 __all__ = ["ChannelClient"]
 
@@ -68,6 +74,7 @@ class ChannelClient:
         self._session: Session | None = None
         self._seq = 0
         self._closed = False
+        self._hello_key = hello_key(keypair, self.server_public_key)
         self.alive: Callable[[], bool] | None = None  # set by owners of the peer's process
 
     def connect(self, timeout: float = 10.0) -> None:
@@ -81,10 +88,16 @@ class ChannelClient:
 
         Raises ``TimeoutError`` if no full reply comes within ``timeout`` seconds,
         ``PermissionError`` if the server refuses us or fails to prove its key, and the
-        server handler's exception (see :func:`ppdl_nb.errors.remote_exception`).
+        server handler's exception (see :func:`ppdl_nb.errors.remote_exception`);
+        ``ValueError`` (nothing sent) if the message exceeds ``max_message_bytes``.
         """
         if self._closed:
             raise ConnectionError(f"channel client to {self.peer} is closed")
+        size = sum(memoryview(f).nbytes for f in frames)
+        if size > self.max_message_bytes:
+            raise ValueError(f"a message of {size} bytes exceeds the channel's limit of "
+                             f"{self.max_message_bytes} bytes to {self.peer}; send it in "
+                             "parts, or raise max_message_bytes on both ends")
         deadline = time.monotonic() + timeout
         with self._lock:
             try:
@@ -149,15 +162,14 @@ class ChannelClient:
         if self._session is not None:
             return self._session
         self._reset()
-        sock = context().socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SNDHWM, HWM)
-        sock.setsockopt(zmq.RCVHWM, HWM)
+        sock = configure(context().socket(zmq.DEALER))
         sock.connect(self.endpoint)
         self._sock = sock
         mine = KeyPair.generate()
+        tag = hello_tag(self._hello_key, self.keypair.public, self.server_public_key,
+                        self.name, mine.public)
         sock.send_multipart([wire.prefix(wire.KIND_HELLO, 0), self.name.encode(),
-                             self.keypair.public, mine.public])
+                             self.keypair.public, mine.public, tag])
         while True:
             msg = self._recv(deadline, timeout)
             kind, seq, _ = wire.parse_prefix(msg[0].buffer)

@@ -14,6 +14,10 @@ the whole transcript. The static part authenticates both sides (only holders of 
 static secret can compute it); the ephemeral part gives every connection its own keys,
 one per direction, so counters can serve as nonces without ever repeating.
 
+A hello proves the client's static key before the server keeps anything: it carries
+:func:`hello_tag`, an HMAC under a key only the two static secrets can compute
+(:func:`hello_key`, cached per allowed peer, so refusing a forged hello costs one HMAC).
+
 >>> alice, bob = KeyPair.generate(), KeyPair.generate()
 >>> a_eph, b_eph = KeyPair.generate(), KeyPair.generate()
 >>> k1 = derive_session(alice, a_eph, bob.public, b_eph.public, client_side=True, name="a")
@@ -24,13 +28,16 @@ True
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-__all__ = ["KEY_BYTES", "KeyPair", "SessionKeys", "derive_session", "parse_public_key"]
+__all__ = ["KEY_BYTES", "KeyPair", "SessionKeys", "derive_session", "hello_key", "hello_tag",
+           "parse_public_key"]
 
 KEY_BYTES = 32
 _INFO = b"ppdl-nb channel v1"
@@ -133,3 +140,22 @@ def derive_session(
         ss + ee
     )
     return SessionKeys(c2s=okm[:KEY_BYTES], s2c=okm[KEY_BYTES:])
+
+
+def hello_key(static: KeyPair, peer_static: bytes) -> bytes:
+    """The key that authenticates hellos between two static key pairs (same on both ends).
+
+    >>> a, b = KeyPair.generate(), KeyPair.generate()
+    >>> hello_key(a, b.public) == hello_key(b, a.public)
+    True
+    """
+    ss = static.exchange(peer_static)
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None,
+                info=_INFO + b" hello").derive(ss)
+
+
+def hello_tag(key: bytes, client_static: bytes, server_static: bytes, name: str,
+              ephemeral: bytes) -> bytes:
+    """HMAC-SHA256 over a hello's contents: only holders of a static secret can make it."""
+    body = b"|".join([b"hello", client_static, server_static, name.encode(), ephemeral])
+    return hmac.new(key, body, hashlib.sha256).digest()

@@ -93,15 +93,30 @@ class WorkerRuntime:
                 "public_key": self.keys.public_hex, "pid": os.getpid()}
 
     def introduce(self, peers: dict[str, Any]) -> None:
+        """Learn the group's workers: ``{name: (endpoint, public key)}``.
+
+        Trust model: a kernel worker trusts the notebook that launched it (its parent
+        process) for the keys it introduces when the group forms. After that a peer's
+        key is fixed: introducing a known name again with the same key is a no-op,
+        with another key a ``PermissionError`` (nothing is changed), and a key already
+        known under another name (the notebook's own, say) a ``ValueError``.
+        """
+        fresh: dict[str, tuple[str, bytes]] = {}
         for name, (endpoint, key) in peers.items():
             if name == self.worker.name:
                 continue
             public = parse_public_key(key)
-            self.peers[name] = (str(endpoint), public)
-            self.server.allow(name, public)
-            stale = self._links.pop(name, None)
-            if stale is not None:
-                stale.close()
+            known = self.peers.get(name)
+            if known is not None and known[1] != public:
+                raise PermissionError(
+                    f"{self.worker.name} already knows worker {name!r} by another public "
+                    "key; peer keys are fixed when the group forms and cannot be replaced. "
+                    "Launch a new group to use new keys")
+            if known is None:
+                fresh[name] = (str(endpoint), public)
+        for name, (endpoint, public) in fresh.items():
+            self.server.allow(name, public)  # refuses a key that is already someone's
+            self.peers[name] = (endpoint, public)
 
     def _connect(self, name: str) -> ChannelConnection:
         link = self._links.get(name)
@@ -147,7 +162,11 @@ def current() -> Worker:
 
 @message("peers", peers=dict)
 def _peers(worker: Worker, msg: dict, caller: str) -> list[str]:
-    """The notebook introduces the workers it launched: names, endpoints, public keys."""
+    """The notebook introduces the workers it launched: names, endpoints, public keys.
+
+    ``caller`` is the name the channel gave the connection's proven key: only the
+    launching notebook's key is ``"me"``.
+    """
     if caller != "me":
         raise PermissionError(f"only the notebook that launched {worker.name} introduces peers")
     runtime = worker.state.get("runtime")
