@@ -125,7 +125,7 @@ def run_kernel(start_worker: StartWorker, argv: list[str] | None = None) -> None
     from ipykernel.kernelapp import IPKernelApp
 
     name = os.environ.get(ENV["worker"])
-    inspect = os.environ.get(ENV["inspect"], "1") != "0"
+    inspect = name is None or os.environ.get(ENV["inspect"]) == "1"  # a worker: closed by default
     app = IPKernelApp.instance(kernel_class=IPythonKernel if inspect else ClosedKernel)
     app.initialize(sys.argv[1:] if argv is None else argv)
     if name is not None:
