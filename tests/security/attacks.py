@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +14,7 @@ import ppdl_nb
 from ppdl_nb.workers.core.codec import Ref
 from ppdl_nb.workers.transport.virtual import VirtualWorker
 
-SECRET = torch.tensor([[1.5, -2.25, 3.0], [4.0, 5.5, -6.75]])
+SECRET = torch.tensor([[1.5, -2.25, 3.125], [4.75, 5.5, -6.875]])  # no integer entries
 NAMES = ("alice", "bob", "charlie", "dave")
 
 __all__ = ["NAMES", "SECRET", "Ref", "attempt", "bounded_wait", "call", "contains_secret", "leak",
@@ -65,9 +66,9 @@ def contains_secret(result: Any, secret: torch.Tensor = SECRET) -> bool:
     """Whether ``result`` (a reply, a fetched value, an exception) carries ``secret``:
     the tensor itself (or a transposed/flattened copy), or its values in a message."""
     if isinstance(result, BaseException):
-        text = str(result).split("--- traceback on worker")[0]
-        return any(_number_text(v) in text for v in secret.flatten().tolist()
-                   if abs(v) > 1.0)
+        text = str(result)  # the message and the worker's traceback
+        numbers = {float(n) for n in re.findall(r"-?\d+\.\d+", text)}
+        return any(v in numbers for v in secret.flatten().tolist() if v != int(v))
     flat = secret.flatten().double()
     for t in sweep_tensors(result):
         if not t.is_floating_point() and not t.dtype.is_signed:
@@ -78,10 +79,6 @@ def contains_secret(result: Any, secret: torch.Tensor = SECRET) -> bool:
                                                               flat.sort().values)):
             return True
     return False
-
-
-def _number_text(v: float) -> str:
-    return f"{v:g}" if v != int(v) else str(int(v))
 
 
 def outcome(fn: Callable[[], Any]) -> tuple[Any, ...]:
