@@ -35,11 +35,11 @@ _STEP_HOMES: dict[str, tuple[str, ...]] = {
         "he.infer", "he.keygen", "he.open", "he.public_context", "he.sum_round", "he.trust",
     ),
     "ppdl_nb.fl.secagg_steps": ("secagg.keys", "secagg.masked", "secagg.share", "secagg.unmask"),
-    "ppdl_nb.tensors.spdz_steps": (
-        "mpc.abort", "mpc.beaver_finish", "mpc.beaver_open", "mpc.bilinear", "mpc.corrections",
-        "mpc.deal", "mpc.dealer_setup", "mpc.deliver", "mpc.histogram", "mpc.join",
-        "mpc.prepare", "mpc.reconstruct", "mpc.share_from", "mpc.trunc_finish",
-        "mpc.trunc_open", "mpc.truncate",
+    "ppdl_nb.tensors.spdz.comm": ("mpc.abort", "mpc.corrections", "mpc.deliver"),
+    "ppdl_nb.tensors.spdz.runner": ("mpc.resume", "mpc.run"),
+    "ppdl_nb.tensors.spdz.steps": (
+        "mpc.deal", "mpc.dealer_setup", "mpc.histogram", "mpc.join", "mpc.prepare",
+        "mpc.reconstruct", "mpc.share_from",
     ),
 }
 

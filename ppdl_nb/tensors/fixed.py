@@ -23,7 +23,8 @@ from ppdl_nb import mpc
 from ppdl_nb.tensors.chain import Link, chain_of, chain_text
 from ppdl_nb.tensors.pointer import PointerTensor
 from ppdl_nb.tensors.shaped import Shaped
-from ppdl_nb.tensors.shared import SharedTensor, session_for
+from ppdl_nb.tensors.shared import SharedTensor
+from ppdl_nb.tensors.spdz.session import session_for
 
 __all__ = ["FixedPrecisionTensor", "fix_precision", "share"]
 

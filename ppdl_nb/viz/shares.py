@@ -17,6 +17,7 @@ import torch
 
 from ppdl_nb.tensors.fixed import FixedPrecisionTensor
 from ppdl_nb.tensors.shared import SharedTensor
+from ppdl_nb.tensors.spdz.steps import histogram
 from ppdl_nb.viz.chain_diagram import worker_color
 from ppdl_nb.workers.core.codec import Ref
 
@@ -34,7 +35,7 @@ def _shared(x: Any) -> SharedTensor:
 def share_histograms(x: Any, *, bins: int = 40) -> dict[str, torch.Tensor]:
     """Each party's histogram of its own share over the ring, scaled to [-1, 1)."""
     shared = _shared(x)
-    return {p.name: p.step("mpc.histogram", x=Ref(s.id_at_location), bins=bins)
+    return {p.name: histogram.on(p, x=Ref(s.id_at_location), bins=bins)
             for p, s in zip(shared.session.parties, shared.shares, strict=True)}
 
 

@@ -31,6 +31,7 @@ from scipy import stats
 import ppdl_nb
 from ppdl_nb import mpc
 from ppdl_nb.tensors.shared import session_for
+from ppdl_nb.tensors.spdz.state import spdz_state
 from ppdl_nb.workers.core import codec
 from ppdl_nb.workers.transport.virtual import VirtualNetwork
 
@@ -115,7 +116,7 @@ def _holds(tensors: list[torch.Tensor], target: torch.Tensor) -> bool:
 def _triples(result: dict[str, Any]) -> list[torch.Tensor]:
     """Every triple component (a, b, c) the dealer made, rebuilt from its seeds."""
     dave = result["workers"]["dave"].owner
-    seeds = dave.state["mpc"]["dealer"][result["session"].id]
+    seeds = spdz_state(dave).dealer_session("dave", result["session"].id).seeds
     out = []
     for msg in result["views"]["dave"]:
         if msg.get("name") != "mpc.deal":

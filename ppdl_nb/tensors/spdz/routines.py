@@ -1,0 +1,171 @@
+"""Each SPDZ operation, written once: the routine one party runs, as a generator.
+
+A routine computes with the protocol math of :mod:`ppdl_nb.mpc` and *yields* wherever it
+needs the other parties; it never sends anything itself:
+
+* ``opened = yield Open(label, shares, round)``: send this party's shares of values to
+  every peer, get back the opened values (the sums of everyone's). One round.
+* ``derived = yield Derived(label)``: this party's shares of the dealer's derived values
+  (``c`` of a triple; ``r >> f``, ``msb(r)`` of a truncation mask): drawn from its seed,
+  or, for the last party, the dealer's correction.
+
+It returns this party's share of the result and who may open it. The runner
+(:mod:`.runner`) executes the instructions: it sends the openings, waits for the peers'
+(fused) or hands back to the notebook until the next round (round by round), and counts
+the rounds. Routines are registered by name (:func:`routine`); the arguments that name
+dealer requests end in ``label`` (a party that fails tells its peers which labels stop).
+Their cores take tensors, not references, so a program of several operations is a
+routine that ``yield from``-s them in turn.
+
+>>> sorted(ROUTINES)
+['bilinear', 'truncate']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ppdl_nb import mpc
+from ppdl_nb.mpc import beaver
+from ppdl_nb.mpc.dealer import expand_parts
+from ppdl_nb.tensors.spdz.state import PartySession, SPDZState
+from ppdl_nb.workers.core.codec import Ref
+from ppdl_nb.workers.core.store import Entry
+
+__all__ = ["BILINEAR_KINDS", "ROUTINES", "Derived", "Open", "Party", "open_policy", "routine"]
+
+BILINEAR_KINDS = ("mul", "matmul", "conv2d", "square")
+_CONV_KEYS = ("stride", "padding", "dilation", "groups")
+
+
+@dataclass(frozen=True)
+class Open:
+    """Open values: send this party's shares of them to every peer; the sums come back."""
+
+    label: bytes
+    shares: list[torch.Tensor]
+    round: str  # the round's name in traces
+
+
+@dataclass(frozen=True)
+class Derived:
+    """This party's shares of the derived values of the dealer's request ``label``."""
+
+    label: bytes
+
+
+Instruction = Open | Derived
+Routine = Generator[Instruction, list[torch.Tensor], tuple[torch.Tensor, frozenset[str]]]
+ROUTINES: dict[str, Callable[..., Routine]] = {}
+
+
+def routine(name: str) -> Callable[[Callable[..., Routine]], Callable[..., Routine]]:
+    """Register ``fn(party, **args)`` as the routine of operation ``name``."""
+
+    def register(fn: Callable[..., Routine]) -> Callable[..., Routine]:
+        if name in ROUTINES:
+            raise ValueError(f"SPDZ routine {name!r} is already registered")
+        ROUTINES[name] = fn
+        return fn
+
+    return register
+
+
+class Party:
+    """What a routine may use of its worker: its place in the session, the shares it
+    holds, and the randomness it draws from the seed it shares with the dealer."""
+
+    def __init__(self, name: str, store: Any, state: SPDZState, session: PartySession) -> None:
+        self.name = name
+        self.store = store
+        self.state = state
+        self.session = session
+
+    @property
+    def index(self) -> int:
+        return self.session.index
+
+    def entry(self, ref: Any, what: str) -> Entry:
+        if not isinstance(ref, Ref):
+            raise TypeError(f"{what} must be a reference to a share on {self.name}")
+        return self.store.entry(ref.id)
+
+    def draw(self, label: bytes, kind: str, params: dict[str, Any]) -> list[torch.Tensor]:
+        """Its shares of request ``label``'s random inputs (drawn now, or ahead by
+        ``mpc.prepare``); its shares of the derived ones wait in the label's record."""
+        pend = self.state.pending_for(label)
+        if pend.kind is not None:
+            if pend.ahead is None:
+                raise ValueError(f"{self.name} already used the randomness of label "
+                                 f"{label!r}; a label is used once")
+            if (pend.kind, pend.params) != (kind, params):
+                raise ValueError(f"{self.name} drew randomness for a {pend.kind} "
+                                 f"{pend.params} under this label, not for {kind} {params}")
+            bases, pend.ahead = pend.ahead, None
+            return bases
+        s = self.session
+        bases, pend.derived = expand_parts(kind, s.seed, label, s.index, s.n, **params)
+        pend.kind, pend.params = kind, params
+        return bases
+
+
+def open_policy(entries: list[Entry]) -> frozenset[str]:
+    """Who may open a result: those allowed to open every input."""
+    return frozenset.intersection(*[e.allowed for e in entries])
+
+
+# ---- the operations ------------------------------------------------------------------------
+def product(p: Party, label: bytes, kind: str, params: dict[str, Any], x: torch.Tensor,
+            y: torch.Tensor | None) -> Generator[Instruction, Any, torch.Tensor]:
+    """Beaver: this party's share of ``x op y`` (``x * x`` for ``square``); one round."""
+    bases = p.draw(label, kind, params)
+    if kind == "square":
+        masked = [beaver.beaver_square_open(x, bases[0])]
+    else:
+        masked = list(mpc.beaver_open(x, y, bases[0], bases[1]))
+    opened = yield Open(label, masked, f"{kind}: open masked inputs")
+    if kind == "square":
+        z = beaver.beaver_square_cross_terms(p.index, opened[0], bases[0])
+    else:  # the expensive products run while the dealer's c may still be on its way
+        conv = {k: v for k, v in params.items() if k in _CONV_KEYS}
+        z = beaver.beaver_cross_terms(kind, p.index, opened[0], opened[1], bases[0], bases[1],
+                                      **conv)
+    (c,) = yield Derived(label)
+    return beaver.add_c(z, c)
+
+
+def truncated(p: Party, label: bytes, x: torch.Tensor, frac_bits: int, round: str
+              ) -> Generator[Instruction, Any, torch.Tensor]:
+    """This party's share of ``x / 2^frac_bits`` (exact to one unit); one round."""
+    (r,) = p.draw(label, "trunc", {"shape": list(x.shape), "frac_bits": frac_bits})
+    (masked,) = yield Open(label, [mpc.trunc_open(p.index, x, r)], round)
+    r_hi, r_msb = yield Derived(label)
+    return mpc.trunc_finish(p.index, masked, r_hi, r_msb, frac_bits)
+
+
+@routine("bilinear")
+def bilinear(p: Party, *, label: bytes, kind: str, params: dict[str, Any], x: Ref,
+             y: Ref | None = None, trunc_label: bytes | None = None, frac_bits: int = 0
+             ) -> Routine:
+    """A product (``mul``, ``matmul``, ``conv2d``, ``square``) of shares ``x`` and ``y``,
+    truncated by ``frac_bits`` with the mask of ``trunc_label`` if given: two rounds."""
+    if kind not in BILINEAR_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(BILINEAR_KINDS)}, got {kind!r}")
+    inputs = [p.entry(x, "x")] + ([] if kind == "square" else [p.entry(y, "y")])
+    z = yield from product(p, label, kind, params, inputs[0].obj,
+                           inputs[1].obj if len(inputs) > 1 else None)
+    if trunc_label is not None:
+        z = yield from truncated(p, trunc_label, z, frac_bits, f"{kind}: open for truncation")
+    return z, open_policy(inputs)
+
+
+@routine("truncate")
+def truncate(p: Party, *, label: bytes, x: Ref, frac_bits: int) -> Routine:
+    """Divide share ``x`` by ``2^frac_bits`` (after a public multiplication): one round."""
+    xe = p.entry(x, "x")
+    z = yield from truncated(p, label, xe.obj, frac_bits, "truncate: open masked value")
+    return z, open_policy([xe])
