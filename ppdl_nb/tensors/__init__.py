@@ -8,7 +8,7 @@ patched) and registers its own link with :func:`chain_of`.
 * :mod:`.remote_methods`: the torch.Tensor methods a pointer offers.
 * :mod:`.fixed`: :class:`FixedPrecisionTensor`, :func:`fix_precision`, :func:`share`.
 * :mod:`.shared`: :class:`SharedTensor` (SPDZ), driving the party routines of
-  :mod:`.spdz_steps` / :mod:`.spdz_rounds`.
+  :mod:`.spdz` (one generator per operation, run by one runner on every party).
 * :mod:`.chain`: :func:`chain_of`, :func:`chain_text`, :class:`Link`.
 
 >>> import torch, ppdl_nb.tensors as tensors
