@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from ppdl_nb import datasets
+from ppdl_nb.fl import worker_steps
 from ppdl_nb.fl.partition import partition, plot_partition
 from ppdl_nb.tensors.pointer import PointerTensor, send, wrap_reply
 
@@ -83,9 +84,10 @@ class FederatedDataset:
         n_clients = len(workers) * clients_per_worker
         clients = []
         for w, ids in zip(workers, _assign(n_clients, len(workers)), strict=True):
-            replies = w.step("fl.load", dataset=name, n_clients=n_clients, clients=ids,
-                             scheme=scheme, alpha=alpha, shards_per_client=shards_per_client,
-                             seed=seed, test_rows=test_rows)
+            replies = worker_steps.load.on(w, dataset=name, n_clients=n_clients, clients=ids,
+                                           scheme=scheme, alpha=alpha,
+                                           shards_per_client=shards_per_client, seed=seed,
+                                           test_rows=test_rows)
             clients += [_client(w, r) for r in replies]
         test = None
         if test_rows:

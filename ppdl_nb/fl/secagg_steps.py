@@ -8,7 +8,7 @@ finally the shares the notebook needs to remove the masks. The notebook, acting 
 the server, learns the sum of the updates of clients that sent masked inputs, and
 who dropped out; no single update.
 
->>> # notebook: adverts = alice.step("secagg.keys", round="r1", n_clients=6, threshold=4)
+>>> # notebook: adverts = keys.on(alice, round="r1", n_clients=6, threshold=4)
 """
 
 from __future__ import annotations
