@@ -5,13 +5,14 @@ never imported, and each import it makes (at the top, inside functions, relative
 absolute, and ``importlib.import_module("...")`` with a literal name) is checked against
 the ranks below; docs/ARCHITECTURE.md draws the same picture.
 
-    base (ppdl_nb/<x>.py) < mpc < workers (core < transport) < tensors < dp, fl < viz < magics
+    base (ppdl_nb/<x>.py) < mpc < workers (core < transport) < tensors < dp, he, fl < viz < magics
 
-A module may import its own rank and those below; ``fl`` may import ``dp`` but not the
-reverse; ``workers.core`` may not import ``workers.transport``. ``ppdl_nb/__init__.py``,
-``ppdl_nb/boot.py`` and ``ppdl_nb/demo.py`` are unranked: they may import anything, and
-nothing ranked may import them. No module names another package's private symbol
-(``from ppdl_nb.tensors.pointer import _wrap`` in ``fl``, or ``pointer._wrap``).
+A module may import its own rank and those below; ``fl`` may import ``dp`` and ``he``, not
+the reverse (nor ``dp`` and ``he`` each other); ``workers.core`` may not import
+``workers.transport``. ``ppdl_nb/__init__.py``, ``ppdl_nb/boot.py`` and ``ppdl_nb/demo.py``
+are unranked: they may import anything, and nothing ranked may import them. No module
+names another package's private symbol (``from ppdl_nb.tensors.pointer import _wrap`` in
+``fl``, or ``pointer._wrap``).
 """
 
 from __future__ import annotations

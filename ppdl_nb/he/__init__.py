@@ -3,9 +3,13 @@
 * :mod:`.keys`: contexts, presets, fingerprints; the secret key never leaves its worker.
 * :mod:`.plan`: which models HE can evaluate (affine layers and squares).
 * :mod:`.inference`: CKKS inference, batched (one image per slot) or one image per
-  ciphertext (TenSEAL's im2col layout).
+  ciphertext (TenSEAL's im2col layout); slots past the logits are zeroed before a result
+  leaves the model owner (what they would leak otherwise is written there).
+* :mod:`.precision`: how far each encrypted layer is from plaintext (for pictures:
+  :mod:`ppdl_nb.viz.he_plots`).
 * :mod:`.aggregation`: FL updates summed under BFV; only a named key holder decrypts,
-  and only the sum.
+  and only the sum (the FL strategy ``HE``, registered as ``"he"``, is in
+  :mod:`ppdl_nb.fl.he_aggregation`).
 * :mod:`.remote`: the notebook's typed API over the worker steps (:mod:`.worker_steps`).
 
 Needs the ``he`` extra (TenSEAL). Privacy release: a ciphertext under a key whose secret

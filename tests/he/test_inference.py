@@ -120,11 +120,12 @@ def _raw_slots(ctx, data):
     return torch.tensor(sealapi.CKKSEncoder(ctx.seal_context().data).decode_double(pt))
 
 
-def test_per_image_result_has_other_slots_masked():
+def test_per_image_result_has_other_slots_masked(parties):
     """Unmasked, other slots carry model-dependent sums; masked, only noise is left."""
+    alice, _, fp = parties
     model = small_cnn()
     p = plan.compile_plan(model)
-    ctx = keys.make_context("cnn", rotations=True)
+    ctx = alice.owner.state["he"]["keys"][fp]  # alice's secret context: what she can decrypt
     x = torch.rand(1, 1, 8, 8)
     cts, windows = inf.encrypt_images(ctx, p, x)
     want = model(x).detach()[0] / inf.OUTPUT_SCALE
