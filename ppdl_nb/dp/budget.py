@@ -29,6 +29,7 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -47,7 +48,37 @@ class Charge:
     at: float
 
 
-class PrivacyBudget:
+class Spending:
+    """Spent and remaining (epsilon, delta) of a budget, from its totals and charges.
+
+    Shared by the owner's :class:`PrivacyBudget` and the notebook's read-only copy of
+    it (:class:`ppdl_nb.dp.remote.Ledger`), so both add up the same way.
+    """
+
+    total_epsilon: float
+    total_delta: float
+
+    def _spent(self) -> Iterable[tuple[float, float]]:
+        raise NotImplementedError
+
+    @property
+    def spent_epsilon(self) -> float:
+        return math.fsum(eps for eps, _ in self._spent())
+
+    @property
+    def spent_delta(self) -> float:
+        return math.fsum(delta for _, delta in self._spent())
+
+    @property
+    def remaining_epsilon(self) -> float:
+        return max(0.0, self.total_epsilon - self.spent_epsilon)
+
+    @property
+    def remaining_delta(self) -> float:
+        return max(0.0, self.total_delta - self.spent_delta)
+
+
+class PrivacyBudget(Spending):
     """Total (epsilon, delta) with a history of charges; optionally persisted at ``path``."""
 
     def __init__(self, *, epsilon: float, delta: float, path: str | os.PathLike | None = None):
@@ -103,21 +134,8 @@ class PrivacyBudget:
 
     # -- spending ------------------------------------------------------------------
 
-    @property
-    def spent_epsilon(self) -> float:
-        return math.fsum(c.epsilon for c in self._history)
-
-    @property
-    def spent_delta(self) -> float:
-        return math.fsum(c.delta for c in self._history)
-
-    @property
-    def remaining_epsilon(self) -> float:
-        return max(0.0, self.total_epsilon - self.spent_epsilon)
-
-    @property
-    def remaining_delta(self) -> float:
-        return max(0.0, self.total_delta - self.spent_delta)
+    def _spent(self) -> Iterable[tuple[float, float]]:
+        return ((c.epsilon, c.delta) for c in self._history)
 
     @property
     def history(self) -> list[Charge]:

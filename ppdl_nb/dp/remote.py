@@ -24,7 +24,7 @@ TypeError: RemoteDataset.count() got an unexpected keyword argument 'eps'
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ from torch import nn
 from ppdl_nb.datasets import CATALOGUE
 from ppdl_nb.dp import worker_steps as steps
 from ppdl_nb.dp.accounting import check_delta
+from ppdl_nb.dp.budget import Spending
 from ppdl_nb.dp.fit import FitResult
 from ppdl_nb.dp.mechanisms import MECHANISMS
 from ppdl_nb.workers.core.concurrent import concurrently
@@ -43,7 +44,7 @@ __all__ = ["DataOwner", "Ledger", "RemoteDataset", "remote", "teacher_votes"]
 
 
 @dataclass(frozen=True)
-class Ledger:
+class Ledger(Spending):
     """One dataset's budget on one worker: totals and the releases charged to it."""
 
     worker: str
@@ -59,21 +60,8 @@ class Ledger:
         return cls(worker, dataset, float(doc["total_epsilon"]), float(doc["total_delta"]),
                    history)
 
-    @property
-    def spent_epsilon(self) -> float:
-        return sum(eps for _, eps, _ in self.history)
-
-    @property
-    def spent_delta(self) -> float:
-        return sum(delta for _, _, delta in self.history)
-
-    @property
-    def remaining_epsilon(self) -> float:
-        return max(0.0, self.total_epsilon - self.spent_epsilon)
-
-    @property
-    def remaining_delta(self) -> float:
-        return max(0.0, self.total_delta - self.spent_delta)
+    def _spent(self) -> Iterable[tuple[float, float]]:
+        return ((eps, delta) for _, eps, delta in self.history)
 
     def text(self) -> str:
         """The ledger as a table: one line per release, then spent / total."""

@@ -20,14 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ppdl_nb.mpc.beaver import (
-    beaver_conv2d_finish,
-    beaver_matmul_finish,
-    beaver_mul_finish,
-    beaver_open,
-    beaver_square_finish,
-    beaver_square_open,
-)
+from ppdl_nb.mpc import beaver
 from ppdl_nb.mpc.dealer import dealer_bytes, simulate_dealer
 from ppdl_nb.mpc.encoding import DEFAULT_FRAC_BITS, decode, encode
 from ppdl_nb.mpc.prg import PRG
@@ -104,7 +97,7 @@ def _bilinear(kind: str, finish: Callable, xs: Shares, ys: Shares, frac_bits: in
     if traffic is not None:
         traffic.dealer_bytes += dealer_bytes(kind, **shapes, **params)
     opened = open_round(
-        [beaver_open(xs[i], ys[i], triples[i][0], triples[i][1]) for i in range(n)],
+        [beaver.beaver_open(xs[i], ys[i], triples[i][0], triples[i][1]) for i in range(n)],
         traffic, kind)
     eps, delta = opened
     zs = [finish(i, eps, delta, *triples[i]) for i in range(n)]
@@ -114,13 +107,13 @@ def _bilinear(kind: str, finish: Callable, xs: Shares, ys: Shares, frac_bits: in
 def mul(xs: Shares, ys: Shares, *, frac_bits: int = DEFAULT_FRAC_BITS,
         traffic: Traffic | None = None) -> Shares:
     """Elementwise product of two shared fixed-point tensors, truncated (2 rounds)."""
-    return _bilinear("mul", beaver_mul_finish, xs, ys, frac_bits, traffic)
+    return _bilinear("mul", beaver.beaver_mul_finish, xs, ys, frac_bits, traffic)
 
 
 def matmul(xs: Shares, ys: Shares, *, frac_bits: int = DEFAULT_FRAC_BITS,
            traffic: Traffic | None = None) -> Shares:
     """Matrix product of two shared fixed-point tensors, truncated (2 rounds)."""
-    return _bilinear("matmul", beaver_matmul_finish, xs, ys, frac_bits, traffic)
+    return _bilinear("matmul", beaver.beaver_matmul_finish, xs, ys, frac_bits, traffic)
 
 
 def conv2d(xs: Shares, ws: Shares, *, stride: int = 1, padding: int = 0, dilation: int = 1,
@@ -128,7 +121,7 @@ def conv2d(xs: Shares, ws: Shares, *, stride: int = 1, padding: int = 0, dilatio
            traffic: Traffic | None = None) -> Shares:
     """conv2d of shared input and shared weights (no bias), truncated (2 rounds)."""
     kw = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
-    finish = functools.partial(beaver_conv2d_finish, **kw)
+    finish = functools.partial(beaver.beaver_conv2d_finish, **kw)
     return _bilinear("conv2d", finish, xs, ws, frac_bits, traffic, **kw)
 
 
@@ -139,7 +132,7 @@ def square(xs: Shares, *, frac_bits: int = DEFAULT_FRAC_BITS,
     pairs = simulate_dealer("square", n, shape=tuple(xs[0].shape))
     if traffic is not None:
         traffic.dealer_bytes += dealer_bytes("square", shape=tuple(xs[0].shape))
-    (eps,) = open_round([[beaver_square_open(xs[i], pairs[i][0])] for i in range(n)],
+    (eps,) = open_round([[beaver.beaver_square_open(xs[i], pairs[i][0])] for i in range(n)],
                         traffic, "square")
-    zs = [beaver_square_finish(i, eps, *pairs[i]) for i in range(n)]
+    zs = [beaver.beaver_square_finish(i, eps, *pairs[i]) for i in range(n)]
     return truncate(zs, frac_bits, traffic) if frac_bits else zs
