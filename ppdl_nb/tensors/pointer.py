@@ -251,11 +251,14 @@ def _to_refs(value: Any, found: list[Pointer]) -> Any:
     return value
 
 
-def send(obj: Any, worker: Any, *, private: bool = False, allow: tuple[str, ...] = ()) -> Pointer:
+def send(obj: Any, worker: Any, *, private: bool = False, allow: tuple[str, ...] = (),
+         allow_plain_updates: bool = False) -> Pointer:
     """Send a tensor, model or pointer to ``worker`` and return a pointer to it.
 
     ``private=True`` stores it as the worker's private data: ``.get()`` is refused for
     anyone not in ``allow``, and so is anything computed from it.
+    ``allow_plain_updates=True``: as the data's owner, let model updates trained on it
+    leave in the clear (plain FedAvg, a trusted aggregator).
     """
     if isinstance(obj, Pointer):
         return obj.send(worker)
@@ -267,8 +270,10 @@ def send(obj: Any, worker: Any, *, private: bool = False, allow: tuple[str, ...]
     if not isinstance(obj, torch.Tensor):
         raise TypeError(f"send() takes a tensor, an nn.Module or a pointer, not "
                         f"{type(obj).__name__}")
-    reply = worker.request({"kind": "store", "obj": obj, "private": private,
-                            "allow": list(allow)})
+    request = {"kind": "store", "obj": obj, "private": private, "allow": list(allow)}
+    if private and allow_plain_updates:
+        request["permits"] = ["plain_updates"]
+    reply = worker.request(request)
     return wrap_reply(worker, reply, worker.context)
 
 

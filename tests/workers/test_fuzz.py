@@ -113,7 +113,7 @@ def test_malformed_messages_get_errors_and_lose_nothing(batch):
     ok = codec.decode(WORKER.handle(codec.encode({"kind": "call", "fn": "torch.add",
                                                    "args": [Ref(1), 1.0]}), caller="me"))
     assert ok["ok"] is True
-    WORKER.store.delete([ok["result"]["id"]])
+    WORKER.store.delete([ok["result"]["id"]], "me")
 
 
 def test_error_replies_name_the_problem():

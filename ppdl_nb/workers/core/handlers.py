@@ -6,29 +6,39 @@ from typing import Any
 
 import torch
 
-from ppdl_nb.workers.core import modules, ops, tracing
+from ppdl_nb.workers.core import flows, modules, ops, tracing
 from ppdl_nb.workers.core.codec import Ref
 from ppdl_nb.workers.core.messages import find_step, message
-from ppdl_nb.workers.core.store import Entry
+from ppdl_nb.workers.core.policy import PUBLIC, Policy, combine, uniform_refusal
 from ppdl_nb.workers.core.worker import Worker, describe
 
 __all__ = ["stored_result"]
 
 
-def _store_one(worker: Worker, obj: Any, private: bool, allowed: frozenset[str]) -> dict:
-    obj_id = worker.store.put(obj, private=private, allow=allowed)
-    return {"id": obj_id, "meta": describe(obj, private=private)}
+def _store_one(worker: Worker, obj: Any, policy: Policy, holder: str | None) -> dict:
+    obj_id = worker.keep(obj, policy, holder=holder)
+    return {"id": obj_id, "meta": describe(obj, private=policy.private)}
 
 
-def stored_result(
-    worker: Worker, result: Any, private: bool = False, allowed: frozenset[str] = frozenset()
-) -> Any:
-    """Store an op's result (tensors, or tuples of them) and describe it for the caller."""
+def stored_result(worker: Worker, result: Any, private: bool = False,
+                  allowed: frozenset[str] = frozenset(), *, policy: Policy | None = None,
+                  holder: str | None = None) -> Any:
+    """Store a result (tensors, or tuples of them) and describe it for the caller.
+
+    Its policy: ``policy`` if given, else the worker's own private data readable by
+    ``allowed`` if ``private``, else the policy of what the request read; its storages'
+    policies join in (a view of private data is private)."""
     if result is None:
         return None
     if isinstance(result, tuple | list):
-        return [stored_result(worker, r, private, allowed) for r in result]
-    return _store_one(worker, result, private, allowed)
+        return [stored_result(worker, r, private, allowed, policy=policy, holder=holder)
+                for r in result]
+    if policy is None:
+        request = worker.request
+        policy = (worker.private_policy(allowed) if private
+                  else request.policy if request is not None else PUBLIC)
+    policy = combine(policy, worker.store.flow_policy(result))
+    return _store_one(worker, result, policy, holder)
 
 
 @message("ping")
@@ -46,28 +56,48 @@ def _info(worker: Worker, msg: dict, caller: str) -> dict:
     }
 
 
-@message("store", optional={"private": bool, "allow": list}, obj=object)
+_STORE_OPTIONS = {"private": bool, "allow": list, "owners": list, "permits": list,
+                  "holder": str}
+
+
+def _names(msg: dict, field: str) -> list[str]:
+    names = msg.get(field, [])
+    if not all(isinstance(a, str) for a in names):
+        raise TypeError(f"{field!r} must be a list of worker names")
+    return names
+
+
+def _incoming_policy(worker: Worker, msg: dict, caller: str) -> Policy:
+    """A stored object's policy: private data is owned by ``owners`` (by default this
+    worker: the sender entrusts it to the worker), read by them and ``allow``."""
+    if not msg.get("private", False):
+        return PUBLIC
+    owners = frozenset(_names(msg, "owners")) or frozenset({worker.name})
+    readers = owners | frozenset(_names(msg, "allow"))
+    return Policy(owners, readers, frozenset(_names(msg, "permits")))
+
+
+@message("store", optional=_STORE_OPTIONS, obj=object)
 def _store(worker: Worker, msg: dict, caller: str) -> dict:
-    allow = msg.get("allow", [])
-    if not all(isinstance(a, str) for a in allow):
-        raise TypeError("'allow' must be a list of worker names")
-    return _store_one(worker, msg["obj"], msg.get("private", False), frozenset(allow))
+    policy = _incoming_policy(worker, msg, caller)
+    return _store_one(worker, msg["obj"], policy, msg.get("holder", caller))
 
 
-@message("store_module", optional={"private": bool}, spec=dict)
+@message("store_module", optional=_STORE_OPTIONS, spec=dict)
 def _store_module(worker: Worker, msg: dict, caller: str) -> dict:
     module = modules.module_from_spec(msg["spec"])
-    return _store_one(worker, module, msg.get("private", False), frozenset())
+    policy = _incoming_policy(worker, msg, caller)
+    return _store_one(worker, module, policy, msg.get("holder", caller))
 
 
 @message("fetch", id=int, optional={"keep": bool})
 def _fetch(worker: Worker, msg: dict, caller: str) -> dict:
-    entry = worker.store.check_fetch(msg["id"], caller)
+    entry = worker.store.check_read(msg["id"], caller)
     obj = entry.obj
     reply = {"module": modules.module_to_spec(obj)} if isinstance(obj, torch.nn.Module) else {
         "value": obj
     }
-    if not msg.get("keep", False):
+    if not msg.get("keep", False) and worker.store.may_free(msg["id"], caller):
         worker.store.pop(msg["id"])
         _disown(obj)  # the fetcher now answers for anything the object pointed to
     return reply
@@ -81,34 +111,41 @@ def _lookup(worker: Worker, msg: dict, caller: str) -> dict:
         raise KeyError(f"{worker.name} has published no object named {msg['name']!r} "
                        f"(published: {sorted(worker.names)})")
     entry = worker.store.entry(obj_id)
-    return {"id": obj_id, "meta": describe(entry.obj, private=entry.private)}
+    return {"id": obj_id, "meta": describe(entry.obj,
+                                           private=worker.store.policy_of(entry).private)}
 
 
 @message("delete", ids=list)
 def _delete(worker: Worker, msg: dict, caller: str) -> int:
-    return worker.store.delete(i for i in msg["ids"] if type(i) is int)
+    """Free the listed objects ``caller`` holds (or owns); others are left alone."""
+    return worker.store.delete(msg["ids"], caller)
 
 
 @message("call", fn=str, args=list, optional={"kwargs": dict})
 def _call(worker: Worker, msg: dict, caller: str) -> Any:
-    fn = ops.resolve(msg["fn"])
-    inputs: list[Entry] = []
-    args = _resolve_refs(worker, msg["args"], inputs)
-    kwargs = _resolve_refs(worker, msg.get("kwargs", {}), inputs)
-    private = any(e.private for e in inputs)
-    allowed = frozenset.intersection(*[e.allowed for e in inputs if e.private]) if private else (
-        frozenset()
-    )
+    name = msg["fn"]
+    fn = ops.resolve(name)
+    policies: list[Policy] = []
+    private_ids: set[int] = set()
+    args = _resolve_refs(worker, msg["args"], policies, private_ids)
+    kwargs = _resolve_refs(worker, msg.get("kwargs", {}), policies, private_ids)
+    policy = combine(*policies) if policies else PUBLIC
     wrappers = [a for a in (*args, *kwargs.values()) if _is_wrapper(a)]
-    if wrappers:  # pointers onwards (a chain): let their __torch_function__ run the op
-        result = torch.overrides.handle_torch_function(fn, wrappers, *args, **kwargs)
+    try:
+        if wrappers:  # pointers onwards (a chain): let their __torch_function__ run the op
+            result = torch.overrides.handle_torch_function(fn, wrappers, *args, **kwargs)
+        else:
+            result = flows.run_op(worker.store, fn, name, args, kwargs, policy, private_ids)
+    except Exception as exc:
+        if not policy.private:
+            raise
+        worker.log_private_failure(f"{caller} called {name}", exc)
+        failed = True
     else:
-        result = fn(*args, **kwargs)
-    if private and msg["fn"].endswith("_") and inputs:  # in place: the target now holds
-        target = inputs[0]  # private information, so it becomes private too
-        target.allowed = allowed if not target.private else target.allowed & allowed
-        target.private = True
-    return stored_result(worker, result, private, allowed)
+        failed = False
+    if failed:  # raised outside the handler above, so no private message is chained
+        raise uniform_refusal()
+    return stored_result(worker, result, policy=policy)
 
 
 def _is_wrapper(value: Any) -> bool:
@@ -118,19 +155,19 @@ def _is_wrapper(value: Any) -> bool:
 @message("send", id=int, to=str, optional={"move": bool})
 def _send(worker: Worker, msg: dict, caller: str) -> dict:
     to = msg["to"]
-    entry = worker.store.entry(msg["id"])
-    if not entry.may_leave_to(to):
-        worker.store.check_fetch(msg["id"], to)  # raises the explanatory PermissionError
+    entry = worker.store.check_read(msg["id"], to)  # the receiver must be a reader
+    policy = worker.store.policy_of(entry)
     peer = worker.client_for(to)
     if isinstance(entry.obj, torch.nn.Module):
         request = {"kind": "store_module", "spec": modules.module_to_spec(entry.obj)}
     else:
         request = {"kind": "store", "obj": entry.obj}
-    request["private"] = entry.private
-    if entry.private and request["kind"] == "store":
-        request["allow"] = sorted(entry.allowed)
+    request["holder"] = caller  # whoever asked holds the new reference
+    if policy.private:
+        request.update(private=True, owners=sorted(policy.owners),
+                       allow=sorted(policy.readers or ()), permits=sorted(policy.permits))
     result = peer.request(request)
-    if msg.get("move", False):
+    if msg.get("move", False) and worker.store.may_free(msg["id"], caller):
         worker.store.pop(msg["id"])
         _disown(entry.obj)
     return result
@@ -138,20 +175,66 @@ def _send(worker: Worker, msg: dict, caller: str) -> dict:
 
 @message("step", name=str, optional={"kwargs": dict})
 def _step(worker: Worker, msg: dict, caller: str) -> Any:
-    return find_step(msg["name"])(worker, caller, **msg.get("kwargs", {}))
+    """Run a protocol step. It reads stored objects only through ``worker.resolve``; a
+    reply carrying tensors computed from inputs the caller may not read is refused unless
+    the step declared a release (``worker.declare_release``), and torch's failures on
+    private inputs reach the caller as the uniform refusal."""
+    step = find_step(msg["name"])
+    try:
+        result = step(worker, caller, **msg.get("kwargs", {}))
+    except (RuntimeError, IndexError) as exc:
+        request = worker.request
+        if request is None or not request.policy.private:
+            raise
+        worker.log_private_failure(f"{caller} ran step {step.name}", exc)
+        failed = True
+    else:
+        failed = False
+    if failed:
+        raise uniform_refusal()
+    _check_reply(worker, step.name, result)
+    return result
 
 
-def _resolve_refs(worker: Worker, value: Any, inputs: list[Entry]) -> Any:
-    if isinstance(value, Ref):
-        entry = worker.store.entry(value.id)
-        inputs.append(entry)
-        return entry.obj
-    if isinstance(value, list):
-        return [_resolve_refs(worker, v, inputs) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_resolve_refs(worker, v, inputs) for v in value)
+def _check_reply(worker: Worker, name: str, result: Any) -> None:
+    request = worker.request
+    if request is None or not request.policies or request.released:
+        return
+    policy = request.policy
+    if policy.private and not policy.may_read(request.caller) and _holds_tensor(result):
+        raise PermissionError(
+            f"step {name} replied with values computed from private inputs "
+            f"{request.caller!r} may not read, through no declared release; the reply was "
+            "withheld (see ppdl_nb.workers.core.policy.RELEASES)")
+
+
+def _holds_tensor(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return True
     if isinstance(value, dict):
-        return {k: _resolve_refs(worker, v, inputs) for k, v in value.items()}
+        return any(_holds_tensor(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_holds_tensor(v) for v in value)
+    return False
+
+
+def _resolve_refs(worker: Worker, value: Any, policies: list[Policy],
+                  private_ids: set[int]) -> Any:
+    """Every Ref in ``value`` replaced by its object, through the worker's resolver."""
+    if isinstance(value, Ref):
+        obj = worker.resolve(value)
+        request = worker.request
+        policy = request.policies[-1] if request is not None else worker.policy_of(value)
+        policies.append(policy)
+        if policy.private:
+            private_ids.add(id(obj))
+        return obj
+    if isinstance(value, list):
+        return [_resolve_refs(worker, v, policies, private_ids) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_resolve_refs(worker, v, policies, private_ids) for v in value)
+    if isinstance(value, dict):
+        return {k: _resolve_refs(worker, v, policies, private_ids) for k, v in value.items()}
     return value
 
 

@@ -1,13 +1,18 @@
-"""A worker's object store: ids to objects, each with its owner's privacy setting.
+"""A worker's object store: ids to objects, each with its policy and its holder.
 
-Privacy is contagious: whatever is computed from a private object is private too, and
-may be fetched only by parties allowed to fetch every private input (the intersection
-of their allow-lists). Only the owner (code running on the worker itself) widens an
-allow-list, with :meth:`ObjectStore.release`.
+Every entry carries a :class:`~ppdl_nb.workers.core.policy.Policy` (who may read it) and
+a holder (who the store handed its reference to: the only party besides its owners that
+may delete it). Policies also follow torch's data flows: they are kept per tensor
+*storage* (:meth:`ObjectStore.taint`), so a view and its base, an ``out=`` target, a
+gradient or a module's parameters carry the policy of what was written into them.
+Nothing outside ``ppdl_nb.workers.core`` touches the store: steps and ops get objects
+through the worker's resolver (:meth:`Worker.resolve
+<ppdl_nb.workers.core.worker.Worker.resolve>`), which knows who asks.
 
+>>> from ppdl_nb.workers.core.policy import private
 >>> store = ObjectStore("alice")
->>> i = store.put(torch.ones(2), private=True)
->>> store.check_fetch(i, "me")
+>>> i = store.put(torch.ones(2), policy=private("alice"), holder="me")
+>>> store.check_read(i, "me")
 Traceback (most recent call last):
 ...
 PermissionError: alice:0 is private to alice ...
@@ -17,24 +22,32 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+
+from ppdl_nb.workers.core.policy import PUBLIC, Policy, combine
 
 __all__ = ["Entry", "ObjectStore", "object_nbytes"]
 
 
 @dataclass
 class Entry:
-    """One stored object and who may fetch it."""
+    """One stored object, the policy it was stored with, and who holds its reference."""
 
     obj: Any
-    private: bool = False
-    allowed: frozenset[str] = field(default_factory=frozenset)
+    policy: Policy = PUBLIC
+    holder: str | None = None
 
-    def may_leave_to(self, party: str) -> bool:
-        return not self.private or party in self.allowed
+    @property
+    def private(self) -> bool:  # read-only views for callers not yet on policies
+        return self.policy.private
+
+    @property
+    def allowed(self) -> frozenset[str]:
+        return self.policy.readers or frozenset()
 
 
 def object_nbytes(obj: Any) -> int:
@@ -46,6 +59,16 @@ def object_nbytes(obj: Any) -> int:
     return 0
 
 
+def _tensors(obj: Any, grads: bool) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj, obj.grad] if grads and obj.grad is not None else [obj]
+    if isinstance(obj, torch.nn.Module):
+        state = list(obj.state_dict(keep_vars=True).values())
+        return state + [p.grad for p in obj.parameters() if p.grad is not None] if grads \
+            else state
+    return []
+
+
 class ObjectStore:
     """Ids to :class:`Entry`; ids are never reused within one worker's life."""
 
@@ -53,6 +76,10 @@ class ObjectStore:
         self.owner = owner
         self._entries: dict[int, Entry] = {}
         self._ids = itertools.count()
+        # storage -> (weak reference, policy): only private storages are listed. The weak
+        # reference keeps the storage's address from being reused while it is listed.
+        self._flows: dict[int, tuple[StorageWeakRef, Policy]] = {}
+        self._sweep_at = 256
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -66,9 +93,12 @@ class ObjectStore:
     def nbytes(self) -> int:
         return sum(object_nbytes(e.obj) for e in self._entries.values())
 
-    def put(self, obj: Any, *, private: bool = False, allow: Iterable[str] = ()) -> int:
+    def put(self, obj: Any, *, policy: Policy = PUBLIC, holder: str | None = None) -> int:
         obj_id = next(self._ids)
-        self._entries[obj_id] = Entry(obj, bool(private), frozenset(allow))
+        self._entries[obj_id] = Entry(obj, policy, holder)
+        if policy.private:
+            for t in _tensors(obj, grads=False):
+                self.taint(t, policy)
         return obj_id
 
     def entry(self, obj_id: int) -> Entry:
@@ -85,35 +115,87 @@ class ObjectStore:
         del self._entries[obj_id]
         return entry
 
-    def delete(self, ids: Iterable[int]) -> int:
+    def may_free(self, obj_id: int, caller: str) -> bool:
+        """Whether ``caller`` may delete ``obj_id``: its holder or one of its owners."""
+        entry = self._entries.get(obj_id)
+        return entry is not None and (caller == entry.holder or caller == self.owner
+                                      or caller in entry.policy.owners)
+
+    def delete(self, ids: Iterable[Any], caller: str) -> int:
+        """Free the ids ``caller`` may free (others are left alone); how many went."""
         removed = 0
         for obj_id in ids:
-            if self._entries.pop(obj_id, None) is not None:
+            if type(obj_id) is int and self.may_free(obj_id, caller):
+                del self._entries[obj_id]
                 removed += 1
         return removed
 
-    def check_fetch(self, obj_id: int, party: str) -> Entry:
+    def clear(self) -> None:
+        """The owner empties the store (a restart of a virtual worker)."""
+        self._entries.clear()
+        self._flows.clear()
+
+    # ---- policies -----------------------------------------------------------------------
+    def policy_of(self, entry: Entry, *, grads: bool = False) -> Policy:
+        """The entry's policy and that of every storage its value lives in (with
+        ``grads``: also its gradients, which an op on it may read)."""
+        if not self._flows:
+            return entry.policy
+        return combine(entry.policy, self.flow_policy(entry.obj, grads=grads))
+
+    def flow_policy(self, obj: Any, *, grads: bool = False) -> Policy:
+        """The policy the storages of ``obj``'s tensors carry (PUBLIC if none listed)."""
+        if not self._flows:
+            return PUBLIC
+        found = []
+        for t in _tensors(obj, grads):
+            got = self._flows.get(t.untyped_storage()._cdata)
+            if got is not None and not got[0].expired():
+                found.append(got[1])
+        return combine(*found) if found else PUBLIC
+
+    def taint(self, tensor: torch.Tensor, policy: Policy) -> None:
+        """Private information was written into ``tensor``'s storage: every tensor that
+        shares it (views, its base) now carries ``policy`` too."""
+        if not policy.private or not isinstance(tensor, torch.Tensor):
+            return
+        storage = tensor.untyped_storage()
+        key = storage._cdata
+        got = self._flows.get(key)
+        if got is not None and not got[0].expired():
+            self._flows[key] = (got[0], combine(got[1], policy))
+            return
+        self._flows[key] = (StorageWeakRef(storage), policy)
+        if len(self._flows) >= self._sweep_at:
+            self._flows = {k: v for k, v in self._flows.items() if not v[0].expired()}
+            self._sweep_at = max(256, 2 * len(self._flows))
+
+    def lower(self, obj_id: int, policy: Policy) -> None:
+        """Set an entry's policy and its storages' to ``policy`` (a declared release)."""
+        entry = self.entry(obj_id)
+        entry.policy = policy
+        for t in _tensors(entry.obj, grads=False):
+            key = t.untyped_storage()._cdata
+            if key in self._flows:
+                if policy.private:
+                    self._flows[key] = (self._flows[key][0], policy)
+                else:
+                    del self._flows[key]
+
+    def check_read(self, obj_id: int, party: str) -> Entry:
         """The entry, if ``party`` may take its value out of this worker."""
         entry = self.entry(obj_id)
-        if not entry.may_leave_to(party):
-            allowed = ", ".join(sorted(entry.allowed))
-            who = f"only {allowed} may fetch it" if allowed else "no one may fetch it"
+        policy = self.policy_of(entry)
+        if not policy.may_read(party):
+            others = sorted((policy.readers or frozenset()) - policy.owners)
+            who = f"only {', '.join(others)} may fetch it" if others else "no one may fetch it"
             raise PermissionError(
                 f"{self.owner}:{obj_id} is private to {self.owner} (private data, something "
-                f"computed from it, or a secret share); {who}, not {party!r}. Ask the data "
-                f"owner to release it (on {self.owner}: worker.release({obj_id}, "
+                f"computed from it, or a secret share); {who}, not {party!r}. "
+                f"Ask the data owner to release it (on {self.owner}: worker.release({obj_id}, "
                 f"to={party!r})), or reveal it safely: secret-share it or ask for a "
                 "differentially private result"
             )
         return entry
 
-    def release(self, obj_id: int, *, to: Iterable[str] | str) -> None:
-        """Owner's decision: let ``to`` fetch object ``obj_id``."""
-        parties = {to} if isinstance(to, str) else set(to)
-        entry = self.entry(obj_id)
-        entry.allowed = entry.allowed | parties
-
-    def make_private(self, obj_id: int) -> None:
-        """Owner's decision: mark an object private (nobody may fetch it)."""
-        entry = self.entry(obj_id)
-        entry.private, entry.allowed = True, frozenset()
+    check_fetch = check_read  # the old name

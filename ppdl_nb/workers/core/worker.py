@@ -25,9 +25,27 @@ import torch
 from ppdl_nb.errors import error_message, wire_type
 from ppdl_nb.workers.core import codec
 from ppdl_nb.workers.core.messages import MessageError, validate
+from ppdl_nb.workers.core.policy import PUBLIC, Policy, combine, private, release
 from ppdl_nb.workers.core.store import ObjectStore
 
-__all__ = ["Counters", "Worker", "describe"]
+__all__ = ["Counters", "Request", "Worker", "describe"]
+
+
+class Request:
+    """What one request read through the resolver: who asks, the inputs' policies, and
+    the releases a step declared. A step's reply is checked against it (see
+    :meth:`Worker.resolve` and :meth:`Worker.declare_release`)."""
+
+    __slots__ = ("caller", "policies", "released")
+
+    def __init__(self, caller: str) -> None:
+        self.caller = caller
+        self.policies: list[Policy] = []
+        self.released: list[str] = []
+
+    @property
+    def policy(self) -> Policy:
+        return combine(*self.policies)
 
 
 @dataclass
@@ -98,24 +116,99 @@ class Worker:
         self._changed = threading.Condition(self._lock)
         self.state: dict[str, Any] = {}  # per-protocol state (budgets, seeds), keyed by layer
         self.names: dict[str, int] = {}  # objects the owner published by name
+        self.request: Request | None = None  # the request being answered
+        self._private_log: list[str] = []  # failures on private inputs: the owner's eyes only
 
     def __repr__(self) -> str:
         return f"<Worker {self.name}: {len(self.store)} objects>"
 
     # ---- the owner's side (code running on this worker) -------------------------------
     def put(self, obj: Any, *, private: bool = False, allow: Iterable[str] = (),
-            name: str | None = None) -> int:
-        """Store ``obj`` as the owner; returns its id. A ``name`` lets others find it."""
+            name: str | None = None, permits: Iterable[str] = ()) -> int:
+        """Store ``obj`` as the owner; returns its id. A ``name`` lets others find it.
+        ``permits``: releases the owner opts in to (``"plain_updates"``)."""
         with self._lock:
-            obj_id = self.store.put(obj, private=private, allow=allow)
+            policy = self.private_policy(allow, permits) if private else PUBLIC
+            obj_id = self.store.put(obj, policy=policy, holder=self.name)
             if name is not None:
                 self.names[name] = obj_id
             return obj_id
 
+    def private_policy(self, allow: Iterable[str] = (), permits: Iterable[str] = ()) -> Policy:
+        """This worker's own private data, readable by ``allow`` as well."""
+        return private(self.name, allow, permits)
+
     def release(self, obj_id: int, *, to: Iterable[str] | str) -> None:
-        """As the owner, let ``to`` fetch object ``obj_id``."""
+        """As the owner, let ``to`` fetch object ``obj_id`` (the release table's row
+        'owner'; only code on the worker itself calls this, never a message)."""
+        parties = [to] if isinstance(to, str) else list(to)
         with self._lock:
-            self.store.release(obj_id, to=to)
+            entry = self.store.entry(obj_id)
+            release("owner", [entry.policy], to=",".join(parties), by_owner=True)
+            self.store.lower(obj_id, self.store.policy_of(entry).with_readers(parties))
+
+    def clear(self) -> None:
+        """OWNER: drop every object this worker holds (a shutdown)."""
+        with self._lock:
+            self.store.clear()
+            self.names.clear()
+
+    def private_log(self) -> list[str]:
+        """OWNER: why operations on private inputs failed (callers got one refusal)."""
+        with self._lock:
+            return list(self._private_log)
+
+    def log_private_failure(self, what: str, exc: BaseException) -> None:
+        with self._lock:
+            self._private_log.append(f"{what}: {type(exc).__name__}: {exc}")
+            del self._private_log[:-100]
+
+    # ---- the resolver: the only way ops and steps get stored objects ------------------
+    def resolve(self, ref: Any, what: str = "object", *, kind: type | tuple[type, ...] = object
+                ) -> Any:
+        """The object ``ref`` (a Ref or an id) names, for the request being answered.
+
+        Its policy joins the request's, so whatever the step replies or stores is checked
+        against it; ``kind`` checks the object's type."""
+        obj_id = getattr(ref, "id", ref)
+        if type(obj_id) is not int:
+            raise TypeError(f"{what} must be a reference to an object held by {self.name}")
+        entry = self.store.entry(obj_id)
+        if not isinstance(entry.obj, kind):
+            raise TypeError(f"{what} ({self.name}:{obj_id}) is a {type(entry.obj).__name__}, "
+                            f"not a {getattr(kind, '__name__', kind)}")
+        if self.request is not None:
+            self.request.policies.append(self.store.policy_of(entry, grads=True))
+        return entry.obj
+
+    def policy_of(self, ref: Any) -> Policy:
+        """The policy of the object ``ref`` names (its storages' included)."""
+        return self.store.policy_of(self.store.entry(getattr(ref, "id", ref)))
+
+    def declare_release(self, name: str, *, to: str | None = None,
+                        policies: list[Policy] | None = None, **facts: Any) -> None:
+        """A step's reply leaves through release row ``name`` (checked here against the
+        inputs it resolved, or ``policies``); PermissionError if the rule does not hold."""
+        request = self.request
+        inputs = policies if policies is not None else (request.policies if request else [])
+        release(name, inputs, to=to or (request.caller if request else self.name), **facts)
+        if request is not None:
+            request.released.append(name)
+
+    def keep(self, obj: Any, policy: Policy | None = None, *, holder: str | None = None
+             ) -> int:
+        """Store a step's result: by default with the policy of what the request read,
+        held by the caller."""
+        request = self.request
+        if policy is None:
+            policy = request.policy if request is not None else PUBLIC
+        if holder is None:
+            holder = request.caller if request is not None else self.name
+        return self.store.put(obj, policy=policy, holder=holder)
+
+    def free(self, ref: Any) -> None:
+        """Drop a stored object a step consumed (freeing a reference, not a release)."""
+        self.store.pop(getattr(ref, "id", ref))
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Inside a handler: let other requests run on this worker until ``predicate()``
@@ -153,17 +246,18 @@ class Worker:
                 msg = codec.decode(frames, context=self, max_bytes=self.max_message_bytes,
                                    owned=owned)
                 kind = validate(msg)
-                self._collect(msg.get("gc", ()))
-                reply = {"ok": True, "result": kind.handler(self, msg, caller)}
+                self.store.delete(msg.get("gc", ()), caller)
+                outer, self.request = self.request, Request(caller)
+                try:
+                    reply = {"ok": True, "result": kind.handler(self, msg, caller)}
+                finally:
+                    self.request = outer
                 out = codec.encode(reply)
             except Exception as exc:  # every failure becomes an error reply
                 out = codec.encode(self._error_reply(exc))
             self.counters.messages_out += 1
             self.counters.bytes_out += codec.frames_nbytes(out)
             return out
-
-    def _collect(self, ids: Iterable[Any]) -> None:
-        self.store.delete(i for i in ids if type(i) is int)
 
     def _error_reply(self, exc: BaseException) -> dict[str, Any]:
         tb = "" if isinstance(exc, MessageError | codec.CodecError) else traceback.format_exc()

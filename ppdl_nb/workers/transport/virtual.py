@@ -127,7 +127,7 @@ class VirtualWorker(LocalConnection):
     def shutdown(self) -> None:
         """Drop everything the worker holds and take it off the network."""
         self.network.remove(self.name)
-        self.owner.store.delete(self.owner.store.ids())
+        self.owner.clear()
         self._running = False
 
     def restart(self) -> None:

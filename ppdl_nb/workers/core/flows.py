@@ -1,0 +1,120 @@
+"""Run one allowlisted op on resolved objects so that its policy follows torch's flows.
+
+The result's policy is the most restrictive of the inputs' (their storages' and
+gradients' included). Whatever the op wrote into (an in-place target and its views,
+an ``out=`` argument, a module's running statistics or parameters, the ``.grad`` of
+every leaf a ``backward`` reached) is tainted with that policy, by storage, so a view
+taken before the write carries it too. Ops whose output shape or failure depends on a
+private value are refused before they run, whatever the value (:data:`VALUE_SHAPED`),
+and any other failure on private inputs reaches the caller as one uniform refusal,
+the reason going to the owner's log.
+
+>>> from ppdl_nb.workers.core.store import ObjectStore
+>>> from ppdl_nb.workers.core.policy import private
+>>> store = ObjectStore("alice")
+>>> b, x = torch.zeros(3), torch.ones(3)
+>>> view = b.view(3)
+>>> _ = run_op(store, torch.Tensor.add_, "Tensor.add_", [b, x], {}, private("alice"), {id(x)})
+>>> store.flow_policy(view).private
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from ppdl_nb.workers.core.policy import Policy
+from ppdl_nb.workers.core.store import ObjectStore
+
+__all__ = ["VALUE_SHAPED", "run_op"]
+
+# op -> why it is refused when a private value decides its output's shape or its failure
+VALUE_SHAPED: dict[str, str] = {
+    "torch.nonzero": "its output shape is the number of non-zero entries",
+    "torch.unique": "its output shape is the number of distinct values",
+    "torch.masked_select": "its output shape is the number of selected entries",
+    "F.one_hot": "without num_classes its width is the largest value, and values out of "
+                 "range fail",
+}
+_INDEXING = {"Tensor.__getitem__", "operator.getitem", "F.embedding"}
+
+
+def _check_value_shaped(name: str, args: list, kwargs: dict, private_ids: set[int]) -> None:
+    if not private_ids:
+        return
+    if name in VALUE_SHAPED:
+        raise PermissionError(f"{name} is refused on private inputs: {VALUE_SHAPED[name]}, "
+                              "which would reveal private values. Compute it where the data "
+                              "may be seen, or ask for a differentially private count")
+    if name == "torch.where" and len(args) + len(kwargs) == 1:
+        raise PermissionError("torch.where(condition) is refused on private inputs: its "
+                              "output shape counts the true entries; use where(c, a, b)")
+    if name in _INDEXING:
+        index = args[1:] if name != "F.embedding" else args[:1]
+        if any(_holds_private(i, private_ids) for i in (*index, *kwargs.values())):
+            raise PermissionError(
+                f"{name} with a private index is refused: an out-of-range index fails and a "
+                "boolean mask decides the output's shape, so either would reveal private "
+                "values. Index with public values, or compute with masks (torch.where)")
+
+
+def _holds_private(value: Any, private_ids: set[int]) -> bool:
+    if id(value) in private_ids:
+        return True
+    if isinstance(value, list | tuple):
+        return any(_holds_private(v, private_ids) for v in value)
+    return False
+
+
+def _written(objs: Iterable[Any]) -> list[tuple[torch.Tensor, int]]:
+    """Every tensor an op could write into, with its version counter now."""
+    seen: list[tuple[torch.Tensor, int]] = []
+    for obj in objs:
+        if isinstance(obj, torch.Tensor):
+            seen.append((obj, obj._version))
+            if obj.grad is not None:
+                seen.append((obj.grad, obj.grad._version))
+        elif isinstance(obj, torch.nn.Module):
+            seen += [(t, t._version) for t in obj.state_dict(keep_vars=True).values()]
+            seen += [(p.grad, p.grad._version) for p in obj.parameters() if p.grad is not None]
+    return seen
+
+
+def _leaves(root: Any) -> list[torch.Tensor]:
+    """The leaves a backward from ``root`` accumulates gradients into."""
+    fn = getattr(root, "grad_fn", None)
+    if fn is None:
+        return [root] if isinstance(root, torch.Tensor) else []
+    stack, seen, leaves = [fn], set(), []
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        var = getattr(node, "variable", None)
+        if isinstance(var, torch.Tensor):
+            leaves.append(var)
+        stack.extend(f for f, _ in node.next_functions)
+    return leaves
+
+
+def run_op(store: ObjectStore, fn: Callable[..., Any], name: str, args: list, kwargs: dict,
+           policy: Policy, private_ids: set[int]) -> Any:
+    """``fn(*args, **kwargs)`` with ``policy`` (the inputs') carried into what it wrote."""
+    if not policy.private:
+        return fn(*args, **kwargs)
+    _check_value_shaped(name, args, kwargs, private_ids)
+    objs = [*args, *kwargs.values()]
+    before = _written(objs)
+    leaves = _leaves(args[0]) if name == "Tensor.backward" and args else []
+    result = fn(*args, **kwargs)
+    for t, version in before:
+        if t._version != version:
+            store.taint(t, policy)
+    for leaf in leaves:
+        if leaf.grad is not None:
+            store.taint(leaf.grad, policy)
+    return result
