@@ -64,25 +64,17 @@ def fixed_seed(seed: int) -> Iterator[None]:
         _TEST_SEED = previous
 
 
-def gaussian_noise(
-    shape: torch.Size | tuple[int, ...],
-    std: float,
-    *,
-    gen: torch.Generator | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> torch.Tensor:
+def gaussian_noise(shape: torch.Size | tuple[int, ...], std: float, *,
+                   gen: torch.Generator | None = None,
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Samples of N(0, std^2) from ``gen`` (a fresh secure generator if None)."""
     gen = gen if gen is not None else generator()
     return torch.randn(shape, generator=gen, dtype=dtype) * std
 
 
-def laplace_noise(
-    shape: torch.Size | tuple[int, ...],
-    scale: float,
-    *,
-    gen: torch.Generator | None = None,
-    dtype: torch.dtype = torch.float64,
-) -> torch.Tensor:
+def laplace_noise(shape: torch.Size | tuple[int, ...], scale: float, *,
+                  gen: torch.Generator | None = None,
+                  dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Samples of Laplace(0, scale) as a difference of two exponentials (float64).
 
     Floating-point Laplace samples leak through their low bits (Mironov 2012); for

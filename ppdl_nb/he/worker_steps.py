@@ -44,24 +44,25 @@ def he_state(worker: Worker) -> dict[str, Any]:
                                           "sessions": {}, "rounds": {}, "opened": set()})
 
 
+def _held(worker: Worker, table: str, fingerprint: str, missing: str, fix: str) -> Any:
+    got = he_state(worker)[table].get(fingerprint)
+    if got is None:
+        raise keys.HEKeyError(f"{worker.name} {missing} with fingerprint {fingerprint[:16]}...: "
+                              f"{fix}")
+    return got
+
+
 def own_context(worker: Worker, fingerprint: str) -> Any:
     """The secret context ``fingerprint`` made on this worker, or HEKeyError."""
-    ctx = he_state(worker)["keys"].get(fingerprint)
-    if ctx is None:
-        raise keys.HEKeyError(f"{worker.name} holds no secret key with fingerprint "
-                              f"{fingerprint[:16]}...: only the party that ran he.keygen can "
-                              "decrypt; use the fingerprint that keygen returned there")
-    return ctx
+    return _held(worker, "keys", fingerprint, "holds no secret key",
+                 "only the party that ran he.keygen can decrypt; use the fingerprint that "
+                 "keygen returned there")
 
 
 def trusted(worker: Worker, fingerprint: str) -> tuple[str, Any]:
     """(owner, public context) pinned on this worker by ``he.trust``, or HEKeyError."""
-    got = he_state(worker)["trusted"].get(fingerprint)
-    if got is None:
-        raise keys.HEKeyError(f"{worker.name} has not pinned a public context with fingerprint "
-                              f"{fingerprint[:16]}...: run he.trust on it with the key owner's "
-                              "name and fingerprint first")
-    return got
+    return _held(worker, "trusted", fingerprint, "has not pinned a public context",
+                 "run he.trust on it with the key owner's name and fingerprint first")
 
 
 def stored_tensor(worker: Worker, ref: Any, what: str) -> torch.Tensor | torch.nn.Module:

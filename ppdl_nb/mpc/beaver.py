@@ -71,14 +71,8 @@ def beaver_open(
     return x_share - a_share, y_share - b_share
 
 
-def _cross(
-    op: Bilinear,
-    party_index: int,
-    eps: torch.Tensor,
-    delta: torch.Tensor,
-    a_share: torch.Tensor,
-    b_share: torch.Tensor,
-) -> torch.Tensor:
+def _cross(op: Bilinear, party_index: int, eps: torch.Tensor, delta: torch.Tensor,
+           a_share: torch.Tensor, b_share: torch.Tensor) -> torch.Tensor:
     for name, t in (("eps", eps), ("delta", delta), ("a_share", a_share),
                     ("b_share", b_share)):
         check_ring(t, name)
@@ -93,15 +87,8 @@ def _cross(
     return z
 
 
-def _finish(
-    op: Bilinear,
-    party_index: int,
-    eps: torch.Tensor,
-    delta: torch.Tensor,
-    a_share: torch.Tensor,
-    b_share: torch.Tensor,
-    c_share: torch.Tensor,
-) -> torch.Tensor:
+def _finish(op: Bilinear, party_index: int, eps: torch.Tensor, delta: torch.Tensor,
+            a_share: torch.Tensor, b_share: torch.Tensor, c_share: torch.Tensor) -> torch.Tensor:
     z = _cross(op, party_index, eps, delta, a_share, b_share)
     return add_c(z, c_share)
 
@@ -122,15 +109,9 @@ _BILINEAR: dict[str, Bilinear] = {"mul": torch.mul, "matmul": ring_matmul,
                                   "conv2d": ring_conv2d}  # type: ignore[dict-item]
 
 
-def beaver_cross_terms(
-    kind: str,
-    party_index: int,
-    eps: torch.Tensor,
-    delta: torch.Tensor,
-    a_share: torch.Tensor,
-    b_share: torch.Tensor,
-    **conv: object,
-) -> torch.Tensor:
+def beaver_cross_terms(kind: str, party_index: int, eps: torch.Tensor, delta: torch.Tensor,
+                       a_share: torch.Tensor, b_share: torch.Tensor,
+                       **conv: object) -> torch.Tensor:
     """LOCAL: the finish step without ``c``: ``eps op b_i + a_i op delta`` (+ ``eps op
     delta`` for party 0), for ``kind`` in ``mul``, ``matmul``, ``conv2d``.
 
@@ -146,43 +127,24 @@ def beaver_cross_terms(
     return _cross(op, party_index, eps, delta, a_share, b_share)
 
 
-def beaver_mul_finish(
-    party_index: int,
-    eps: torch.Tensor,
-    delta: torch.Tensor,
-    a_share: torch.Tensor,
-    b_share: torch.Tensor,
-    c_share: torch.Tensor,
-) -> torch.Tensor:
+def beaver_mul_finish(party_index: int, eps: torch.Tensor, delta: torch.Tensor,
+                      a_share: torch.Tensor, b_share: torch.Tensor,
+                      c_share: torch.Tensor) -> torch.Tensor:
     """LOCAL (every party): share of ``x * y`` (elementwise, broadcasting as torch)."""
     return _finish(torch.mul, party_index, eps, delta, a_share, b_share, c_share)
 
 
-def beaver_matmul_finish(
-    party_index: int,
-    eps: torch.Tensor,
-    delta: torch.Tensor,
-    a_share: torch.Tensor,
-    b_share: torch.Tensor,
-    c_share: torch.Tensor,
-) -> torch.Tensor:
+def beaver_matmul_finish(party_index: int, eps: torch.Tensor, delta: torch.Tensor,
+                         a_share: torch.Tensor, b_share: torch.Tensor,
+                         c_share: torch.Tensor) -> torch.Tensor:
     """LOCAL (every party): share of ``x @ y`` (exact mod 2^64, fast limb matmul)."""
     return _finish(ring_matmul, party_index, eps, delta, a_share, b_share, c_share)
 
 
-def beaver_conv2d_finish(
-    party_index: int,
-    eps: torch.Tensor,
-    delta: torch.Tensor,
-    a_share: torch.Tensor,
-    b_share: torch.Tensor,
-    c_share: torch.Tensor,
-    *,
-    stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0,
-    dilation: int | tuple[int, int] = 1,
-    groups: int = 1,
-) -> torch.Tensor:
+def beaver_conv2d_finish(party_index: int, eps: torch.Tensor, delta: torch.Tensor,
+                         a_share: torch.Tensor, b_share: torch.Tensor, c_share: torch.Tensor, *,
+                         stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
+                         dilation: int | tuple[int, int] = 1, groups: int = 1) -> torch.Tensor:
     """LOCAL (every party): share of ``conv2d(x, w)``; ``y``/``b``/``delta`` are weights."""
     op = functools.partial(ring_conv2d, stride=stride, padding=padding, dilation=dilation,
                            groups=groups)

@@ -30,6 +30,13 @@ def _labels(layers: Sequence[Mapping[str, Any]]) -> list[str]:
     return [f"{la['name']}\n({la['kind']})" for la in layers]
 
 
+def _layer_axes(layers: Sequence[Any], ax: Any, what: str) -> Any:
+    """The axes to draw one value per layer on (a new figure unless ``ax``)."""
+    if not layers:
+        raise ValueError(f"no layers to draw: {what}")
+    return ax if ax is not None else new_figure(figsize=(6.0, 3.0)).add_subplot()
+
+
 def plot_ciphertext_sizes(sizes: Mapping[str, float], *, ax: Any = None,
                           title: str = "what crosses the wire") -> Any:
     """Horizontal bars of bytes per label (log scale); returns the Figure."""
@@ -51,10 +58,7 @@ def plot_ciphertext_sizes(sizes: Mapping[str, float], *, ax: Any = None,
 
 def plot_layer_precision(rows: Sequence[Mapping[str, Any]], *, ax: Any = None) -> Any:
     """Bits of precision left after each layer (CKKS noise against plaintext)."""
-    if not rows:
-        raise ValueError("no layers to draw: pass ppdl_nb.he.precision.layer_errors(...)")
-    if ax is None:
-        ax = new_figure(figsize=(6.0, 3.0)).add_subplot()
+    ax = _layer_axes(rows, ax, "pass ppdl_nb.he.precision.layer_errors(...)")
     bits = [min(float(r["bits"]), 60.0) for r in rows]
     ax.plot(range(len(rows)), bits, marker="o", color="#dd8452")
     ax.set_xticks(range(len(rows)), _labels(rows), fontsize=8)
@@ -69,10 +73,7 @@ def plot_layer_precision(rows: Sequence[Mapping[str, Any]], *, ax: Any = None) -
 
 def plot_layer_times(layers: Sequence[Mapping[str, Any]], *, ax: Any = None) -> Any:
     """Seconds per layer (bars) with the ciphertexts each layer produced (labels)."""
-    if not layers:
-        raise ValueError("no layers to draw: pass an inference run's .layers")
-    if ax is None:
-        ax = new_figure(figsize=(6.0, 3.0)).add_subplot()
+    ax = _layer_axes(layers, ax, "pass an inference run's .layers")
     secs = [float(la["seconds"]) for la in layers]
     bars = ax.bar(range(len(layers)), secs, color="#55a868")
     ax.set_xticks(range(len(layers)), _labels(layers), fontsize=8)
