@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +16,7 @@ from ppdl_nb.workers.transport.virtual import VirtualWorker
 SECRET = torch.tensor([[1.5, -2.25, 3.125], [4.75, 5.5, -6.875]])  # no integer entries
 NAMES = ("alice", "bob", "charlie", "dave")
 
-__all__ = ["NAMES", "SECRET", "Ref", "attempt", "bounded_wait", "call", "contains_secret", "leak",
+__all__ = ["NAMES", "SECRET", "Ref", "attempt", "call", "contains_secret", "leak",
            "outcome", "peer", "private_on", "sweep_tensors"]
 
 
@@ -99,18 +98,3 @@ def _observable(result: Any) -> Any:
     if isinstance(result, list | tuple):
         return [_observable(v) for v in result]
     return result
-
-
-def bounded_wait(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Wait (without sleeping in a loop of fixed steps) until ``predicate()`` or timeout."""
-    done = threading.Event()
-    deadline = timeout
-    step = 0.01
-    waited = 0.0
-    while waited < deadline:
-        if predicate():
-            return True
-        done.wait(step)
-        waited += step
-        step = min(step * 2, 0.2)
-    return predicate()

@@ -121,6 +121,19 @@ def test_a_public_model_trained_on_private_data_is_not_fetchable(alice):
         assert isinstance(got, PermissionError), got
 
 
+@leak("1 module state: an in-place op on a parameter pointer writes into a public model")
+def test_an_in_place_update_of_a_parameter_does_not_leak_through_the_model(alice):
+    x = private_on(alice)
+    model = ppdl_nb.send(torch.nn.Linear(3, 2, bias=False), alice)
+    weight, = model.parameters()  # a pointer to the model's own weight tensor
+    attempt(lambda: call(alice, "Tensor.requires_grad_", Ref(weight.id_at_location), False))
+    attempt(lambda: call(alice, "Tensor.zero_", Ref(weight.id_at_location)))
+    attempt(lambda: call(alice, "Tensor.add_", Ref(weight.id_at_location),
+                         Ref(x.id_at_location)))
+    got = _fetch(model)
+    assert not contains_secret(got), "the private value came back as the model's weight"
+
+
 @leak("1 module state: running statistics of a public BatchNorm absorb private batches")
 def test_running_statistics_do_not_carry_private_means(alice):
     x = private_on(alice)

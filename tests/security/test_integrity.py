@@ -79,6 +79,16 @@ def test_a_peers_protocol_step_cannot_consume_the_notebooks_objects(net):
     assert _alive(alice, x.id_at_location), "bob's fl.aggregate consumed the notebook's tensor"
 
 
+@leak("5 integrity: a peer's mpc.reconstruct on the notebook's tensor id deletes it")
+def test_a_peers_mpc_step_cannot_consume_the_notebooks_objects(net):
+    alice = net["alice"]
+    x = private_on(alice, mpc.encode(SECRET.double(), 16))  # ring values, like a share
+    bob = peer(net["bob"], "alice")
+    attempt(lambda: bob.request({"kind": "step", "name": "mpc.reconstruct",
+                                 "kwargs": {"ids": [x.id_at_location]}}))
+    assert _alive(alice, x.id_at_location), "bob's mpc.reconstruct consumed the tensor"
+
+
 # ---- the dealer's identity -------------------------------------------------------------
 def _join(client, session: str, parties: list[str], index: int, dealer: str):
     """A raw mpc.join naming ``dealer``, fitted to the installed step's parameters."""
