@@ -66,6 +66,13 @@ def attach_dataset(worker: Worker, name: str, x: torch.Tensor, y: torch.Tensor, 
             "budget": _budget_dict(budget)}
 
 
+def _rows(worker: Worker, ids: dict[str, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A dataset's rows, through the resolver: what the step replies is checked against
+    their policy, so only a declared release (row 'dp', after charging) lets values out."""
+    return (worker.resolve(ids["x"], "x", kind=torch.Tensor),
+            worker.resolve(ids["y"], "y", kind=torch.Tensor))
+
+
 def budget_of(worker: Worker, name: str) -> PrivacyBudget:
     try:
         return _dp(worker)["budgets"][name]
@@ -123,8 +130,7 @@ def query(worker: Worker, caller: str, *, dataset: str, kind: str, epsilon: floa
     ids = _dp(worker)["data"].get(dataset)
     if ids is None:
         raise KeyError(f"{worker.name} holds no dataset {dataset!r}")
-    x = worker.store.entry(ids["x"]).obj
-    y = worker.store.entry(ids["y"]).obj
+    x, y = _rows(worker, ids)
     if target:
         values = y.double()
     elif column is not None:
@@ -141,7 +147,9 @@ def query(worker: Worker, caller: str, *, dataset: str, kind: str, epsilon: floa
             raise ValueError(f"a DP {kind} needs clipping bounds lower= and upper=, chosen "
                              "without looking at the data (public knowledge)")
         kwargs.update(lower=lower, upper=upper)
-    return QUERIES[kind](values, **kwargs)
+    answer = QUERIES[kind](values, **kwargs)  # charges the ledger before it answers
+    worker.declare_release("dp", charged=True)
+    return answer
 
 
 @protocol_step("dp.fit")
@@ -162,7 +170,7 @@ def fit(worker: Worker, caller: str, *, dataset: str, spec: dict, delta: float,
     ids = _dp(worker)["data"].get(dataset)
     if ids is None:
         raise KeyError(f"{worker.name} holds no dataset {dataset!r}; load it first")
-    x, y = worker.store.entry(ids["x"]).obj, worker.store.entry(ids["y"]).obj
+    x, y = _rows(worker, ids)
     n_test = int(len(x) * test_fraction)
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     train, test = order[n_test:], order[:n_test]
@@ -176,6 +184,7 @@ def fit(worker: Worker, caller: str, *, dataset: str, spec: dict, delta: float,
                          max_grad_norm=max_grad_norm, epochs=epochs, batch_size=batch_size,
                          noise_multiplier=noise_multiplier, epsilon=epsilon, lr=lr,
                          x_test=x[test], y_test=y[test], **_given(loss=loss, optimizer=optimizer))
+    worker.declare_release("dp", charged=True)  # DP-SGD, charged above
     return {"spec": module_to_spec(result.model), "history": result.history,
             "epsilon": result.epsilon, "charged": planned,
             "noise_multiplier": result.noise_multiplier}
@@ -206,7 +215,7 @@ def teacher_votes(worker: Worker, caller: str, *, dataset: str, spec: dict,
         raise TypeError("public must be a float tensor of queries, (queries, features...)")
     if n_classes < 2:
         raise ValueError(f"n_classes must be >= 2, got {n_classes}")
-    x, y = worker.store.entry(ids["x"]).obj, worker.store.entry(ids["y"]).obj
+    x, y = _rows(worker, ids)
     model = module_from_spec(spec)
     public = public.to(x.dtype)
     with torch.no_grad():  # check the model's shape before anything is charged
@@ -223,4 +232,5 @@ def teacher_votes(worker: Worker, caller: str, *, dataset: str, spec: dict,
     model.eval()
     with torch.no_grad():
         votes = model(public).argmax(-1)
+    worker.declare_release("dp", charged=True)  # PATE: the GNMax cost, charged above
     return votes.to(torch.int64)

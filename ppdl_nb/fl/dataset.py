@@ -74,8 +74,14 @@ class FederatedDataset:
     @classmethod
     def load(cls, name: str, workers: Sequence[Any], *, clients_per_worker: int = 1,
              scheme: str = "iid", alpha: float = 0.5, shards_per_client: int = 2,
-             seed: int = 0, test_rows: int = 1000) -> FederatedDataset:
+             seed: int = 0, test_rows: int = 1000,
+             allow_plain_updates: bool = True) -> FederatedDataset:
         """Each worker loads dataset ``name`` and keeps its clients' rows, private.
+
+        ``allow_plain_updates``: as the data's owner, let updates trained on it leave in
+        the clear (plain FedAvg ``"mean"``, a ``Trusted`` aggregator); with False only
+        secure aggregations (``Secure``, ``SecAgg``, ``HE``) may train on it. (The default
+        is still True while callers move to saying so; the workers' default is False.)
 
         The test split (``test_rows`` rows chosen by ``seed``) is public: the notebook
         loads it itself to evaluate the global model.
@@ -101,9 +107,11 @@ class FederatedDataset:
     def from_tensors(cls, x: torch.Tensor, y: torch.Tensor, workers: Sequence[Any], *,
                      clients_per_worker: int = 1, scheme: str = "iid", alpha: float = 0.5,
                      shards_per_client: int = 2, seed: int | None = None,
-                     private: bool = True,
+                     private: bool = True, allow_plain_updates: bool = True,
                      test: tuple[torch.Tensor, torch.Tensor] | None = None) -> FederatedDataset:
-        """Split ``(x, y)`` held here among clients and send each part to its worker."""
+        """Split ``(x, y)`` held here among clients and send each part to its worker.
+
+        ``allow_plain_updates``: as in :meth:`load`, the owner's opt-in to plain updates."""
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
         workers = _check_workers(workers, clients_per_worker)
@@ -120,8 +128,9 @@ class FederatedDataset:
                 idx = parts[cid]
                 xs, ys = x[idx].contiguous(), y[idx].contiguous()
                 labels = [] if torch.is_floating_point(ys) else torch.bincount(ys).tolist()
-                clients.append(Client(cid, w, send(xs, w, private=private),
-                                      send(ys, w, private=private), len(idx), labels))
+                opt = {"private": private, "allow_plain_updates": allow_plain_updates}
+                clients.append(Client(cid, w, send(xs, w, **opt), send(ys, w, **opt),
+                                      len(idx), labels))
         clients.sort(key=lambda c: c.id)
         return cls(clients, test=test, scheme=scheme)
 

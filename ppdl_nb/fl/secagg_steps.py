@@ -21,6 +21,7 @@ from ppdl_nb.dp import noise
 from ppdl_nb.fl.secagg import SecAggClient
 from ppdl_nb.fl.worker_steps import held
 from ppdl_nb.workers.core.messages import protocol_step
+from ppdl_nb.workers.core.policy import PUBLIC
 from ppdl_nb.workers.core.worker import Worker
 
 __all__: list[str] = []  # protocol steps only; they register themselves
@@ -41,6 +42,7 @@ def keys(worker: Worker, caller: str, *, round: str, n_clients: int, threshold: 
     state = _round(worker, round)
     state["clients"] = {cid: SecAggClient(cid, n_clients, threshold)
                         for cid in state["updates"]}
+    state["parties"] = n_clients
     return [c.advertise_keys() for c in state["clients"].values()]
 
 
@@ -57,6 +59,9 @@ def masked(worker: Worker, caller: str, *, round: str, inboxes: dict,
            noise_std: float = 0.0) -> list[dict[str, Any]]:
     """Round 2: each client's masked update (with its part of the DP noise, if any)."""
     state = _round(worker, round)
+    # row 'secure_aggregation': each update leaves masked, as a summand of the round's sum
+    worker.declare_release("secure_aggregation", policies=[state.get("policy", PUBLIC)],
+                           parties=state.get("parties", 0))
     out = []
     for cid, client in state["clients"].items():
         update: torch.Tensor = state["updates"].pop(cid)

@@ -42,24 +42,25 @@ def held(worker: Worker) -> dict[str, dict[str, Any]]:
 
 
 def _tensor(worker: Worker, ref: Any, what: str) -> torch.Tensor:
+    """A stored tensor, through the worker's resolver (its policy joins the request's)."""
     if not isinstance(ref, Ref):
         raise TypeError(f"{what} must be a reference to a tensor held by {worker.name}")
-    obj = worker.store.entry(ref.id).obj
-    if not isinstance(obj, torch.Tensor):
-        raise TypeError(f"{what} ({worker.name}:{ref.id}) is a {type(obj).__name__}, not a tensor")
-    return obj
+    return worker.resolve(ref, what, kind=torch.Tensor)
 
 
 @protocol_step("fl.load")
 def load(worker: Worker, caller: str, *, dataset: str, n_clients: int, clients: list[int],
          scheme: str = "iid", alpha: float = 0.5, shards_per_client: int = 2, seed: int = 0,
-         test_rows: int = 0) -> list[dict[str, Any]]:
+         test_rows: int = 0, allow_plain_updates: bool = False) -> list[dict[str, Any]]:
     """The worker loads a known dataset and keeps, private, the rows of its own clients.
 
     Every worker computes the same partition from the same public ``seed`` and keeps only
     its clients' parts; ``test_rows`` rows, drawn by the same seed, are a public test split
     (:func:`ppdl_nb.fl.dataset.public_split`) that nobody trains on.
     The caller learns each client's size and label counts and gets pointers it cannot open.
+    ``allow_plain_updates``: the data owner's opt-in (release row 'plain_updates') to let
+    updates trained on these rows leave in the clear (plain FedAvg, a trusted aggregator);
+    the loader of a named dataset acts as its owner.
     """
     from ppdl_nb.fl.dataset import public_split
     from ppdl_nb.fl.partition import partition
@@ -73,6 +74,7 @@ def load(worker: Worker, caller: str, *, dataset: str, n_clients: int, clients: 
     parts = partition(y, n_clients, scheme=scheme, alpha=alpha,
                       shards_per_client=shards_per_client, seed=seed)
     classes = int(data.y.max()) + 1
+    policy = worker.private_policy(permits=["plain_updates"] if allow_plain_updates else [])
     out = []
     for cid in clients:
         if not 0 <= cid < n_clients:
@@ -81,7 +83,8 @@ def load(worker: Worker, caller: str, *, dataset: str, n_clients: int, clients: 
         xs, ys = x[idx].contiguous(), y[idx].contiguous()
         out.append({"client": cid, "rows": len(idx),
                     "labels": torch.bincount(ys, minlength=classes).tolist(),
-                    "x": stored_result(worker, xs, True), "y": stored_result(worker, ys, True)})
+                    "x": stored_result(worker, xs, policy=policy),
+                    "y": stored_result(worker, ys, policy=policy)})
     return out
 
 
@@ -132,14 +135,31 @@ def train(worker: Worker, caller: str, *, spec: dict, clients: list, epochs: int
         if report:
             record.update(loss=run.loss, norm=norm, seconds=run.seconds)
         records.append(record)
+    return _train_reply(worker, weight, records, per_client, total, hold, keep, allow)
+
+
+def _train_reply(worker: Worker, weight: float, records: list, per_client: dict,
+                 total: torch.Tensor, hold: str | None, keep: bool, allow: list[str] | None
+                 ) -> dict[str, Any]:
+    """Where the round's updates go: held apart (SecAgg), kept private here (shared or
+    moved to ``allow``, a trusted aggregator: row 'plain_updates' unless no one is
+    allowed), or in the reply (row 'plain_updates'). Per-client figures count as
+    update values: they leave only where the update may."""
+    request = worker.request
+    policy = request.policy if request is not None else worker.private_policy()
     reply: dict[str, Any] = {"weight": weight, "clients": records}
+    if policy.private and any("loss" in r for r in records):
+        worker.declare_release("plain_updates")  # per-client losses and norms
     if hold is not None:
-        held(worker)[hold] = {"updates": per_client}
+        held(worker)[hold] = {"updates": per_client, "policy": policy}
         reply["update"] = None
     elif keep:
-        allowed = frozenset(allow or ())
-        reply["update"] = stored_result(worker, total, True, allowed)
+        if allow:
+            worker.declare_release("plain_updates", to=",".join(allow))
+        reply["update"] = stored_result(worker, total, policy=policy.with_readers(allow or ()))
+        _fl(worker).setdefault("kept", set()).add(reply["update"]["id"])
     else:
+        worker.declare_release("plain_updates")
         reply["update"] = total
     return reply
 
@@ -189,10 +209,16 @@ def aggregate(worker: Worker, caller: str, *, updates: list, noise_std: float = 
     if not updates:
         raise ValueError("no updates to aggregate")
     total = sum(_tensor(worker, ref, "update") for ref in updates)
+    # row 'plain_updates': each update's owner opted in, and named this worker a reader
+    worker.declare_release("plain_updates")
+    request = worker.request
+    if request is not None and not request.policy.may_read(worker.name):
+        raise PermissionError(f"{worker.name} may not read the updates it was asked to sum: "
+                              "their owners did not name it as the aggregator")
     if noise_std:
         total = total + noise.gaussian_noise(total.shape, noise_std)
     for ref in updates:
-        worker.store.pop(ref.id)
+        worker.free(ref)
     return total
 
 
@@ -202,9 +228,16 @@ def share(worker: Worker, caller: str, *, round: str, update: Any, holders: list
     holder its share directly. Returns the bytes sent."""
     if len(holders) < 2 or len(set(holders)) != len(holders):
         raise ValueError(f"secure aggregation needs >= 2 distinct share holders, got {holders}")
+    if getattr(update, "id", None) not in _fl(worker).get("kept", set()):
+        raise PermissionError(f"fl.share shares only an update fl.train kept on {worker.name} "
+                              "(keep=True); it shares no other object")
+    _fl(worker)["kept"].discard(update.id)
     value = _tensor(worker, update, "update")
+    # row 'secure_aggregation': the update leaves only as one share per holder, each
+    # random on its own; fl.sum_shares opens a sum only over >= 2 senders
+    worker.declare_release("secure_aggregation", parties=len(holders))
     shares = mpc.share(mpc.encode(value.double(), local.FRAC_BITS), len(holders), mpc.PRG())
-    worker.store.pop(update.id)
+    worker.free(update)
     sent = 0
     for holder, piece in zip(holders, shares, strict=True):
         if holder == worker.name:
@@ -231,6 +264,7 @@ def sum_shares(worker: Worker, caller: str, *, round: str, senders: list[str],
     """HOLDER: the sum of the senders' shares (random on its own), plus this holder's share
     of the DP noise, encoded. The round's shares are then forgotten."""
     got = _fl(worker)["shares"].pop(round, {})
+    worker.declare_release("secure_aggregation", parties=len(set(senders)))
     missing = [s for s in senders if s not in got]
     if missing:
         raise RuntimeError(f"{worker.name} holds no share from {missing} for round {round!r}")

@@ -68,7 +68,7 @@ def trusted(worker: Worker, fingerprint: str) -> tuple[str, Any]:
 def stored_tensor(worker: Worker, ref: Any, what: str) -> torch.Tensor | torch.nn.Module:
     if not isinstance(ref, Ref):
         raise TypeError(f"{what} must be a reference to an object held by {worker.name}")
-    return worker.store.entry(ref.id).obj
+    return worker.resolve(ref, what, kind=(torch.Tensor, torch.nn.Module))
 
 
 @protocol_step("he.keygen")
@@ -308,7 +308,8 @@ def encrypt_update(worker: Worker, caller: str, *, update: Any, fingerprint: str
     check_range(t, clients=clients, scale=scale, bound=bound)
     q = quantize(value, scale=scale, bound=bound)
     cts = [ts.bfv_vector(ctx, q[i:i + slots]).serialize() for i in range(0, len(q), slots)]
-    worker.store.pop(update.id)
+    worker.declare_release("he", to=aggregator, key_owner=owner)
+    worker.free(update)
     collect.on(worker.client_for(aggregator), round=round, fingerprint=fingerprint, cts=cts,
                length=len(q), scale=scale)
     return sum(len(c) for c in cts)

@@ -29,7 +29,7 @@ import torch
 from ppdl_nb.workers.core.policy import Policy
 from ppdl_nb.workers.core.store import ObjectStore
 
-__all__ = ["VALUE_SHAPED", "run_op"]
+__all__ = ["VALUE_SHAPED", "check_value_shaped", "run_op"]
 
 # op -> why it is refused when a private value decides its output's shape or its failure
 VALUE_SHAPED: dict[str, str] = {
@@ -42,7 +42,9 @@ VALUE_SHAPED: dict[str, str] = {
 _INDEXING = {"Tensor.__getitem__", "operator.getitem", "F.embedding"}
 
 
-def _check_value_shaped(name: str, args: list, kwargs: dict, private_ids: set[int]) -> None:
+def check_value_shaped(name: str, args: list, kwargs: dict, private_ids: set[int]) -> None:
+    """Refuse (whatever the values) an op whose output shape or failure a private value
+    would decide; run before the op, so the refusal carries a clear reason."""
     if not private_ids:
         return
     if name in VALUE_SHAPED:
@@ -106,7 +108,6 @@ def run_op(store: ObjectStore, fn: Callable[..., Any], name: str, args: list, kw
     """``fn(*args, **kwargs)`` with ``policy`` (the inputs') carried into what it wrote."""
     if not policy.private:
         return fn(*args, **kwargs)
-    _check_value_shaped(name, args, kwargs, private_ids)
     objs = [*args, *kwargs.values()]
     before = _written(objs)
     leaves = _leaves(args[0]) if name == "Tensor.backward" and args else []

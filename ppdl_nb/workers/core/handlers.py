@@ -131,6 +131,7 @@ def _call(worker: Worker, msg: dict, caller: str) -> Any:
     kwargs = _resolve_refs(worker, msg.get("kwargs", {}), policies, private_ids)
     policy = combine(*policies) if policies else PUBLIC
     wrappers = [a for a in (*args, *kwargs.values()) if _is_wrapper(a)]
+    flows.check_value_shaped(name, args, kwargs, private_ids)
     try:
         if wrappers:  # pointers onwards (a chain): let their __torch_function__ run the op
             result = torch.overrides.handle_torch_function(fn, wrappers, *args, **kwargs)
