@@ -211,3 +211,25 @@ def test_a_runtime_refuses_to_replace_a_known_peers_key():
         assert runtime.peers["bob"][1] == bob.public
     finally:
         runtime.close()
+
+
+def test_a_stored_identity_is_made_once_kept_private_and_refused_if_not(tmp_path):
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "identity" / "x25519.key"
+    with ThreadPoolExecutor(4) as pool:  # racing first starts end up with one key
+        publics = {kp.public for kp in pool.map(KeyPair.load_or_create, [path] * 8)}
+    assert len(publics) == 1 and path.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in path.parent.iterdir()) == ["x25519.key"]  # no leftovers
+    os.chmod(path, 0o644)
+    with pytest.raises(PermissionError, match="chmod 600"):
+        KeyPair.load_or_create(path)
+    os.chmod(path, 0o600)
+    os.chmod(path.parent, 0o777)
+    with pytest.raises(PermissionError, match="chmod 700"):
+        KeyPair.load_or_create(path)
+    os.chmod(path.parent, 0o700)
+    path.write_bytes(b"short")
+    with pytest.raises(ValueError, match="not a key file"):
+        KeyPair.load_or_create(path)

@@ -153,3 +153,49 @@ def test_a_worker_dying_mid_request_is_noticed_without_waiting_for_the_timeout()
         assert time.monotonic() - start < 10
     finally:
         f.shutdown()
+
+
+def test_a_restarted_worker_keeps_its_key_and_its_group_still_moves_to_it():
+    from ppdl_nb.workers.core.state import state_root
+
+    group = launch("kr_a", "kr_b", "kr_c")
+    try:
+        a, b, c = group
+        key, pid = c.public_key, c.pid
+        secret = state_root() / "kr_c" / "identity" / "x25519.key"
+        assert secret.stat().st_mode & 0o777 == 0o600
+        assert secret.parent.stat().st_mode & 0o077 == 0
+        c.process.kill()
+        assert wait_until(lambda: not alive(pid), 10)
+        c.restart()  # the group introduces it again: same key, new endpoint
+        assert c.pid != pid and c.public_key == key
+        x = ppdl_nb.send(torch.arange(3.0), a)
+        x.move(c)  # alice reaches the restarted charlie over their own channel
+        assert x.location is c
+        torch.testing.assert_close(x.get(), torch.arange(3.0))
+        y = ppdl_nb.send(torch.ones(2), c)
+        y.move(b)  # and the restarted charlie reaches bob
+        torch.testing.assert_close(y.get(), torch.ones(2))
+        with pytest.raises(PermissionError, match="cannot be replaced"):  # still fixed
+            from ppdl_nb.workers.transport.keys import KeyPair
+
+            a.request({"kind": "peers", "peers": {"kr_c": [c.endpoint,
+                                                           KeyPair.generate().public_hex]}})
+    finally:
+        group.shutdown()
+
+
+def test_two_launches_of_one_name_share_its_identity_without_conflict():
+    first = launch("kr_d", "kr_e")
+    try:
+        (second,) = launch("kr_d")  # a second "kr_d" while the first still runs
+        try:
+            assert second.public_key == first[0].public_key
+            x = ppdl_nb.send(torch.ones(2), first[0])
+            x.move(first[1])
+            torch.testing.assert_close(x.get(), torch.ones(2))
+            assert second.ping() == "pong" and first[0].ping() == "pong"
+        finally:
+            second.shutdown()
+    finally:
+        first.shutdown()

@@ -7,6 +7,14 @@ written as 64 hex characters when they travel through the notebook. The notebook
 therefore introduce bob to alice ("bob's public key is ...") without being able to
 read their traffic.
 
+A worker keeps its identity across restarts: :meth:`KeyPair.load_or_create` makes its
+key pair once and stores the secret in a file of its own (mode 0600, in a 0700
+directory, owned by this user; anything else is refused), and a restarted worker with
+the same name loads it, so its public key, which its peers have fixed, is unchanged.
+That file is as private as the worker's process: other users cannot read it, but any
+process of the same user can (as it can read the process's memory); the same user is
+not a boundary (see the README's security model).
+
 Session keys come from a small handshake (see :mod:`.channel`): each side also makes a
 fresh ephemeral key pair per connection, and :func:`derive_session` mixes the
 static-static and the ephemeral-ephemeral Diffie-Hellman results with HKDF-SHA256 over
@@ -30,6 +38,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+import secrets
+import stat
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes
@@ -62,6 +73,63 @@ class KeyPair:
         """A fresh key pair from the operating system's random generator."""
         return cls(X25519PrivateKey.generate())
 
+    @classmethod
+    def load_or_create(cls, path: str | os.PathLike[str]) -> KeyPair:
+        """The key pair stored at ``path``, made and stored there first if there is none.
+
+        The file holds the 32 secret bytes, mode 0600, in a directory made 0700 if
+        missing. Two processes racing to make it end up with the same key (the first
+        file written wins; nothing is ever overwritten). Raises ``PermissionError`` if
+        the file or its directory is not this user's own and private (a key another
+        user could have written or read is never used) and ``ValueError`` if the file
+        is not a key.
+
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "identity", "x25519.key")
+        >>> first = KeyPair.load_or_create(path)
+        >>> KeyPair.load_or_create(path).public == first.public
+        True
+        >>> oct(os.stat(path).st_mode & 0o777)
+        '0o600'
+        """
+        path = os.fspath(path)
+        folder = os.path.dirname(path) or "."
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            pass
+        _check_private(os.lstat(folder), folder, directory=True)
+        try:
+            return cls._load(path)
+        except FileNotFoundError:
+            pass
+        fresh = X25519PrivateKey.generate()
+        partial = f"{path}.{os.getpid()}-{secrets.token_hex(4)}.partial"
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(fresh.private_bytes_raw())
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(partial, path)  # atomic and never replaces: the first key wins
+            except FileExistsError:
+                return cls._load(path)
+        finally:
+            os.unlink(partial)
+        return cls(fresh)
+
+    @classmethod
+    def _load(cls, path: str) -> KeyPair:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            _check_private(os.fstat(fd), path, directory=False)
+            raw = f.read(KEY_BYTES + 1)
+        if len(raw) != KEY_BYTES:
+            raise ValueError(f"{path} is not a key file ({len(raw)} bytes, expected "
+                             f"{KEY_BYTES}); remove it to give the worker a new identity")
+        return cls(X25519PrivateKey.from_private_bytes(raw))
+
     @property
     def public_hex(self) -> str:
         """The public key as 64 hex characters (what the notebook passes around)."""
@@ -79,6 +147,21 @@ class KeyPair:
 
     def __reduce__(self):  # no pickling: the secret must not leave the process
         raise TypeError("a KeyPair cannot be pickled: its secret key never leaves the process")
+
+
+def _check_private(st: os.stat_result, path: str, *, directory: bool) -> None:
+    """Refuse a key file (or its directory) that is not this user's own and private."""
+    kind = "directory" if directory else "file"
+    if not (stat.S_ISDIR if directory else stat.S_ISREG)(st.st_mode):
+        raise PermissionError(f"{path} is not a {kind} (a link?); refusing it for a key")
+    if st.st_uid != os.getuid():
+        raise PermissionError(f"key {kind} {path} belongs to uid {st.st_uid}, not to this "
+                              f"user (uid {os.getuid()}); refusing a key another user controls")
+    if st.st_mode & (0o022 if directory else 0o077):
+        raise PermissionError(
+            f"key {kind} {path} has mode {oct(st.st_mode & 0o777)}: other users may "
+            f"{'replace' if directory else 'read'} the key. chmod {'700' if directory else '600'}"
+            " it, or remove it to give the worker a new identity")
 
 
 def parse_public_key(key: bytes | str) -> bytes:

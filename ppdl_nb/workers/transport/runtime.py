@@ -1,11 +1,21 @@
 """The worker runtime: a :class:`Worker` served over an encrypted channel.
 
-Inside a worker kernel, the launcher runs :func:`start`, which makes the worker's own
-key pair (the secret never leaves the kernel), serves the message protocol on a private
-``ipc://`` endpoint to the notebook (known by its public key), and returns the endpoint
-and public key. The notebook then introduces workers to each other (``peers``: names,
-endpoints, public keys), so worker-to-worker traffic is keyed by the two workers alone:
+Inside a worker kernel, the launcher runs :func:`start`, which loads the worker's own
+key pair (made once, on the worker's first start, and kept in its state directory:
+:func:`identity_path`), serves the message protocol on a private ``ipc://`` endpoint to
+the notebook (known by its public key), and returns the endpoint and public key. The
+notebook then introduces workers to each other (``peers``: names, endpoints, public
+keys), so worker-to-worker traffic is keyed by the two workers alone:
 the notebook cannot read what bob sends charlie.
+
+Identity across restarts: a worker's key pair belongs to its name and state root
+(``$PPDL_NB_STATE_DIR``, which kernel workers inherit from the notebook), like its
+privacy ledgers. A restarted worker reloads it, so its public key is unchanged and the
+peers that fixed it accept it again (they learn its new endpoint; the key is what they
+check). Two workers of the same name launched under one state root (two groups with an
+"alice") are one identity: each group's peers know only the workers of their own group,
+and the secret file is as private as the worker's process (0600, this user only: any
+process of the same user can read it, as it can read the process).
 
 :class:`ChannelConnection` is the calling side, used both by the notebook (to reach a
 kernel worker) and by a worker (to reach a peer).
@@ -14,18 +24,20 @@ kernel worker) and by a worker (to reach a peer).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ppdl_nb.errors import WorkerUnavailableError
 from ppdl_nb.workers.core.messages import message
+from ppdl_nb.workers.core.state import state_dir
 from ppdl_nb.workers.core.worker import Worker
 from ppdl_nb.workers.transport.channel import ChannelServer
 from ppdl_nb.workers.transport.channel_client import ChannelClient
 from ppdl_nb.workers.transport.client import WorkerClient
 from ppdl_nb.workers.transport.keys import KeyPair, parse_public_key
 
-__all__ = ["ChannelConnection", "WorkerRuntime", "current", "start"]
+__all__ = ["ChannelConnection", "WorkerRuntime", "current", "identity_path", "start"]
 
 DEFAULT_TIMEOUT = 120.0
 HANDLER_THREADS = 8  # requests a worker may have in hand at once (most wait for a peer)
@@ -69,14 +81,24 @@ class ChannelConnection(WorkerClient):
         self.channel.close()
 
 
-class WorkerRuntime:
-    """One worker, its key pair, its channel server and its links to peers."""
+def identity_path(worker: Worker) -> str:
+    """Where ``worker`` keeps the secret half of its key pair (see the module docstring)."""
+    return os.path.join(state_dir(worker), "identity", "x25519.key")
 
-    def __init__(self, name: str, notebook_key: str | bytes, *, inspect: bool = True) -> None:
-        self.keys = KeyPair.generate()
+
+class WorkerRuntime:
+    """One worker, its key pair, its channel server and its links to peers.
+
+    ``keys`` defaults to the worker's stored identity (:func:`identity_path`).
+    """
+
+    def __init__(self, name: str, notebook_key: str | bytes, *, inspect: bool = True,
+                 keys: KeyPair | None = None) -> None:
         self.peers: dict[str, tuple[str, bytes]] = {}
         self._links: dict[str, ChannelConnection] = {}
+        self._links_lock = threading.Lock()  # handler threads connect; introduce updates
         self.worker = Worker(name, connect=self._connect)
+        self.keys = keys or KeyPair.load_or_create(identity_path(self.worker))
         self.worker.state["runtime"] = self
         self.inspect = inspect
         # several handler threads: a protocol step may wait for a peer's message
@@ -97,9 +119,11 @@ class WorkerRuntime:
 
         Trust model: a kernel worker trusts the notebook that launched it (its parent
         process) for the keys it introduces when the group forms. After that a peer's
-        key is fixed: introducing a known name again with the same key is a no-op,
-        with another key a ``PermissionError`` (nothing is changed), and a key already
-        known under another name (the notebook's own, say) a ``ValueError``.
+        key is fixed: introducing a known name again with another key is a
+        ``PermissionError`` (nothing is changed), and a key already known under another
+        name (the notebook's own, say) a ``ValueError``. The same key at a new endpoint
+        is a restarted peer (it keeps its identity): its endpoint is updated and the old
+        link dropped; whoever listens there must still prove the fixed key.
         """
         fresh: dict[str, tuple[str, bytes]] = {}
         for name, (endpoint, key) in peers.items():
@@ -112,13 +136,21 @@ class WorkerRuntime:
                     f"{self.worker.name} already knows worker {name!r} by another public "
                     "key; peer keys are fixed when the group forms and cannot be replaced. "
                     "Launch a new group to use new keys")
-            if known is None:
+            if known is None or known[0] != str(endpoint):
                 fresh[name] = (str(endpoint), public)
         for name, (endpoint, public) in fresh.items():
             self.server.allow(name, public)  # refuses a key that is already someone's
-            self.peers[name] = (endpoint, public)
+            with self._links_lock:
+                self.peers[name] = (endpoint, public)
+                old = self._links.pop(name, None)
+            if old is not None:  # a restarted peer: close the link to its old endpoint
+                threading.Thread(target=old.close, daemon=True).start()  # may wait on it
 
     def _connect(self, name: str) -> ChannelConnection:
+        with self._links_lock:
+            return self._link(name)
+
+    def _link(self, name: str) -> ChannelConnection:
         link = self._links.get(name)
         if link is None:
             if name not in self.peers:
