@@ -22,6 +22,13 @@ from ppdl_nb.workers.transport.virtual import VirtualNetwork, VirtualWorker
 from .attacks import NAMES
 
 
+@pytest.fixture(autouse=True)
+def _own_state_dir(tmp_path, monkeypatch):
+    """Each test's workers keep privacy ledgers in a fresh directory (no spending carried
+    over from another test's dataset of the same name)."""
+    monkeypatch.setenv("PPDL_NB_STATE_DIR", str(tmp_path / "state"))
+
+
 @pytest.fixture
 def net() -> dict[str, VirtualWorker]:
     """Four fresh virtual workers on their own network, by name (notebook's clients)."""

@@ -13,7 +13,7 @@ import torch
 
 import ppdl_nb
 
-from .attacks import SECRET, Ref, attempt, call, contains_secret, leak, private_on
+from .attacks import SECRET, Ref, attempt, call, contains_secret, private_on
 
 
 def _fetch(ptr):
@@ -30,8 +30,7 @@ VIEWS = {
 
 
 @pytest.mark.parametrize("make_view", [
-    pytest.param(f, id=name, marks=leak("1 aliasing: a view taken before an in-place op "
-                                         "with private data stays public"))
+    pytest.param(f, id=name)
     for name, f in VIEWS.items()
 ])
 def test_a_view_of_a_public_tensor_does_not_reveal_a_private_in_place_update(alice, make_view):
@@ -42,7 +41,6 @@ def test_a_view_of_a_public_tensor_does_not_reveal_a_private_in_place_update(ali
     assert not contains_secret(_fetch(v)), "the private value came back through a view"
 
 
-@leak("1 aliasing: an in-place op on a view writes private data into the public base")
 def test_an_in_place_op_on_a_view_does_not_leak_through_its_base(alice):
     x = private_on(alice)
     base = ppdl_nb.send(torch.zeros(6), alice)
@@ -51,7 +49,6 @@ def test_an_in_place_op_on_a_view_does_not_leak_through_its_base(alice):
     assert not contains_secret(_fetch(base)), "the private value came back through the base"
 
 
-@leak("1 out=: torch.add(private, 0, out=public) leaves the target public")
 def test_out_argument_makes_its_target_private(alice):
     x = private_on(alice)
     target = ppdl_nb.send(torch.zeros(2, 3), alice)
@@ -60,7 +57,6 @@ def test_out_argument_makes_its_target_private(alice):
     assert not contains_secret(_fetch(target)), "the private value came back through out="
 
 
-@leak("1 out=: an out= target that is a view of a public tensor leaves the base public")
 def test_out_argument_into_a_view_does_not_leak_through_its_base(alice):
     x = private_on(alice)
     base = ppdl_nb.send(torch.zeros(6), alice)
@@ -70,7 +66,6 @@ def test_out_argument_into_a_view_does_not_leak_through_its_base(alice):
     assert not contains_secret(_fetch(base)), "the private value came back through the base"
 
 
-@leak("1 autograd: a public leaf's .grad after backward through private data is public")
 def test_the_gradient_of_a_public_tensor_is_not_public_after_a_private_backward(alice):
     x = private_on(alice)
     w = ppdl_nb.send(torch.ones(2, 3).requires_grad_(), alice)
@@ -78,7 +73,6 @@ def test_the_gradient_of_a_public_tensor_is_not_public_after_a_private_backward(
     assert not contains_secret(_fetch(w.grad)), "the private value came back as w.grad"
 
 
-@leak("1 autograd: in-place ops on a public tensor's .grad view carry the private gradient")
 def test_a_gradient_accumulated_into_a_public_copy_stays_private(alice):
     x = private_on(alice)
     w = ppdl_nb.send(torch.ones(2, 3).requires_grad_(), alice)
@@ -93,7 +87,6 @@ def call_grad(alice, w):
     return Ref(call(alice, "attr", Ref(w.id_at_location), "grad")["id"])
 
 
-@leak("1 module state: a public model's parameter .grad after a private forward/backward")
 def test_a_public_models_parameter_gradients_stay_private(alice):
     x = private_on(alice)
     model = ppdl_nb.send(torch.nn.Linear(3, 1, bias=False), alice)
@@ -104,7 +97,6 @@ def test_a_public_models_parameter_gradients_stay_private(alice):
         "the private column sums came back as the weight's gradient")
 
 
-@leak("1 module state: an optimizer step on private data leaves the model public")
 def test_a_public_model_trained_on_private_data_is_not_fetchable(alice):
     x = private_on(alice)
     start = torch.nn.Linear(3, 1, bias=False)
@@ -121,7 +113,6 @@ def test_a_public_model_trained_on_private_data_is_not_fetchable(alice):
         assert isinstance(got, PermissionError), got
 
 
-@leak("1 module state: an in-place op on a parameter pointer writes into a public model")
 def test_an_in_place_update_of_a_parameter_does_not_leak_through_the_model(alice):
     x = private_on(alice)
     model = ppdl_nb.send(torch.nn.Linear(3, 2, bias=False), alice)
@@ -134,7 +125,6 @@ def test_an_in_place_update_of_a_parameter_does_not_leak_through_the_model(alice
     assert not contains_secret(got), "the private value came back as the model's weight"
 
 
-@leak("1 module state: running statistics of a public BatchNorm absorb private batches")
 def test_running_statistics_do_not_carry_private_means(alice):
     x = private_on(alice)
     model = ppdl_nb.send(torch.nn.Sequential(torch.nn.BatchNorm1d(3)), alice)

@@ -28,21 +28,18 @@ def _owner_object(alice) -> int:
     return alice.request({"kind": "lookup", "name": "records"})["id"]
 
 
-@leak("5 integrity: the notebook deletes the owner's own private data with 'delete'")
 def test_the_notebook_cannot_delete_the_owners_data(alice):
     obj_id = _owner_object(alice)
     attempt(lambda: alice.request({"kind": "delete", "ids": [obj_id]}))
     assert _alive(alice, obj_id), "the notebook deleted data the owner put on alice"
 
 
-@leak("5 integrity: ids piggybacked as 'gc' on any request delete the owner's data")
 def test_garbage_collection_ids_cannot_delete_the_owners_data(alice):
     obj_id = _owner_object(alice)
     attempt(lambda: alice.request({"kind": "ping", "gc": [obj_id]}))
     assert _alive(alice, obj_id), "a ping's gc field deleted the owner's data"
 
 
-@leak("5 integrity: the notebook's gc ids wipe the owner's DP dataset")
 def test_the_owners_dp_dataset_survives_a_sweep_of_gc_ids(alice):
     attach_dataset(alice.owner, "rows", SECRET, torch.tensor([0, 1]), epsilon=1.0,
                    delta=1e-5)
@@ -51,7 +48,6 @@ def test_the_owners_dp_dataset_survives_a_sweep_of_gc_ids(alice):
     assert isinstance(got, float), f"the owner's dataset is gone: {got!r}"
 
 
-@leak("5 integrity: a peer deletes the notebook's private tensor on alice")
 def test_a_peer_cannot_delete_the_notebooks_objects(net):
     alice = net["alice"]
     x = private_on(alice)
@@ -60,7 +56,6 @@ def test_a_peer_cannot_delete_the_notebooks_objects(net):
     assert _alive(alice, x.id_at_location), "bob deleted the notebook's tensor on alice"
 
 
-@leak("5 integrity: a peer's gc field deletes the notebook's objects on alice")
 def test_a_peers_gc_field_cannot_delete_the_notebooks_objects(net):
     alice = net["alice"]
     x = private_on(alice)
@@ -69,7 +64,6 @@ def test_a_peers_gc_field_cannot_delete_the_notebooks_objects(net):
     assert _alive(alice, x.id_at_location), "bob's gc ids deleted the notebook's tensor"
 
 
-@leak("5 integrity: a protocol step run by a peer (fl.aggregate) pops the notebook's tensor")
 def test_a_peers_protocol_step_cannot_consume_the_notebooks_objects(net):
     alice = net["alice"]
     x = private_on(alice)
@@ -79,7 +73,6 @@ def test_a_peers_protocol_step_cannot_consume_the_notebooks_objects(net):
     assert _alive(alice, x.id_at_location), "bob's fl.aggregate consumed the notebook's tensor"
 
 
-@leak("5 integrity: a peer's mpc.reconstruct on the notebook's tensor id deletes it")
 def test_a_peers_mpc_step_cannot_consume_the_notebooks_objects(net):
     alice = net["alice"]
     x = private_on(alice, mpc.encode(SECRET.double(), 16))  # ring values, like a share

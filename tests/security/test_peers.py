@@ -65,10 +65,10 @@ def _by_aggregate(bob, i):
 
 PATHS = {
     "fetch": (_by_fetch, None),
-    "out=": (_by_out, "4 peers: a peer copies a private tensor into its own with out="),
-    "view+in-place": (_by_view, "4 peers: a peer reads a private tensor through a view"),
-    "grad": (_by_grad, "4 peers: a peer reads a private tensor as its tensor's .grad"),
-    "fl.aggregate": (_by_aggregate, "4 peers: a peer gets a private tensor from fl.aggregate"),
+    "out=": (_by_out, None),
+    "view+in-place": (_by_view, None),
+    "grad": (_by_grad, None),
+    "fl.aggregate": (_by_aggregate, None),
 }
 
 

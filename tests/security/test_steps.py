@@ -47,14 +47,12 @@ def _spent(alice) -> float:
     return _step(alice, "dp.budget", dataset="rows")["spent_epsilon"]
 
 
-@leak("3 FL: fl.aggregate on a private tensor's id returns it")
 def test_fl_aggregate_does_not_return_a_private_tensor(alice):
     x = private_on(alice)
     got = attempt(lambda: _step(alice, "fl.aggregate", updates=[Ref(x.id_at_location)]))
     assert not contains_secret(got), "fl.aggregate returned the private tensor"
 
 
-@leak("3 FL: fl.aggregate adds noise_std=0 to a private sum of one and returns it")
 def test_fl_aggregate_of_private_plus_public_zero_does_not_reveal_it(alice):
     x = private_on(alice)
     zero = ppdl_nb.send(torch.zeros(2, 3), alice)
@@ -63,7 +61,6 @@ def test_fl_aggregate_of_private_plus_public_zero_does_not_reveal_it(alice):
     assert not contains_secret(got), "fl.aggregate returned the private tensor"
 
 
-@leak("3 FL: fl.share + fl.sum_shares of one private tensor opens it to the notebook")
 def test_secure_sum_of_a_single_private_tensor_does_not_open_it(net):
     alice, bob, charlie = net["alice"], net["bob"], net["charlie"]
     x = private_on(alice)
@@ -77,7 +74,6 @@ def test_secure_sum_of_a_single_private_tensor_does_not_open_it(net):
             "the notebook opened a private tensor by summing its only shares")
 
 
-@leak("3 FL: fl.train on private data returns a plain update with no owner opt-in")
 def test_fl_train_on_private_data_returns_no_plain_update(alice):
     x = private_on(alice)
     y = ppdl_nb.send(torch.ones(2, 1), alice)
@@ -90,7 +86,6 @@ def test_fl_train_on_private_data_returns_no_plain_update(alice):
         "fl.train replied with a plain update computed from private data")
 
 
-@leak("3 DP: a DP dataset's rows leave through fl.aggregate, nothing charged")
 def test_dp_rows_do_not_leave_through_a_non_dp_step(alice):
     meta = _dataset(alice)
     got = attempt(lambda: _step(alice, "fl.aggregate", updates=[Ref(meta["x"]["id"])]))
@@ -98,7 +93,6 @@ def test_dp_rows_do_not_leave_through_a_non_dp_step(alice):
     assert _spent(alice) == 0.0
 
 
-@leak("3 DP: a DP dataset's rows leave through an op with out= into a public tensor")
 def test_dp_rows_do_not_leave_through_an_op(alice):
     meta = _dataset(alice)
     target = ppdl_nb.send(torch.zeros(3, 3), alice)
