@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import ppdl_nb
+from ppdl_nb.workers.core.codec import Ref
 from ppdl_nb.workers.transport.virtual import VirtualNetwork, VirtualWorker
 
 from .attacks import attempt, contains_secret, leak, outcome
@@ -116,3 +117,43 @@ def test_sanity_errors_on_public_inputs_still_explain_themselves():
     p = ppdl_nb.send(torch.arange(5), alice)
     with pytest.raises(IndexError, match="out of bounds"):
         p[ppdl_nb.send(torch.tensor([7]), alice)].get()
+
+
+def _size_attack(fn, *tail):
+    """``fn(public, <private scalar>, *tail)``: a private value where torch wants a size."""
+    def attack(a, k):
+        p = ppdl_nb.send(torch.arange(6.0), a)
+        args = [Ref(p.id_at_location), Ref(k.id_at_location), *tail]
+        reply = a.request({"kind": "call", "fn": fn, "args": args, "kwargs": {}})
+        return [r["meta"] for r in reply] if isinstance(reply, list) else reply["meta"]
+    return attack
+
+
+def _pad_attack(a, k):
+    p = ppdl_nb.send(torch.arange(6.0), a)
+    return a.request({"kind": "call", "fn": "F.pad",
+                      "args": [Ref(p.id_at_location), [Ref(k.id_at_location), 0]],
+                      "kwargs": {}})["meta"]
+
+
+SIZE_ATTACKS = {  # name: (attack, two private values, still leaking on today's code)
+    "repeat": (_size_attack("Tensor.repeat"), (2, 3), True),
+    "topk": (_size_attack("torch.topk"), (2, 3), True),
+    "view": (_size_attack("Tensor.view", -1), (2, 3), True),
+    "chunk": (_size_attack("torch.chunk"), (2, 3), True),
+    "split": (_size_attack("torch.split"), (2, 3), True),
+    "pad": (_pad_attack, (2, 3), True),
+    "flatten-start-dim": (_size_attack("torch.flatten"), (0, 2), True),
+}
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=leak(f"2 metadata: a private scalar as {n}'s size sets the "
+                               "result's shape") if still else ())
+    for n, (_, _, still) in SIZE_ATTACKS.items()
+])
+def test_a_private_value_used_as_a_size_does_not_set_a_shape_or_an_error(name):
+    attack, (k1, k2), _ = SIZE_ATTACKS[name]
+    one = _observe(attack, torch.tensor(k1))
+    two = _observe(attack, torch.tensor(k2))
+    assert one == two, f"the notebook reads the private size: {one} vs {two}"

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from ppdl_nb.workers.transport.virtual import VirtualNetwork, VirtualWorker
 
-from .attacks import SECRET, Ref
+from .attacks import SECRET, Ref, leak
 
 SECOND_SECRET = torch.tensor([[0.5, 1.25, -0.25], [1.5, -0.25, -0.5]])  # in range, 3 > 0
 PUBLIC = {
@@ -49,6 +49,9 @@ op = st.one_of(
     st.tuples(st.just("step"), slot),
 )
 programs = st.lists(op, min_size=1, max_size=8)
+# a value computed from pool[i] used where torch wants a size (repeat's count)
+sized_programs = st.lists(st.one_of(op, st.tuples(st.just("size"), slot)), min_size=1,
+                          max_size=8)
 
 
 class Run:
@@ -129,6 +132,10 @@ class Run:
             if total:
                 self.call("Tensor.backward", Ref(total["id"]))
                 self.call("attr", Ref(self.pool[2]), "grad")
+        elif kind == "size":  # argmax of pool[i] (a long scalar) as a repeat count
+            k = self.call("torch.argmax", self.ref(rest[0]))
+            if k:
+                self.call("Tensor.repeat", Ref(self.pool[4]), Ref(k["id"]))
         elif kind == "step":
             self.send({"kind": "step", "name": "fl.aggregate",
                        "kwargs": {"updates": [self.ref(rest[0])]}})
@@ -155,6 +162,20 @@ def _visible(reply: Any) -> Any:
 @example([("index", 0)])  # an index computed from the private value
 @example([("mask", 1, 0)])  # a mask's shape counts private entries
 def test_the_notebooks_view_does_not_depend_on_the_private_value(program):
+    first = Run(SECRET).run(program)
+    second = Run(SECOND_SECRET).run(program)
+    for n, (a, b) in enumerate(zip(first, second, strict=True)):
+        assert a == b, f"reply {n} differs with the private value: {a} vs {b}"
+
+
+@leak("2 metadata (non-interference): a value computed from the private tensor, used as "
+      "a size (repeat's count), sets the result's shape")
+@settings(max_examples=15, deadline=None, derandomize=True, database=None,
+          phases=[Phase.explicit, Phase.generate],
+          suppress_health_check=[HealthCheck.too_slow])
+@given(sized_programs)
+@example([("size", 0)])
+def test_the_notebooks_view_does_not_depend_on_private_sizes(program):
     first = Run(SECRET).run(program)
     second = Run(SECOND_SECRET).run(program)
     for n, (a, b) in enumerate(zip(first, second, strict=True)):
