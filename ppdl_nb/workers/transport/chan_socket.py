@@ -181,9 +181,24 @@ class Outbox:
 
     def flush(self) -> None:
         """Send what each connection's queue accepts now."""
+        queues = self._queues
         while self._incoming:
             ident, parts = self._incoming.popleft()
-            self._queues.setdefault(ident, collections.deque()).append(parts)
+            queue = queues.get(ident)
+            if queue is None:  # nothing waits for this connection: send at once
+                try:
+                    send_parts(self._sock, parts, ident, block=False)
+                    continue
+                except zmq.Again:  # it is not reading (yet): keep it, and the order
+                    queue = queues[ident] = collections.deque()
+                    self._progress[ident] = time.monotonic()
+                except zmq.ZMQError:
+                    continue  # it went away
+            queue.append(parts)
+        if queues:
+            self._flush_waiting()
+
+    def _flush_waiting(self) -> None:
         now = time.monotonic()
         for ident in list(self._queues):
             queue = self._queues[ident]
