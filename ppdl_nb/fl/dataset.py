@@ -93,7 +93,8 @@ class FederatedDataset:
             replies = worker_steps.load.on(w, dataset=name, n_clients=n_clients, clients=ids,
                                            scheme=scheme, alpha=alpha,
                                            shards_per_client=shards_per_client, seed=seed,
-                                           test_rows=test_rows)
+                                           test_rows=test_rows,
+                                           allow_plain_updates=allow_plain_updates)
             clients += [_client(w, r) for r in replies]
         test = None
         if test_rows:

@@ -145,7 +145,8 @@ def reconstruct(worker: Worker, caller: str, *, ids: list[int], frac_bits: int |
     if frac_bits is not None:
         value = mpc.decode(value, frac_bits)
     policy = open_policy(entries) - {worker.name}
-    worker.store.delete(ids)
+    for i in ids:
+        worker.free(i)  # the shares are consumed by the opening
     return stored_result(worker, value, True, policy)
 
 
