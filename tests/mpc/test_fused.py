@@ -96,7 +96,7 @@ def test_virtual_workers_can_fuse_too(n):
 def test_virtual_failure_stops_the_peers_with_the_cause():
     parties, dealer = _virtual(True, 3)
     x = ppdl_nb.share(torch.ones(4), *parties, dealer=dealer)
-    parties[1].owner.store.delete([x.child.shares[1].id_at_location])
+    parties[1].owner.free(x.child.shares[1].id_at_location)
     start = time.monotonic()
     with pytest.raises(KeyError):
         _ = x * x

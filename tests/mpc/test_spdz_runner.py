@@ -68,7 +68,7 @@ def test_only_who_started_an_operation_may_resume_it():
 def test_a_party_that_fails_leaves_nothing_waiting(fused):
     parties, dealer = _group(fused, 3)
     x = ppdl_nb.share(torch.ones(4), *parties, dealer=dealer)
-    parties[1].owner.store.delete([x.child.shares[1].id_at_location])
+    parties[1].owner.free(x.child.shares[1].id_at_location)
     start = time.monotonic()
     with pytest.raises(KeyError):
         _ = x * x
