@@ -145,8 +145,7 @@ def reconstruct(worker: Worker, caller: str, *, ids: list[int], frac_bits: int |
     if frac_bits is not None:
         value = mpc.decode(value, frac_bits)
     policy = open_policy(entries) - {worker.name}
-    for i in ids:
-        worker.free(i)  # the shares are consumed by the opening
+    worker.store.delete(ids, caller)  # consumed shares, only those the caller may free
     return stored_result(worker, value, True, policy)
 
 
