@@ -104,7 +104,7 @@ def on(shell: Any, args: Any, cell: str | None) -> None:
                          "not open to the notebook")
     if worker.name not in _WARNED_OWNER:
         _WARNED_OWNER.add(worker.name)
-        print(OWNER_WARNING.format(name=worker.name), file=sys.stderr)
+        print(OWNER_WARNING.format(name=worker.name))
     try:
         result = worker.execute(cell, timeout=args.timeout)
     except PermissionError as exc:
