@@ -15,7 +15,7 @@ import ppdl_nb
 from ppdl_nb.workers.core.codec import Ref
 from ppdl_nb.workers.transport.virtual import VirtualNetwork, VirtualWorker
 
-from .attacks import attempt, contains_secret, leak, outcome
+from .attacks import attempt, contains_secret, outcome
 
 
 def _alice() -> VirtualWorker:
@@ -49,9 +49,7 @@ ATTACKS = {
 
 
 @pytest.mark.parametrize("name", [
-    pytest.param(n, marks=() if n != "nll_loss-target" else leak(
-        f"2 errors: {n} with a private index fails only for some secrets"))
-    for n in ATTACKS
+    pytest.param(n) for n in ATTACKS
 ])
 def test_whether_an_op_on_private_inputs_fails_does_not_depend_on_the_secret(name):
     attack, bad, good = ATTACKS[name]
@@ -136,24 +134,20 @@ def _pad_attack(a, k):
                       "kwargs": {}})["meta"]
 
 
-SIZE_ATTACKS = {  # name: (attack, two private values, still leaking on today's code)
-    "repeat": (_size_attack("Tensor.repeat"), (2, 3), True),
-    "topk": (_size_attack("torch.topk"), (2, 3), True),
-    "view": (_size_attack("Tensor.view", -1), (2, 3), True),
-    "chunk": (_size_attack("torch.chunk"), (2, 3), True),
-    "split": (_size_attack("torch.split"), (2, 3), True),
-    "pad": (_pad_attack, (2, 3), True),
-    "flatten-start-dim": (_size_attack("torch.flatten"), (0, 2), True),
+SIZE_ATTACKS = {  # name: (attack, two private values)
+    "repeat": (_size_attack("Tensor.repeat"), (2, 3)),
+    "topk": (_size_attack("torch.topk"), (2, 3)),
+    "view": (_size_attack("Tensor.view", -1), (2, 3)),
+    "chunk": (_size_attack("torch.chunk"), (2, 3)),
+    "split": (_size_attack("torch.split"), (2, 3)),
+    "pad": (_pad_attack, (2, 3)),
+    "flatten-start-dim": (_size_attack("torch.flatten"), (0, 2)),
 }
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=leak(f"2 metadata: a private scalar as {n}'s size sets the "
-                               "result's shape") if still else ())
-    for n, (_, _, still) in SIZE_ATTACKS.items()
-])
+@pytest.mark.parametrize("name", SIZE_ATTACKS)
 def test_a_private_value_used_as_a_size_does_not_set_a_shape_or_an_error(name):
-    attack, (k1, k2), _ = SIZE_ATTACKS[name]
+    attack, (k1, k2) = SIZE_ATTACKS[name]
     one = _observe(attack, torch.tensor(k1))
     two = _observe(attack, torch.tensor(k2))
     assert one == two, f"the notebook reads the private size: {one} vs {two}"

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from ppdl_nb.workers.transport.virtual import VirtualNetwork, VirtualWorker
 
-from .attacks import SECRET, Ref, leak
+from .attacks import SECRET, Ref
 
 SECOND_SECRET = torch.tensor([[0.5, 1.25, -0.25], [1.5, -0.25, -0.5]])  # in range, 3 > 0
 PUBLIC = {
@@ -168,8 +168,6 @@ def test_the_notebooks_view_does_not_depend_on_the_private_value(program):
         assert a == b, f"reply {n} differs with the private value: {a} vs {b}"
 
 
-@leak("2 metadata (non-interference): a value computed from the private tensor, used as "
-      "a size (repeat's count), sets the result's shape")
 @settings(max_examples=15, deadline=None, derandomize=True, database=None,
           phases=[Phase.explicit, Phase.generate],
           suppress_health_check=[HealthCheck.too_slow])

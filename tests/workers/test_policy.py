@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import ppdl_nb
 from ppdl_nb.workers.core.codec import Ref
@@ -79,13 +80,39 @@ def test_public_computation_stays_fetchable_and_matches_torch(alice):
     assert torch.equal(got, (a * 2).t() + 1)
 
 
-def test_a_failure_on_private_inputs_is_one_refusal_and_the_owner_reads_why(alice):
+def test_an_op_failing_on_private_values_gives_an_opaque_result_and_the_owner_reads_why(alice):
+    labels = ppdl_nb.send(torch.tensor([7]), alice, private=True)  # out of range for 3
+    logits = ppdl_nb.send(torch.zeros(1, 3), alice)
+    loss = F.nll_loss(logits, labels)  # fails on alice; the notebook cannot tell
+    assert loss.shape == torch.Size([])  # shaped as a success would be
+    with pytest.raises(PermissionError):
+        loss.get()
+    assert "IndexError" in alice.owner.private_log()[-1]
+
+
+def test_a_shape_error_on_private_inputs_is_reported_as_is(alice):
     x = ppdl_nb.send(torch.ones(2, 3), alice, private=True)
     y = ppdl_nb.send(torch.ones(4, 5), alice)
-    with pytest.raises(PermissionError, match="only the data owner can read the reason"):
+    with pytest.raises(RuntimeError, match=r"\[2, 3\] X \[4, 5\]"):  # shapes it sees
         alice.request({"kind": "call", "fn": "torch.matmul",
                        "args": [Ref(x.id_at_location), Ref(y.id_at_location)]})
-    assert "RuntimeError" in alice.owner.private_log()[-1]
+
+
+def test_a_private_number_used_as_a_size_is_refused_whatever_its_value(alice):
+    pub = ppdl_nb.send(torch.arange(6.0), alice)
+    for k in (2, 3):
+        count = ppdl_nb.send(torch.tensor(k), alice, private=True)
+        with pytest.raises(PermissionError, match="cannot be told from its inputs' shapes"):
+            alice.request({"kind": "call", "fn": "Tensor.repeat",
+                           "args": [Ref(pub.id_at_location), Ref(count.id_at_location)]})
+
+
+def test_the_owner_calling_on_its_own_private_data_gets_torchs_own_error():
+    net = VirtualNetwork()
+    alice = VirtualWorker("alice", network=net)
+    mine = ppdl_nb.send(torch.tensor([7]), alice, private=True, allow=("me",))
+    with pytest.raises(IndexError, match="out of bounds"):
+        F.nll_loss(ppdl_nb.send(torch.zeros(1, 3), alice), mine)
 
 
 def test_value_shaped_ops_are_refused_on_private_inputs_only(alice):

@@ -9,7 +9,7 @@ private value are refused before they run, whatever the value (:data:`VALUE_SHAP
 and any other failure on private inputs reaches the caller as one uniform refusal,
 the reason going to the owner's log.
 
->>> from ppdl_nb.workers.core.store import ObjectStore
+>>> from ppdl_nb.workers.core.store import ObjectStore, grad_of
 >>> from ppdl_nb.workers.core.policy import private
 >>> store = ObjectStore("alice")
 >>> b, x = torch.zeros(3), torch.ones(3)
@@ -27,9 +27,9 @@ from typing import Any
 import torch
 
 from ppdl_nb.workers.core.policy import Policy
-from ppdl_nb.workers.core.store import ObjectStore
+from ppdl_nb.workers.core.store import ObjectStore, grad_of
 
-__all__ = ["VALUE_SHAPED", "check_value_shaped", "run_op"]
+__all__ = ["VALUE_SHAPED", "check_value_shaped", "opaque_result", "public_shape", "run_op"]
 
 # op -> why it is refused when a private value decides its output's shape or its failure
 VALUE_SHAPED: dict[str, str] = {
@@ -63,6 +63,68 @@ def check_value_shaped(name: str, args: list, kwargs: dict, private_ids: set[int
                 "values. Index with public values, or compute with masks (torch.where)")
 
 
+_NO_DRY_RUN = {"Tensor.backward"}  # its outcome depends on the graph, not on the values
+
+
+def _to_meta(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return torch.empty_like(value, device="meta")
+    if isinstance(value, list | tuple):
+        return type(value)(_to_meta(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_meta(v) for k, v in value.items()}
+    return value
+
+
+def _dry_runnable(value: Any) -> bool:
+    if isinstance(value, list | tuple):
+        return all(_dry_runnable(v) for v in value)
+    if isinstance(value, dict):
+        return all(_dry_runnable(v) for v in value.values())
+    return not isinstance(value, torch.nn.Module) and (
+        isinstance(value, torch.Tensor) or not hasattr(type(value), "__torch_function__"))
+
+
+def public_shape(fn: Callable[..., Any], name: str, args: list, kwargs: dict) -> Any:
+    """The op run on shape-only (meta) copies of its inputs: what its result looks like
+    whatever the values. None when no dry run applies (modules, pointer chains,
+    backward). Raises PermissionError, the same whatever the values, when the result's
+    shape or the op's success needs values (a private number used as a size, a count);
+    a shape error is raised as it is (it tells only the shapes the caller already sees).
+
+    >>> public_shape(torch.add, "torch.add", [torch.ones(2), torch.ones(2)], {}).shape
+    torch.Size([2])
+    """
+    if name in _NO_DRY_RUN or not (_dry_runnable(args) and _dry_runnable(kwargs)):
+        return None
+    try:
+        return fn(*_to_meta(args), **_to_meta(kwargs))
+    except Exception as exc:
+        if not _needs_values(exc):
+            raise  # a shape or type error: it depends on the inputs' metadata alone
+    raise PermissionError(
+        f"{name} is refused on private inputs: its result's shape, or whether it "
+        "succeeds, cannot be told from its inputs' shapes alone, so it would reveal "
+        "private values (a private number used as a size or an index, a count). Use "
+        "public sizes, or compute where the data may be seen")
+
+
+def _needs_values(exc: Exception) -> bool:
+    """Whether a dry run failed because the op reads values (not because of shapes)."""
+    return isinstance(exc, NotImplementedError) or "meta" in str(exc)
+
+
+def opaque_result(shape_only: Any) -> Any:
+    """A stand-in shaped like ``shape_only`` (NaN, or zeros for integers): what a caller
+    who may not read the inputs gets when the op failed on their values."""
+    if isinstance(shape_only, torch.Tensor):
+        fill = float("nan") if shape_only.dtype.is_floating_point else 0
+        return torch.full(shape_only.shape, fill, dtype=shape_only.dtype)
+    if isinstance(shape_only, list | tuple):
+        return type(shape_only)(opaque_result(v) for v in shape_only)
+    return shape_only
+
+
 def _holds_private(value: Any, private_ids: set[int]) -> bool:
     if id(value) in private_ids:
         return True
@@ -77,8 +139,9 @@ def _written(objs: Iterable[Any]) -> list[tuple[torch.Tensor, int]]:
     for obj in objs:
         if isinstance(obj, torch.Tensor):
             seen.append((obj, obj._version))
-            if obj.grad is not None:
-                seen.append((obj.grad, obj.grad._version))
+            grad = grad_of(obj)
+            if grad is not None:
+                seen.append((grad, grad._version))
         elif isinstance(obj, torch.nn.Module):
             seen += [(t, t._version) for t in obj.state_dict(keep_vars=True).values()]
             seen += [(p.grad, p.grad._version) for p in obj.parameters() if p.grad is not None]

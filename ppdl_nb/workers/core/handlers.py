@@ -123,6 +123,10 @@ def _delete(worker: Worker, msg: dict, caller: str) -> int:
 
 @message("call", fn=str, args=list, optional={"kwargs": dict})
 def _call(worker: Worker, msg: dict, caller: str) -> Any:
+    """Run an allowlisted op. On inputs the caller may not read, what the caller sees must
+    not depend on their values: the result's shape comes from a shape-only dry run (or the
+    op is refused, whatever the values), and an op that then fails on the values gives an
+    opaque private result of that shape, the reason going to the owner's log."""
     name = msg["fn"]
     fn = ops.resolve(name)
     policies: list[Policy] = []
@@ -130,18 +134,23 @@ def _call(worker: Worker, msg: dict, caller: str) -> Any:
     args = _resolve_refs(worker, msg["args"], policies, private_ids)
     kwargs = _resolve_refs(worker, msg.get("kwargs", {}), policies, private_ids)
     policy = combine(*policies) if policies else PUBLIC
+    hidden = policy.private and not policy.may_read(caller)
+    flows.check_value_shaped(name, args, kwargs, private_ids if hidden else set())
+    shape_only = flows.public_shape(fn, name, args, kwargs) if hidden else None
     wrappers = [a for a in (*args, *kwargs.values()) if _is_wrapper(a)]
-    flows.check_value_shaped(name, args, kwargs, private_ids)
     try:
         if wrappers:  # pointers onwards (a chain): let their __torch_function__ run the op
             result = torch.overrides.handle_torch_function(fn, wrappers, *args, **kwargs)
         else:
             result = flows.run_op(worker.store, fn, name, args, kwargs, policy, private_ids)
     except Exception as exc:
-        if not policy.private:
+        if not hidden:
             raise
         worker.log_private_failure(f"{caller} called {name}", exc)
-        failed = True
+        if shape_only is None:
+            failed = True
+        else:
+            result, failed = flows.opaque_result(shape_only), False
     else:
         failed = False
     if failed:  # raised outside the handler above, so no private message is chained

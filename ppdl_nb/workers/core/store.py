@@ -30,7 +30,8 @@ from torch.multiprocessing.reductions import StorageWeakRef
 
 from ppdl_nb.workers.core.policy import PUBLIC, Policy, combine
 
-__all__ = ["Entry", "ObjectStore", "object_nbytes"]
+__all__ = ["Entry", "ObjectStore", "grad_of", "object_nbytes"]
+
 
 
 @dataclass
@@ -59,9 +60,15 @@ def object_nbytes(obj: Any) -> int:
     return 0
 
 
+def grad_of(t: torch.Tensor) -> torch.Tensor | None:
+    """``t.grad`` without torch's warning for non-leaf tensors (which have none)."""
+    return t.grad if t.is_leaf or t.retains_grad else None
+
+
 def _tensors(obj: Any, grads: bool) -> list[torch.Tensor]:
     if isinstance(obj, torch.Tensor):
-        return [obj, obj.grad] if grads and obj.grad is not None else [obj]
+        grad = grad_of(obj) if grads else None
+        return [obj, grad] if grad is not None else [obj]
     if isinstance(obj, torch.nn.Module):
         state = list(obj.state_dict(keep_vars=True).values())
         return state + [p.grad for p in obj.parameters() if p.grad is not None] if grads \
