@@ -6,17 +6,28 @@ d coordinates. DataLens instead has each contributor keep only its top-k
 coordinates (by magnitude), clip them to [-c, c] and quantise them stochastically
 to a sign (+1 with probability (1 + g/c) / 2, so the sign is unbiased up to the
 quantisation ``scale`` c). A contributor's vote vector then has at most k entries of
-+-1: its L2 sensitivity is sqrt(k) (add/remove one contributor). The votes are summed,
++-1. Its L2 sensitivity depends on the **adjacency**, an explicit parameter:
+
+* ``adjacency="example"`` (per-example DP-SGD: one record adds or removes its own vote
+  vector): sqrt(k);
+* ``adjacency="teacher"`` (DataLens: one record changes one teacher's vote vector,
+  every kept sign may flip): 2 sqrt(k).
+
+The votes are summed,
 Gaussian noise of absolute std ``noise_std`` is added, and coordinates whose noisy vote
 is below
 ``threshold`` in magnitude are zeroed (post-processing: free). The result, in
 {-1, 0, +1}^d, is the aggregated gradient direction.
 
 Accounting: each aggregation is a Gaussian mechanism with ``noise_multiplier =
-noise_std / sqrt(k)`` (the std over the sensitivity sqrt(k)); compose it with
-:class:`.Accountant` (``sample_rate`` = the fraction of contributors sampled, 1 for
-all), i.e. RDP ``alpha k / (2 noise_std^2)``. All of TopAgg's parameters are
-keyword-only.
+noise_std / sensitivity``; compose it with :class:`.Accountant` (``sample_rate`` = the
+fraction of contributors sampled, 1 for all), i.e. RDP ``alpha sensitivity^2 / (2
+noise_std^2)``, data-independent. All of TopAgg's parameters are keyword-only.
+
+Speed: the top-k selection is the cost (``torch.topk`` sorts; a DataLens query keeps
+thousands of coordinates per teacher). :func:`top_k_indices` finds each row's k-th
+largest magnitude with numpy's introselect (``np.partition``, linear time), keeps the
+entries at or above it and breaks rare ties by position, without sorting.
 
 Use as the aggregation step of DP-SGD: rows of ``contributions`` are per-example
 (or per-teacher) gradients flattened to (n, d); the output times a learning rate
@@ -32,6 +43,8 @@ pass ``sample_rate=q`` so the accountant credits the subsampling.
 torch.Size([3])
 >>> round(agg.noise_multiplier, 4)
 0.3536
+>>> TopAgg(k=4, scale=1.0, noise_std=1.0, threshold=0.0, adjacency="teacher").sensitivity
+4.0
 """
 
 from __future__ import annotations
@@ -46,8 +59,26 @@ from torch import nn
 from ppdl_nb.dp.accounting import Accountant
 from ppdl_nb.dp.noise import generator
 
-__all__ = ["TopAgg", "per_example_grads", "stochastic_sign", "top_k_mask", "topagg_rdp",
-           "topagg_step"]
+__all__ = ["ADJACENCIES", "TopAgg", "per_example_grads", "stochastic_sign", "top_k_indices",
+           "top_k_mask", "topagg_rdp", "topagg_sensitivity", "topagg_step"]
+
+#: adjacency -> factor on sqrt(k): how far one record can move one vote vector in L2.
+ADJACENCIES: dict[str, float] = {"example": 1.0, "teacher": 2.0}
+
+
+def topagg_sensitivity(*, k: int, adjacency: str = "example") -> float:
+    """L2 sensitivity of the summed votes: sqrt(k) per example, 2 sqrt(k) per teacher.
+
+    >>> topagg_sensitivity(k=9, adjacency="teacher")
+    6.0
+    """
+    if adjacency not in ADJACENCIES:
+        raise ValueError(f"Unknown adjacency {adjacency!r}: choose one of {sorted(ADJACENCIES)} "
+                         "('example': one record adds or removes its vote vector; 'teacher': "
+                         "one record changes one teacher's vote vector).")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}.")
+    return ADJACENCIES[adjacency] * math.sqrt(k)
 
 
 def top_k_mask(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -57,16 +88,49 @@ def top_k_mask(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros_like(x, dtype=torch.bool).scatter_(-1, idx, True)
 
 
+def top_k_indices(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Column indices (n, k) of the k largest-magnitude entries of each row of x (n, d).
+
+    The same set as ``x.abs().topk(k).indices`` (ties broken by position, not sorted),
+    found in linear time: ``np.partition`` gives each row's k-th largest magnitude, and
+    the entries at or above it are the top k.
+
+    >>> top_k_indices(torch.tensor([[0.1, -3.0, 2.0, 0.0]]), 2).tolist()
+    [[1, 2]]
+    """
+    n, d = x.shape
+    k = min(k, d)
+    if k == d:
+        return torch.arange(d).expand(n, d).clone()
+    # |x| as float32 bits: for non-negative floats the int32 order is the float order,
+    # and integer introselect is faster than the float one.
+    a = np.abs(x.detach().to(torch.float32).contiguous().numpy()).view(np.int32)
+    thr = np.partition(a, d - k, axis=1)[:, d - k:d - k + 1]
+    keep = a >= thr
+    flat = np.flatnonzero(keep)
+    if len(flat) != n * k:  # ties at a threshold: keep the first ones in each row
+        extra = keep.sum(1) - k
+        for r in np.flatnonzero(extra):
+            tied = np.flatnonzero(a[r] == thr[r, 0])
+            keep[r, tied[len(tied) - extra[r]:]] = False
+        flat = np.flatnonzero(keep)
+    cols = flat.reshape(n, k) - (np.arange(n) * d)[:, None]
+    return torch.from_numpy(cols)
+
+
 def stochastic_sign(x: torch.Tensor, scale: float, gen: torch.Generator) -> torch.Tensor:
     """+1 with probability (1 + x/scale)/2 after clipping to [-scale, scale], else -1."""
-    p = (x.clamp(-scale, scale) / scale + 1) / 2
-    u = torch.rand(x.shape, generator=gen, dtype=x.dtype)
-    return torch.where(u < p, 1.0, -1.0).to(x.dtype)
+    # u < (1 + clip(x/c)) / 2  <=>  x > c (2u - 1) for u in [0, 1): no clip needed.
+    u = torch.rand(x.shape, generator=gen, dtype=x.dtype).mul_(2 * scale).sub_(scale)
+    return (x > u).to(x.dtype).mul_(2).sub_(1)
 
 
-def topagg_rdp(*, k: int, noise_std: float, orders: np.ndarray | float) -> np.ndarray:
-    """RDP of one aggregation: alpha * k / (2 noise_std^2)."""
-    return np.asarray(orders, dtype=np.float64) * k / (2 * noise_std**2)
+def topagg_rdp(*, k: int, noise_std: float, orders: np.ndarray | float,
+               adjacency: str = "example") -> np.ndarray:
+    """RDP of one aggregation: alpha * sensitivity^2 / (2 noise_std^2) (alpha k / (2 noise_std^2)
+    per example, four times that per teacher)."""
+    sens = topagg_sensitivity(k=k, adjacency=adjacency)
+    return np.asarray(orders, dtype=np.float64) * sens**2 / (2 * noise_std**2)
 
 
 @dataclass(kw_only=True)
@@ -76,7 +140,8 @@ class TopAgg:
     ``k``: coordinates each contributor keeps; ``scale``: the quantisation scale c (each
     kept coordinate is clipped to [-c, c] before its stochastic sign); ``noise_std``: the
     absolute std of the Gaussian noise on the summed votes; ``threshold``: the smallest
-    noisy vote that counts.
+    noisy vote that counts; ``adjacency``: ``"example"`` (default, per-example DP-SGD) or
+    ``"teacher"`` (DataLens), see the module's docstring.
     """
 
     k: int
@@ -84,6 +149,7 @@ class TopAgg:
     noise_std: float
     threshold: float
     accountant: Accountant | None = None
+    adjacency: str = "example"
 
     def __post_init__(self) -> None:
         if self.k < 1 or self.scale <= 0 or self.noise_std <= 0 or self.threshold < 0:
@@ -92,11 +158,17 @@ class TopAgg:
                 f"k={self.k}, scale={self.scale}, noise_std={self.noise_std}, "
                 f"threshold={self.threshold}."
             )
+        topagg_sensitivity(k=self.k, adjacency=self.adjacency)  # validates the adjacency
+
+    @property
+    def sensitivity(self) -> float:
+        """L2 sensitivity of the summed votes under :attr:`adjacency`."""
+        return topagg_sensitivity(k=self.k, adjacency=self.adjacency)
 
     @property
     def noise_multiplier(self) -> float:
-        """noise_std over the L2 sensitivity sqrt(k): what an :class:`.Accountant` composes."""
-        return self.noise_std / math.sqrt(self.k)
+        """noise_std over the L2 sensitivity: what an :class:`.Accountant` composes."""
+        return self.noise_std / self.sensitivity
 
     def votes(self, contributions: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Each row compressed to top-k stochastic signs, summed: (d,).
@@ -104,9 +176,8 @@ class TopAgg:
         Only the k selected entries per row are quantised (the rest are zero anyway), so
         the cost is O(n k) random draws, not O(n d).
         """
-        n, d = contributions.shape
-        k = min(self.k, d)
-        idx = contributions.abs().topk(k, dim=-1).indices
+        d = contributions.shape[1]
+        idx = top_k_indices(contributions, self.k)
         signs = stochastic_sign(contributions.gather(1, idx), self.scale, gen)
         out = torch.zeros(d, dtype=contributions.dtype)
         return out.index_add_(0, idx.reshape(-1), signs.reshape(-1))
