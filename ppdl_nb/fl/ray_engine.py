@@ -32,11 +32,11 @@ only when an engine first trains.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -126,6 +126,10 @@ class _Trainer:
         self.key: str | None = None
         self.model: torch.nn.Module | None = None
 
+    def ready(self) -> int:
+        """The actor's process id, once its imports are done."""
+        return os.getpid()
+
     def train(self, spec: dict, x: np.ndarray, y: np.ndarray, index: np.ndarray,
               offsets: np.ndarray, clients: list[int], options: dict[str, Any]
               ) -> dict[str, Any]:
@@ -174,23 +178,39 @@ class _Trainer:
         return self.model
 
 
-def _ray(*, loopback: bool = False) -> Any:
-    """Ray, imported on first use, without usage statistics.
-
-    ``loopback``: a local Ray binds 127.0.0.1 only. Ray reads that switch when it is
-    imported (it otherwise turns "127.0.0.1" into the machine's address), so a Ray
-    imported earlier by someone else binds wherever it was told then.
-    """
+def _ray() -> Any:
+    """Ray, imported on first use, without usage statistics."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # else a FutureWarning
-    if loopback and "ray" not in sys.modules:
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray
     except ImportError:
         raise ImportError("engine 'ray' needs Ray: pip install 'ppdl-nb[ray]' (ray==2.55.1, "
                           "protobuf<7)") from None
     return ray
+
+
+@contextlib.contextmanager
+def _loopback_only(ray: Any) -> Iterator[None]:
+    """While a local Ray starts: every Ray server binds 127.0.0.1.
+
+    Ray binds loopback only when its node address is 127.0.0.1, but on Linux it turns
+    that address into the machine's own unless its cluster switch is off (the switch
+    Ray's ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` sets). The switch is off while Ray
+    starts (its processes inherit it), then as it was: a later cluster is unaffected.
+    """
+    consts = ray._private.ray_constants
+    saved = consts.ENABLE_RAY_CLUSTER, os.environ.get(consts.ENABLE_RAY_CLUSTERS_ENV_VAR)
+    consts.ENABLE_RAY_CLUSTER = False
+    os.environ[consts.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    try:
+        yield
+    finally:
+        consts.ENABLE_RAY_CLUSTER = saved[0]
+        if saved[1] is None:
+            os.environ.pop(consts.ENABLE_RAY_CLUSTERS_ENV_VAR, None)
+        else:
+            os.environ[consts.ENABLE_RAY_CLUSTERS_ENV_VAR] = saved[1]
 
 
 @engine("ray")
@@ -217,20 +237,27 @@ class RayEngine(Engine):
 
     # ---- the pool ----------------------------------------------------------------------
     def start(self) -> RayEngine:
-        """Start (or join) Ray and the actor pool now; training does it when first needed."""
-        local_ray = self.address is None
-        ray = _ray(loopback=local_ray)
+        """Start (or join) Ray and the actor pool, and wait until every actor is up.
+
+        The first round calls it; call it yourself to keep start-up out of round 1.
+        """
+        ray = _ray()
         if not ray.is_initialized():
-            ray.init(address="local" if local_ray else self.address,
-                     include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING, configure_logging=local_ray,
-                     **({"_node_ip_address": "127.0.0.1"} if local_ray else {}))
+            if self.address is None:
+                with _loopback_only(ray):
+                    ray.init(address="local", _node_ip_address="127.0.0.1",
+                             include_dashboard=False, log_to_driver=False,
+                             logging_level=logging.WARNING)
+            else:
+                ray.init(address=self.address, log_to_driver=False,
+                         logging_level=logging.WARNING)
             self._started_ray = True
         if not self._pool:
             cpus = max(1.0, float(ray.cluster_resources().get("CPU", 1)))
             size = self.actors or int(cpus)
             self._actor = ray.remote(num_cpus=min(1.0, cpus / size))(_Trainer)
             self._pool = [self._actor.remote(self.threads) for _ in range(size)]
+            ray.get([a.ready.remote() for a in self._pool], timeout=self.timeout)
         return self
 
     def close(self) -> None:
