@@ -106,6 +106,7 @@ def _server_app(marks: list[float], accuracy: list[float]):
     from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
     from flwr.serverapp import Grid, ServerApp
     from flwr.serverapp.strategy import FedAvg
+    from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
     class GivenClients(FedAvg):
         """FedAvg whose round r trains exactly the logical clients the plan names."""
@@ -113,6 +114,7 @@ def _server_app(marks: list[float], accuracy: list[float]):
         def configure_train(self, server_round: int, arrays: ArrayRecord,
                             config: ConfigRecord, grid: Grid) -> list[Message]:
             cids = _plan()["sampled"][server_round - 1]
+            sample_nodes(grid, len(_plan()["parts"]), len(cids))  # waits until all are up
             nodes = sorted(grid.get_node_ids())[:len(cids)]
             return [Message(content=RecordDict({"arrays": arrays, "config": ConfigRecord(
                         {**dict(config), "server-round": server_round, "cid": cid})}),
