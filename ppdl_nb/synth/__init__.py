@@ -1,0 +1,1 @@
+"""Differentially private synthetic data, and a measure of what synthetic data leaks."""

@@ -1,0 +1,183 @@
+"""DataLens (Wang et al., CCS 2021): a generator taught by noisy, compressed teacher votes.
+
+Why: a GAN's generator never needs the private data, only a gradient telling each
+generated sample which way to move. DataLens has ``T`` teacher discriminators, each
+trained on a *disjoint shard* of the private data; per generator step every teacher
+computes the gradient of its generator loss with respect to the ``B`` generated samples
+(``B x dim`` values), keeps its top-k coordinates as stochastic signs, and the vote
+vectors are summed, noised and thresholded (:class:`ppdl_nb.dp.TopAgg`). Only that
+noisy aggregate in ``{-1, 0, +1}^(B x dim)`` reaches the generator.
+
+Privacy (stated, and tested): one record lives in one shard, so it can change one
+teacher's vote vector, whose k entries are +-1: L2 sensitivity ``2 sqrt(k)``
+(``adjacency="teacher"``; add, remove or replace one record). Each generator step is
+one Gaussian mechanism with noise multiplier ``noise_std / (2 sqrt(k))``, composed over
+the steps by the data-independent RDP accountant; there is no subsampling credit (every
+teacher votes every step). The teachers' own training is post-processing of their
+shard and stays with the owner. The paper's data-dependent (PATE-style) bound is *not*
+used: a released epsilon here never depends on the data.
+
+This module is the engine in one process: ``shards`` stand for the data owners'
+disjoint shards (in a deployment each owner's worker holds its own teachers and sends
+only its vote sum; :mod:`ppdl_nb.synth.owners` splits the noise and masks the sums).
+The maths are pure functions over tensors:
+
+* :func:`make_shards` - disjoint equal shards ``(T, s, dim)``;
+* :func:`teacher_gradients` - each teacher's ``d loss / d fake`` as ``(T, B * dim)``;
+* :func:`generator_step` - the generator's update from the aggregate *only*;
+* :func:`train_datalens` - the loop, calibrated to a target ``(epsilon, delta)``.
+
+>>> import torch
+>>> x, y = torch.rand(40, 4), torch.arange(40) % 2
+>>> res = train_datalens(x, y, classes=2, epsilon=10.0, delta=1e-5, teachers=4, steps=3,
+...                      batch_size=8, k_per_sample=2)
+>>> res.accountant.steps, res.epsilon <= 10.0
+(3, True)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn import functional as F
+
+from ppdl_nb.dp.accounting import Accountant, check_delta, noise_multiplier_for
+from ppdl_nb.dp.topagg import TopAgg
+from ppdl_nb.synth.models import ConditionalGenerator, TeacherBank
+
+__all__ = ["DataLensResult", "generator_step", "make_shards", "teacher_gradients",
+           "teacher_step", "train_datalens"]
+
+
+def make_shards(x: torch.Tensor, y: torch.Tensor, *, teachers: int, seed: int = 0
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Disjoint, equal shards: ``(T, s, dim)`` samples and ``(T, s)`` labels.
+
+    ``s = len(x) // teachers``; the remainder (fewer than ``teachers`` records) is left
+    out, so no record is in two shards.
+
+    >>> xs, ys = make_shards(torch.zeros(10, 3), torch.zeros(10).long(), teachers=3)
+    >>> tuple(xs.shape), tuple(ys.shape)
+    ((3, 3, 3), (3, 3))
+    """
+    if teachers < 1 or len(x) < teachers:
+        raise ValueError(f"need at least one record per teacher: {len(x)} records for "
+                         f"{teachers} teachers; use fewer teachers.")
+    s = len(x) // teachers
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    idx = order[: teachers * s].view(teachers, s)
+    return x[idx], y[idx]
+
+
+def teacher_step(bank: TeacherBank, opt: torch.optim.Optimizer, real: torch.Tensor,
+                 real_y: torch.Tensor, fake: torch.Tensor, fake_y: torch.Tensor) -> float:
+    """One discriminator step for every teacher on its own shard (``real``: ``(T, s, dim)``)
+    against the shared generated batch ``fake`` (``(B, dim)``). Returns the mean loss."""
+    t = bank.teachers
+    out_real = bank(real, real_y)
+    out_fake = bank(fake.detach().expand(t, *fake.shape), fake_y.expand(t, len(fake_y)))
+    loss = (F.binary_cross_entropy_with_logits(out_real, torch.ones_like(out_real))
+            + F.binary_cross_entropy_with_logits(out_fake, torch.zeros_like(out_fake)))
+    opt.zero_grad()
+    (loss * t).backward()  # teacher t's parameters get the gradient of its own loss
+    opt.step()
+    return float(loss.detach())
+
+
+def teacher_gradients(bank: TeacherBank, fake: torch.Tensor, fake_y: torch.Tensor
+                      ) -> torch.Tensor:
+    """Each teacher's gradient of its generator loss ``-log D_t(fake)`` with respect to
+    the generated samples, flattened: ``(T, B * dim)``. Nothing of the generator is
+    needed: the teachers see only the samples."""
+    t = bank.teachers
+    probe = fake.detach().expand(t, *fake.shape).clone().requires_grad_(True)
+    out = bank(probe, fake_y.expand(t, len(fake_y)))
+    loss = F.binary_cross_entropy_with_logits(out, torch.ones_like(out), reduction="sum")
+    (grad,) = torch.autograd.grad(loss, probe)
+    return grad.reshape(t, -1)
+
+
+def generator_step(gen_opt: torch.optim.Optimizer, fake: torch.Tensor,
+                   direction: torch.Tensor) -> None:
+    """Move the generator along the released aggregate, and nothing else.
+
+    ``direction`` (``B * dim``, in {-1, 0, +1}) is the thresholded noisy vote on the
+    gradient of the teachers' generator loss; it is back-propagated through ``fake``
+    (``fake.backward(direction)``), so the generator's parameters step against it.
+    """
+    gen_opt.zero_grad()
+    fake.backward(direction.view_as(fake).to(fake.dtype))
+    gen_opt.step()
+
+
+@dataclass
+class DataLensResult:
+    """What training returns: the generator (the release), its ledger and figures."""
+
+    generator: ConditionalGenerator
+    accountant: Accountant
+    epsilon: float
+    delta: float
+    noise_multiplier: float
+    aggregator: TopAgg
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _calibrate(*, epsilon: float, delta: float, steps: int) -> float:
+    if not math.isfinite(epsilon):
+        return 0.0
+    return noise_multiplier_for(target_epsilon=epsilon, sample_rate=1.0, steps=steps,
+                                delta=delta)
+
+
+def train_datalens(  # long: the training loop reads best in one piece
+    x: torch.Tensor, y: torch.Tensor, *, classes: int, epsilon: float, delta: float,
+    teachers: int = 100, steps: int = 500, batch_size: int = 32, k_per_sample: int = 100,
+    threshold_sigmas: float = 1.0, teacher_steps: int = 1, lr: float = 1e-3,
+    teacher_lr: float = 1e-3, z_dim: int = 32, hidden: int = 256, teacher_hidden: int = 32,
+    output: str = "sigmoid", seed: int = 0,
+) -> DataLensResult:
+    """Train a conditional generator with DataLens at ``(epsilon, delta)``.
+
+    ``k = k_per_sample * batch_size`` coordinates of each teacher's ``batch x dim``
+    gradient are kept (the top ones of the whole flattened gradient); the noise std is
+    ``z * 2 sqrt(k)``, with ``z`` the noise multiplier that makes ``steps`` Gaussian
+    queries spend ``epsilon`` at ``delta``; the threshold is ``threshold_sigmas`` noise
+    stds. ``epsilon=float("inf")`` trains the same pipeline without noise (a diagnostic,
+    not a release).
+    """
+    if epsilon <= 0:
+        raise ValueError(f"epsilon must be positive, got {epsilon}.")
+    check_delta(delta, len(x))
+    torch.manual_seed(seed)
+    xs, ys = make_shards(x, y, teachers=teachers, seed=seed)
+    dim = x.shape[1]
+    k = min(k_per_sample * batch_size, batch_size * dim)
+    z = _calibrate(epsilon=epsilon, delta=delta, steps=steps)
+    sens = 2 * math.sqrt(k)
+    acc = Accountant()
+    noise_std = max(z * sens, 1e-12)
+    agg = TopAgg(k=k, scale=1e-8, noise_std=noise_std, threshold=threshold_sigmas * z * sens,
+                 adjacency="teacher", accountant=acc if z > 0 else None)
+    gen = ConditionalGenerator(dim=dim, classes=classes, z_dim=z_dim, hidden=hidden,
+                               output=output)
+    bank = TeacherBank(teachers=teachers, dim=dim, classes=classes, hidden=teacher_hidden)
+    g_opt = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.5, 0.999))
+    t_opt = torch.optim.Adam(bank.parameters(), lr=teacher_lr, betas=(0.5, 0.999))
+    history: list[dict[str, float]] = []
+    for step in range(steps):
+        fy = torch.randint(0, classes, (batch_size,))
+        fake = gen.sample(fy)
+        d_loss = 0.0
+        for _ in range(teacher_steps):
+            d_loss = teacher_step(bank, t_opt, xs, ys, fake, fy)
+        grads = teacher_gradients(bank, fake, fy)
+        direction = agg(grads)  # the only thing that reaches the generator
+        generator_step(g_opt, fake, direction)
+        if step % max(1, steps // 10) == 0:
+            history.append({"step": step, "teacher_loss": d_loss,
+                            "kept": float(direction.abs().mean())})
+    spent = acc.epsilon(delta) if z > 0 else math.inf
+    return DataLensResult(gen, acc, spent, delta, z, agg, history)
