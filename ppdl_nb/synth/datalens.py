@@ -44,11 +44,11 @@ import torch
 from torch.nn import functional as F
 
 from ppdl_nb.dp.accounting import Accountant, check_delta, noise_multiplier_for
-from ppdl_nb.dp.topagg import TopAgg
+from ppdl_nb.dp.topagg import TopAgg, top_k_indices
 from ppdl_nb.synth.models import ConditionalGenerator, TeacherBank
 
-__all__ = ["DataLensResult", "generator_step", "make_shards", "teacher_gradients",
-           "teacher_step", "train_datalens"]
+__all__ = ["DataLensResult", "generator_step", "make_shards", "per_sample_top_k",
+           "teacher_gradients", "teacher_step", "train_datalens"]
 
 
 def make_shards(x: torch.Tensor, y: torch.Tensor, *, teachers: int, seed: int = 0
@@ -99,6 +99,24 @@ def teacher_gradients(bank: TeacherBank, fake: torch.Tensor, fake_y: torch.Tenso
     return grad.reshape(t, -1)
 
 
+def per_sample_top_k(grads: torch.Tensor, *, batch_size: int, k_per_sample: int
+                     ) -> torch.Tensor:
+    """Zero all but each generated sample's ``k_per_sample`` largest entries, per teacher.
+
+    DataLens compresses per sample, so every sample in the batch gets votes. A teacher's
+    vote vector still has ``batch_size * k_per_sample`` entries, so TopAgg with that
+    ``k`` (and the same sensitivity ``2 sqrt(k)``) then keeps exactly these.
+
+    >>> per_sample_top_k(torch.tensor([[1.0, -3.0, 2.0, 0.5]]), batch_size=2,
+    ...                  k_per_sample=1).tolist()
+    [[0.0, -3.0, 2.0, 0.0]]
+    """
+    t = grads.shape[0]
+    rows = grads.reshape(t * batch_size, -1)
+    idx = top_k_indices(rows, k_per_sample)
+    return torch.zeros_like(rows).scatter_(1, idx, rows.gather(1, idx)).reshape(t, -1)
+
+
 def generator_step(gen_opt: torch.optim.Optimizer, fake: torch.Tensor,
                    direction: torch.Tensor) -> None:
     """Move the generator along the released aggregate, and nothing else.
@@ -137,12 +155,13 @@ def train_datalens(  # long: the training loop reads best in one piece
     teachers: int = 100, steps: int = 500, batch_size: int = 32, k_per_sample: int = 100,
     threshold_sigmas: float = 1.0, teacher_steps: int = 1, lr: float = 1e-3,
     teacher_lr: float = 1e-3, z_dim: int = 32, hidden: int = 256, teacher_hidden: int = 32,
-    output: str = "sigmoid", seed: int = 0,
+    output: str = "sigmoid", per_sample: bool = True, seed: int = 0,
 ) -> DataLensResult:
     """Train a conditional generator with DataLens at ``(epsilon, delta)``.
 
     ``k = k_per_sample * batch_size`` coordinates of each teacher's ``batch x dim``
-    gradient are kept (the top ones of the whole flattened gradient); the noise std is
+    gradient are kept: the top ``k_per_sample`` of each sample (``per_sample=True``,
+    as DataLens does) or the top ``k`` of the whole flattened gradient; the noise std is
     ``z * 2 sqrt(k)``, with ``z`` the noise multiplier that makes ``steps`` Gaussian
     queries spend ``epsilon`` at ``delta``; the threshold is ``threshold_sigmas`` noise
     stds. ``epsilon=float("inf")`` trains the same pipeline without noise (a diagnostic,
@@ -174,6 +193,8 @@ def train_datalens(  # long: the training loop reads best in one piece
         for _ in range(teacher_steps):
             d_loss = teacher_step(bank, t_opt, xs, ys, fake, fy)
         grads = teacher_gradients(bank, fake, fy)
+        if per_sample:
+            grads = per_sample_top_k(grads, batch_size=batch_size, k_per_sample=k_per_sample)
         direction = agg(grads)  # the only thing that reaches the generator
         generator_step(g_opt, fake, direction)
         if step % max(1, steps // 10) == 0:

@@ -114,9 +114,13 @@ def dcr_membership(synthetic: torch.Tensor | np.ndarray, members: torch.Tensor |
         bp, bn = rng.choice(p, len(p)), rng.choice(n, len(n))
         aucs.append(_auc(bp, bn))
         advs.append(_advantage(bp, bn))
-    ci = (lambda v, c: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5)))
-          if v else (c, c))
-    return MembershipResult(auc, ci(aucs, auc), adv, ci(advs, adv))
+    return MembershipResult(auc, _ci(aucs, auc), adv, _ci(advs, adv))
+
+
+def _ci(values: list[float], point: float) -> tuple[float, float]:
+    if not values:
+        return point, point
+    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
 
 
 @dataclass
