@@ -126,7 +126,10 @@ def _ci(values: list[float], point: float) -> tuple[float, float]:
 @dataclass
 class RiskResult:
     """Attack success on training records (main) and on control records, and the risk
-    ``(main - control) / (1 - control)``; each with a 95% interval."""
+    ``(main - control) / (1 - control)``; each with a 95% interval. A negative risk means
+    the attack did better on strangers than on members: no evidence of leakage. When the
+    control rate is near 1 (a column the population predicts well), the risk is
+    undefined in practice and its interval says so by being wide."""
 
     main: tuple[float, float, float]
     control: tuple[float, float, float]
@@ -138,8 +141,7 @@ class RiskResult:
 
     @property
     def risk_ci(self) -> tuple[float, float]:
-        return (max(0.0, _risk(self.main[1], self.control[2])),
-                max(0.0, _risk(self.main[2], self.control[1])))
+        return _risk(self.main[1], self.control[2]), _risk(self.main[2], self.control[1])
 
 
 def _risk(main: float, control: float) -> float:

@@ -80,7 +80,8 @@ def fit_tabular_merf(
         lo, hi, from_data = xt.min(0).values, xt.max(0).values, True
     else:
         if len(bounds) != d:
-            raise ValueError(f"need one (low, high) pair of bounds per column: {len(bounds)} for {d}.")
+            raise ValueError(f"need one (low, high) pair of bounds per column: {len(bounds)} "
+                             f"for {d}.")
         lo = torch.tensor([b[0] for b in bounds], dtype=torch.float32)
         hi = torch.tensor([b[1] for b in bounds], dtype=torch.float32)
         from_data = False

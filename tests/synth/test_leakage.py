@@ -7,8 +7,13 @@ import pytest
 import torch
 
 from ppdl_nb.datasets import load_breast_cancer
-from ppdl_nb.synth.leakage import (dcr_membership, inference_risk, linkability_risk,
-                                   singling_out_risk, wilson)
+from ppdl_nb.synth.leakage import (
+    dcr_membership,
+    inference_risk,
+    linkability_risk,
+    singling_out_risk,
+    wilson,
+)
 from ppdl_nb.synth.tabular import fit_tabular_merf, scale_columns
 
 

@@ -9,8 +9,7 @@ import torch
 from ppdl_nb.datasets import load_digits
 from ppdl_nb.dp import epsilon, fixed_seed
 from ppdl_nb.synth.dpgan import clipped_noisy_sum, train_gan
-from ppdl_nb.synth.merf import (RandomFeatures, embedding_sum, release_embedding,
-                                train_dp_merf)
+from ppdl_nb.synth.merf import RandomFeatures, embedding_sum, release_embedding, train_dp_merf
 from ppdl_nb.synth.models import accuracy, fit_classifier
 
 
