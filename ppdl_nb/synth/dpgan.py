@@ -46,7 +46,8 @@ def clipped_noisy_sum(grads: torch.Tensor, *, max_grad_norm: float, noise_multip
     """``sum_i clip(g_i, C) + N(0, (z C)^2)`` over rows of ``grads`` (n, d): DP-SGD's core.
 
     >>> g = torch.tensor([[3.0, 4.0], [0.3, 0.4]])
-    >>> [round(v, 4) for v in clipped_noisy_sum(g, max_grad_norm=1.0, noise_multiplier=0.0).tolist()]
+    >>> s = clipped_noisy_sum(g, max_grad_norm=1.0, noise_multiplier=0.0)
+    >>> [round(v, 4) for v in s.tolist()]
     [0.9, 1.2]
     """
     if max_grad_norm <= 0 or noise_multiplier < 0:
