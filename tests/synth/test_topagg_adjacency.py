@@ -45,6 +45,10 @@ def test_fast_selection_is_the_top_k():
         fast = top_k_indices(g, k).sort(1).values
         ref = g.abs().topk(min(k, 3000), dim=1).indices.sort(1).values
         assert torch.equal(fast, ref)
+    sparse = torch.randint(0, 3, (4, 500)).float() * torch.randint(0, 2, (4, 500))  # dups
+    for k in (10, 300, 450):
+        got = sparse.abs().gather(1, top_k_indices(sparse, k)).sort(1).values
+        assert torch.equal(got, sparse.abs().topk(k, dim=1).values.sort(1).values)
     ties = torch.zeros(3, 10)
     ties[0, :2] = 1.0
     idx = top_k_indices(ties, 4)
