@@ -37,6 +37,7 @@ RANKS = {
     "ppdl_nb.dp": 4,
     "ppdl_nb.fl": 4,
     "ppdl_nb.he": 4,  # homomorphic encryption: beside dp and fl, as the design notes draw it
+    "ppdl_nb.synth": 4,  # DP synthetic data (DataLens): built on dp's accounting and TopAgg
     "ppdl_nb.viz": 5,
     "ppdl_nb.magics": 6,
 }
@@ -46,6 +47,11 @@ SAME_RANK_REFUSED = {
     ("ppdl_nb.he", "ppdl_nb.fl"),  # he sits beside dp, below fl: fl may import he
     ("ppdl_nb.he", "ppdl_nb.dp"),
     ("ppdl_nb.dp", "ppdl_nb.he"),
+    ("ppdl_nb.dp", "ppdl_nb.synth"),  # synth may import dp; not the reverse
+    ("ppdl_nb.he", "ppdl_nb.synth"),
+    ("ppdl_nb.fl", "ppdl_nb.synth"),
+    ("ppdl_nb.synth", "ppdl_nb.fl"),
+    ("ppdl_nb.synth", "ppdl_nb.he"),
     ("ppdl_nb.workers.core", "ppdl_nb.workers.transport"),
     ("ppdl_nb.workers.core", "ppdl_nb.workers"),  # the package's __init__ brings transport
 }

@@ -2,14 +2,15 @@
 
 :func:`~ppdl_nb.fl.fit_federated` asks an engine for one thing per round: train these
 clients from this model and these options, and say what came back and who dropped out.
-The loop does not know where the clients run, so another engine (a Ray cluster, later)
-plugs in without touching it. :class:`WorkerEngine` (``"workers"``, the default) runs
-each client where its rows live: every worker that holds sampled clients trains them
-natively through its ``fl.train`` step, all workers at once. Virtual workers (in the
+The loop does not know where the clients run, so another engine (``"ray"``, a pool of
+Ray actors: :mod:`ppdl_nb.fl.ray_engine`) plugs in without touching it.
+:class:`WorkerEngine` (``"workers"``, the default) runs each client where its rows
+live: every worker that holds sampled clients trains them natively through its
+``fl.train`` step, all workers at once. Virtual workers (in the
 notebook's process) and kernel workers (separate processes) take the same path.
 
->>> sorted(ENGINES)
-['workers']
+>>> "workers" in ENGINES
+True
 """
 
 from __future__ import annotations

@@ -165,7 +165,8 @@ def _is_wrapper(value: Any) -> bool:
 @message("send", id=int, to=str, optional={"move": bool})
 def _send(worker: Worker, msg: dict, caller: str) -> dict:
     to = msg["to"]
-    entry = worker.store.check_read(msg["id"], to)  # the receiver must be a reader
+    # the asker must know of it; the receiver must be a reader
+    entry = worker.store.check_read(msg["id"], to, asker=caller)
     policy = worker.store.policy_of(entry)
     peer = worker.client_for(to)
     if isinstance(entry.obj, torch.nn.Module):

@@ -87,6 +87,7 @@ class ObjectStore:
         # reference keeps the storage's address from being reused while it is listed.
         self._flows: dict[int, tuple[StorageWeakRef, Policy]] = {}
         self._sweep_at = 256
+        self.published: set[int] = set()  # ids the owner published by name: known to all
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -112,14 +113,28 @@ class ObjectStore:
         try:
             return self._entries[obj_id]
         except KeyError:
-            raise KeyError(
-                f"{self.owner} holds no object {obj_id}: it was fetched with .get(), "
-                "moved, deleted, or the worker restarted; create it again"
-            ) from None
+            raise self._missing(obj_id) from None
+
+    def _missing(self, obj_id: int) -> KeyError:
+        return KeyError(f"{self.owner} holds no object {obj_id}: it was fetched with .get(), "
+                        "moved, deleted, or the worker restarted; create it again")
+
+    def entry_for(self, obj_id: int, caller: str) -> Entry:
+        """The entry as ``caller`` may know it: a private object it neither holds, owns nor
+        may read looks missing, so a peer walking ids cannot tell it from a free id (nor
+        learn its shape)."""
+        entry = self.entry(obj_id)
+        policy = entry.policy
+        if (policy.private and caller != entry.holder and caller != self.owner
+                and not policy.may_read(caller) and caller not in policy.owners
+                and obj_id not in self.published):
+            raise self._missing(obj_id)
+        return entry
 
     def pop(self, obj_id: int) -> Entry:
         entry = self.entry(obj_id)
         del self._entries[obj_id]
+        self.published.discard(obj_id)
         return entry
 
     def may_free(self, obj_id: int, caller: str) -> bool:
@@ -134,6 +149,7 @@ class ObjectStore:
         for obj_id in ids:
             if type(obj_id) is int and self.may_free(obj_id, caller):
                 del self._entries[obj_id]
+                self.published.discard(obj_id)
                 removed += 1
         return removed
 
@@ -141,6 +157,7 @@ class ObjectStore:
         """The owner empties the store (a restart of a virtual worker)."""
         self._entries.clear()
         self._flows.clear()
+        self.published.clear()
 
     # ---- policies -----------------------------------------------------------------------
     def policy_of(self, entry: Entry, *, grads: bool = False) -> Policy:
@@ -189,9 +206,10 @@ class ObjectStore:
                 else:
                     del self._flows[key]
 
-    def check_read(self, obj_id: int, party: str) -> Entry:
-        """The entry, if ``party`` may take its value out of this worker."""
-        entry = self.entry(obj_id)
+    def check_read(self, obj_id: int, party: str, *, asker: str | None = None) -> Entry:
+        """The entry, if ``party`` may take its value out of this worker (``asker``, who
+        names the object, defaults to ``party``: an object unknown to it looks missing)."""
+        entry = self.entry_for(obj_id, party if asker is None else asker)
         policy = self.policy_of(entry)
         if not policy.may_read(party):
             others = sorted((policy.readers or frozenset()) - policy.owners)

@@ -132,6 +132,7 @@ class Worker:
             obj_id = self.store.put(obj, policy=policy, holder=self.name)
             if name is not None:
                 self.names[name] = obj_id
+                self.store.published.add(obj_id)
             return obj_id
 
     def private_policy(self, allow: Iterable[str] = (), permits: Iterable[str] = ()) -> Policy:
@@ -169,16 +170,21 @@ class Worker:
         """The object ``ref`` (a Ref or an id) names, for the request being answered.
 
         Its policy joins the request's, so whatever the step replies or stores is checked
-        against it; ``kind`` checks the object's type."""
+        against it; ``kind`` checks the object's type. A ``Ref`` (named by the caller) to a
+        private object the caller neither holds, owns nor reads resolves as missing."""
         obj_id = getattr(ref, "id", ref)
         if type(obj_id) is not int:
             raise TypeError(f"{what} must be a reference to an object held by {self.name}")
-        entry = self.store.entry(obj_id)
+        request = self.request
+        # a Ref came from the caller: a private object it does not know of looks missing;
+        # a bare id is one the step took from the worker's own state
+        entry = (self.store.entry_for(obj_id, request.caller)
+                 if request is not None and ref is not obj_id else self.store.entry(obj_id))
         if not isinstance(entry.obj, kind):
             raise TypeError(f"{what} ({self.name}:{obj_id}) is a {type(entry.obj).__name__}, "
                             f"not a {getattr(kind, '__name__', kind)}")
-        if self.request is not None:
-            self.request.policies.append(self.store.policy_of(entry, grads=True))
+        if request is not None:
+            request.policies.append(self.store.policy_of(entry, grads=True))
         return entry.obj
 
     def policy_of(self, ref: Any) -> Policy:
