@@ -35,6 +35,7 @@ _STEP_HOMES: dict[str, tuple[str, ...]] = {
         "he.infer", "he.keygen", "he.open", "he.public_context", "he.sum_round", "he.trust",
     ),
     "ppdl_nb.fl.secagg_steps": ("secagg.keys", "secagg.masked", "secagg.share", "secagg.unmask"),
+    "ppdl_nb.synth.worker_steps": ("synth.close", "synth.load", "synth.partial", "synth.setup", "synth.take_share", "synth.vote"),  # noqa: E501
     "ppdl_nb.tensors.spdz.comm": ("mpc.abort", "mpc.corrections", "mpc.deliver"),
     "ppdl_nb.tensors.spdz.runner": ("mpc.resume", "mpc.run"),
     "ppdl_nb.tensors.spdz.steps": (

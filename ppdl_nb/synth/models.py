@@ -84,17 +84,21 @@ class TeacherBank(nn.Module):
     ``forward(x, y)`` takes ``x`` of shape ``(T, m, dim)`` (teacher t scores its own
     ``m`` rows) and returns ``(T, m)`` logits. The teachers share no weights: a
     gradient step on ``sum_t loss_t`` moves each teacher by its own loss only.
+    ``generator`` draws the initial weights (torch's global generator if None).
     """
 
-    def __init__(self, *, teachers: int, dim: int, classes: int, hidden: int = 32) -> None:
+    def __init__(self, *, teachers: int, dim: int, classes: int, hidden: int = 32,
+                 generator: torch.Generator | None = None) -> None:
         super().__init__()
         if teachers < 1:
             raise ValueError(f"teachers must be >= 1, got {teachers}.")
         self.classes = classes
         fan_in = dim + classes
-        self.w1 = nn.Parameter(torch.randn(teachers, fan_in, hidden) / math.sqrt(fan_in))
+        g = generator
+        self.w1 = nn.Parameter(torch.randn(teachers, fan_in, hidden, generator=g)
+                               / math.sqrt(fan_in))
         self.b1 = nn.Parameter(torch.zeros(teachers, 1, hidden))
-        self.w2 = nn.Parameter(torch.randn(teachers, hidden, 1) / math.sqrt(hidden))
+        self.w2 = nn.Parameter(torch.randn(teachers, hidden, 1, generator=g) / math.sqrt(hidden))
         self.b2 = nn.Parameter(torch.zeros(teachers, 1, 1))
 
     @property

@@ -1,0 +1,157 @@
+"""DataLens on the owners' workers: the same result as the in-process owners, every owner
+charged, and nobody outside an owner ever holding its raw vote sum or its records."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ppdl_nb
+from ppdl_nb.datasets import load_digits
+from ppdl_nb.dp import fixed_seed
+from ppdl_nb.dp.worker_steps import budget
+from ppdl_nb.mpc.encoding import decode
+from ppdl_nb.mpc.sharing import reconstruct
+from ppdl_nb.synth import worker_steps as ws
+from ppdl_nb.synth.federated import train_datalens_owners
+from ppdl_nb.synth.remote import load_parts, train_datalens_on
+from ppdl_nb.workers.transport.virtual import VirtualNetwork
+
+RUN = {"classes": 10, "teachers": 3, "steps": 3, "batch_size": 4, "k_per_sample": 3,
+       "hidden": 32, "z_dim": 8}
+ROWS = 120
+
+
+@pytest.fixture
+def owners(tmp_path, monkeypatch):
+    """Two fresh virtual data owners, each holding half of 120 shuffled digits."""
+    monkeypatch.setenv("PPDL_NB_STATE_DIR", str(tmp_path))
+    net = VirtualNetwork()
+    ws_ = [ppdl_nb.VirtualWorker(n, network=net) for n in ("clinic_a", "clinic_b")]
+    load_parts(ws_, "digits", epsilon=100.0, delta=1e-5, train_rows=ROWS)
+    return ws_
+
+
+def _parts(parts: int = 2):
+    d = load_digits()
+    order = torch.randperm(len(d.y), generator=torch.Generator().manual_seed(0))[:ROWS]
+    return [(d.x[order[i::parts]].float(), d.y[order[i::parts]]) for i in range(parts)]
+
+
+def test_worker_path_equals_the_in_process_owners(owners):
+    with fixed_seed(11):
+        remote = train_datalens_on(owners, dataset="digits", epsilon=10.0, delta=1e-5,
+                                   seed=3, **RUN)
+    with fixed_seed(11):
+        local = train_datalens_owners(_parts(), epsilon=10.0, delta=1e-5, seed=3, **RUN)
+    assert remote.owner_epsilons == pytest.approx(local.owner_epsilons)
+    assert remote.noise_std == pytest.approx(local.noise_std)
+    assert remote.history == local.history
+    for (name, a), (_, b) in zip(remote.generator.state_dict().items(),
+                                 local.generator.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    with fixed_seed(12):  # other noise, another generator: the comparison can fail
+        other = train_datalens_owners(_parts(), epsilon=10.0, delta=1e-5, seed=3, **RUN)
+    assert not torch.equal(other.generator.net[0].weight, local.generator.net[0].weight)
+
+
+def _recorded(workers, monkeypatch):
+    """Every (worker, step, reply) the notebook receives from these workers."""
+    seen = []
+    for w in workers:
+        real = w.step
+
+        def spy(name, _real=real, _w=w, **kwargs):
+            out = _real(name, **kwargs)
+            seen.append((_w.name, name, out))
+            return out
+
+        monkeypatch.setattr(w, "step", spy)
+    return seen
+
+
+def _tensors(value):
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _tensors(v)]
+    if isinstance(value, list | tuple):
+        return [t for v in value for t in _tensors(v)]
+    return []
+
+
+def test_the_notebook_gets_random_partial_sums_and_only_their_total(trio, monkeypatch):
+    a, b = trio[0], trio[1]
+    load_parts([a, b], "digits", epsilon=1e6, delta=1e-2, train_rows=ROWS)
+    seen = _recorded([a, b], monkeypatch)
+    res = train_datalens_on([a, b], dataset="digits", epsilon=10.0, delta=1e-5, **RUN)
+    by_step: dict[str, list] = {}
+    for _, name, out in seen:
+        by_step.setdefault(name, []).append(out)
+    assert all(isinstance(n, int) for n in by_step["synth.vote"])  # bytes sent, no values
+    for name in ("synth.setup", "synth.vote", "synth.close"):
+        assert not _tensors(by_step[name]), name
+    partials = by_step["synth.partial"]
+    assert len(partials) == 2 * RUN["steps"]
+    bound = RUN["teachers"] * 2 + 50 * res.noise_std  # any vote total is far below this
+    for p in partials:  # each partial sum alone is a uniformly random ring element
+        assert p.dtype == torch.int64 and float(decode(p, ws.FRAC_BITS).abs().max()) > 1e9
+    for s in range(RUN["steps"]):  # the pair of one step opens a bounded, noisy total
+        total = decode(reconstruct(partials[2 * s: 2 * s + 2]), ws.FRAC_BITS)
+        assert float(total.abs().max()) < bound
+
+
+def test_every_owner_is_charged_before_it_votes(owners):
+    res = train_datalens_on(owners, dataset="digits", epsilon=5.0, delta=1e-5, **RUN)
+    for w, eps in zip(owners, res.owner_epsilons, strict=True):
+        ledger = budget.on(w, dataset="digits")
+        (what, charged, delta), = ledger["history"]
+        assert what.startswith("DataLens votes: 3 queries") and charged == pytest.approx(eps)
+        assert 4.9 < charged <= 5.0 + 1e-6 and delta == 1e-5
+    with pytest.raises(PermissionError, match="epsilon"):  # 100 total, 95 left after a 5
+        train_datalens_on(owners, dataset="digits", epsilon=96.0, delta=1e-5, **RUN)
+    assert budget.on(owners[0], dataset="digits")["spent_epsilon"] == pytest.approx(
+        res.owner_epsilons[0])
+
+
+def _session(owners, steps=1):
+    names = [w.name for w in owners]
+    for i, w in enumerate(owners):
+        ws.setup.on(w, session="s1", dataset="digits", holders=names, classes=10, epsilon=5.0,
+                    delta=1e-5, steps=steps, teachers=3, batch_size=4, k_per_sample=3, seed=i)
+    return torch.rand(4, 64), torch.tensor([0, 1, 2, 3])
+
+
+def test_a_curious_party_cannot_take_votes_shares_or_records_out(owners):
+    a, b = owners
+    loaded = ws.load.on(a, dataset="digits", part=0, parts=2, epsilon=100.0, delta=1e-5,
+                        train_rows=ROWS)
+    with pytest.raises(PermissionError):  # the records themselves stay private
+        a.request({"kind": "fetch", "id": loaded["x"]["id"]})
+    fake, fy = _session(owners)
+    with pytest.raises(RuntimeError, match="every owner must vote"):  # no one-owner sum
+        ws.vote.on(a, session="s1", step=0, fake=fake, fake_y=fy)
+        ws.partial.on(a, session="s1", step=0)
+    with pytest.raises(PermissionError, match="only me"):  # a fellow owner asks for sums
+        a.owner.client_for("clinic_b").step("synth.partial", session="s1", step=0)
+    with pytest.raises(PermissionError, match="not an owner"):  # a stranger's share
+        ppdl_nb.VirtualWorker("mallory", network=a.network).owner.client_for(
+            "clinic_a").step("synth.take_share", session="s1", step=5,
+                             share=torch.zeros(256, dtype=torch.int64))
+    with pytest.raises(ValueError, match="already sent"):  # one share per owner and step
+        a.owner.client_for("clinic_b").step("synth.take_share", session="s1", step=0,
+                                            share=torch.zeros(256, dtype=torch.int64))
+    with pytest.raises(PermissionError, match="answered every vote"):  # 1 vote charged
+        ws.vote.on(a, session="s1", step=1, fake=fake, fake_y=fy)
+    with pytest.raises(ValueError, match="shape"):
+        ws.vote.on(b, session="s1", step=0, fake=torch.rand(4, 3), fake_y=fy)
+
+
+def test_setup_refuses_bad_holders_and_unknown_data(owners):
+    a, _ = owners
+    kwargs = dict(session="s2", classes=10, epsilon=1.0, delta=1e-5, steps=2)
+    with pytest.raises(ValueError, match="holders"):
+        ws.setup.on(a, dataset="digits", holders=["clinic_a"], **kwargs)
+    with pytest.raises(KeyError, match="no dataset"):
+        ws.setup.on(a, dataset="wine", holders=["clinic_a", "clinic_b"], **kwargs)
+    assert budget.on(a, dataset="digits")["spent_epsilon"] == 0.0
