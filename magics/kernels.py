@@ -10,7 +10,6 @@ from IPython.core import magic_arguments
 from IPython.core.error import UsageError
 from ppdl_nb.magics.registry import subcommand
 
-from ppdl_nb.viz.dashboard import WorkerDashboard
 from ppdl_nb.workers.transport.party import local_party
 from ppdl_nb.workers.transport.virtual import VirtualWorker
 
@@ -71,6 +70,8 @@ def launch(shell: Any, args: Any, cell: str | None) -> None:
 def workers(shell: Any, args: Any, cell: str | None) -> Any:
     """The worker dashboard: what each worker holds, live, with restart/shutdown buttons."""
     if not args.text:
+        from ppdl_nb.viz.dashboard import WorkerDashboard  # ipywidgets: on first use
+
         return WorkerDashboard(interval=args.interval or None)
     rows = [("name", "kind", "pid", "status", "objects", "bytes", "msgs in", "msgs out")]
     for w in local_party().workers():

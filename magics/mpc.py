@@ -9,7 +9,6 @@ from IPython.core.error import UsageError
 from IPython.display import display
 from ppdl_nb.magics.registry import subcommand
 
-from ppdl_nb.viz.shares import plot_shares
 from ppdl_nb.viz.trace import Trace, trace
 
 
@@ -27,6 +26,8 @@ def _evaluate(shell: Any, expr: str) -> Any:
 @magic_arguments.argument("expr", nargs="+", help="expression giving a shared tensor")
 def shares(shell: Any, args: Any, cell: str | None) -> Any:
     """Plot each party's share next to the secret: uniform, and uncorrelated with it."""
+    from ppdl_nb.viz.shares import plot_shares  # matplotlib: on first use
+
     value = _evaluate(shell, " ".join(args.expr))
     secret = _evaluate(shell, args.secret) if args.secret else None
     try:

@@ -13,21 +13,19 @@ namespace as ``<out>_model``, ``<out>_history``, ``<out>_epsilon``. ``train dp``
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import ipywidgets as widgets
-import matplotlib.pyplot as plt
 from IPython.core import magic_arguments
 from IPython.core.error import UsageError
 from IPython.display import clear_output, display
 from ppdl_nb.magics.registry import subcommand
 from ppdl_nb.magics.train_options import dp_options, noise_options, training_options
 
-from ppdl_nb.dp.accounting import check_delta
-from ppdl_nb.dp.fit import fit_private
-from ppdl_nb.dp.remote import RemoteDataset, remote
-from ppdl_nb.viz.tuner import DPTuner
 from ppdl_nb.workers.transport.party import local_party
+
+if TYPE_CHECKING:  # widgets, matplotlib and the DP code load when a cell trains
+    from ppdl_nb.dp.remote import RemoteDataset
+    from ppdl_nb.viz.tuner import DPTuner
 
 __all__ = ["TRAINERS", "run_training_cell", "train", "train_dp"]
 
@@ -91,7 +89,9 @@ def run_training_cell(shell: Any, cell: str | None) -> dict[str, Any] | None:
     return shell.user_ns
 
 
-def _live_plot(out: widgets.Output, history: list[dict[str, float]]) -> None:
+def _live_plot(out: Any, history: list[dict[str, float]]) -> None:
+    import matplotlib.pyplot as plt
+
     with out:
         clear_output(wait=True)
         fig, ax = plt.subplots(figsize=(5, 2.6))
@@ -111,6 +111,8 @@ class _Progress:
     """A progress bar and live plot per epoch, as ``--progress`` asks (plot, bar, none)."""
 
     def __init__(self, mode: str, epochs: int) -> None:
+        import ipywidgets as widgets
+
         self.mode, self.history = mode, []
         self.bar = widgets.IntProgress(value=0, max=epochs, description="epochs")
         self.plot = widgets.Output()
@@ -147,6 +149,8 @@ def train_dp(shell: Any, args: Any, cell: str | None) -> None:
     for name in ("loss", "optimizer"):  # the option, else the cell's, else the API default
         if (value := getattr(args, name) or ns.get(name)) is not None:
             params[name] = value
+    from ppdl_nb.dp.fit import fit_private
+
     progress = _Progress(args.progress, args.epochs)
     try:
         if owned is not None:
@@ -172,6 +176,8 @@ def _owned_dataset(args: Any) -> RemoteDataset | None:
         return None
     if not args.dataset:
         raise UsageError("--worker needs --dataset: the name of the worker's dataset")
+    from ppdl_nb.dp.remote import remote
+
     try:
         return remote(local_party().client_for(args.worker)).dataset(args.dataset)
     except (ConnectionError, KeyError) as exc:
@@ -180,6 +186,8 @@ def _owned_dataset(args: Any) -> RemoteDataset | None:
 
 def _check_dp_options(args: Any) -> None:
     """Refuse impossible privacy and training options before anything runs."""
+    from ppdl_nb.dp.accounting import check_delta
+
     rules = [("--epsilon", args.epsilon, lambda v: v > 0, "> 0"),
              ("--noise-multiplier", args.noise_multiplier, lambda v: v >= 0, ">= 0"),
              ("--max-grad-norm", args.max_grad_norm, lambda v: v > 0, "> 0"),
@@ -209,6 +217,7 @@ def tune(shell: Any, args: Any, cell: str | None) -> DPTuner:
     import torch
 
     from ppdl_nb import datasets
+    from ppdl_nb.viz.tuner import DPTuner
 
     loader = {"digits": datasets.load_digits, "breast_cancer": datasets.load_breast_cancer,
               "mnist_5k": datasets.load_mnist_5k}[args.dataset]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import ipywidgets as widgets
 from IPython.core import magic_arguments
 from IPython.core.error import UsageError
 from IPython.display import display
@@ -94,6 +93,8 @@ class _Progress:
     """Per round: a bar, a status line and (``--progress plot``) the History's curves."""
 
     def __init__(self, mode: str, rounds: int) -> None:
+        import ipywidgets as widgets  # on the first training cell, not at %load_ext
+
         self.mode, self.rounds, self.live = mode, rounds, History()
         self.bar = widgets.IntProgress(value=0, max=rounds, description="rounds")
         self.status, self.plot = widgets.Label(), widgets.Output()
@@ -164,7 +165,7 @@ def train_fl(shell: Any, args: Any, cell: str | None) -> None:
           f"results in {args.out}_model, {args.out}_history")
 
 
-def _redraw(out: widgets.Output, history: History) -> None:
+def _redraw(out: Any, history: History) -> None:
     import matplotlib.pyplot as plt
     from IPython.display import clear_output
 

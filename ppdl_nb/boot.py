@@ -58,12 +58,20 @@ def start_kernel_worker(name: str, notebook_key: str, *, inspect: bool = True) -
     return runtime.start(name, notebook_key, inspect=inspect)
 
 
+#: kernel options a worker drops: ``matplotlib=inline`` imports matplotlib (~30 MB,
+#: ~0.3 s) at boot, though ipykernel already makes inline the default backend (through
+#: ``MPLBACKEND``) for a ``%%ppdl on`` cell that plots
+EAGER_FLAGS = frozenset({"--IPKernelApp.matplotlib=inline", "--matplotlib=inline"})
+
+
 def kernel_main() -> None:
     """A worker kernel process's entry point: boot ipykernel with the worker started in it.
 
     The settings come from the environment the launcher sets (``kernel_boot.ENV``); see
     :func:`ppdl_nb.workers.transport.kernel_boot.run_kernel`.
     """
+    import sys
+
     from ppdl_nb.workers.transport.kernel_boot import run_kernel
 
-    run_kernel(start_kernel_worker)
+    run_kernel(start_kernel_worker, [a for a in sys.argv[1:] if a not in EAGER_FLAGS])

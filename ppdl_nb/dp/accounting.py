@@ -24,8 +24,10 @@ import math
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from dp_accounting import dp_event, pld, rdp
+if TYPE_CHECKING:  # dp_accounting (with scipy) is imported on the first accounting
+    from dp_accounting import dp_event
 
 __all__ = ["ACCOUNTANTS", "Accountant", "check_delta", "epsilon", "noise_multiplier_for",
            "register_accountant"]
@@ -45,11 +47,15 @@ def register_accountant(name: str) -> Callable[[Callable[[], object]], Callable[
 
 @register_accountant("rdp")
 def _rdp() -> object:
+    from dp_accounting import rdp
+
     return rdp.RdpAccountant()
 
 
 @register_accountant("pld")
 def _pld() -> object:
+    from dp_accounting import pld
+
     return pld.PLDAccountant()
 
 
@@ -81,6 +87,8 @@ def check_delta(delta: float, n: int | None = None) -> float:
 
 
 def _event(noise_multiplier: float, sample_rate: float) -> dp_event.DpEvent:
+    from dp_accounting import dp_event
+
     if noise_multiplier < 0:
         raise ValueError(f"noise_multiplier must be >= 0, got {noise_multiplier}.")
     if not 0 < sample_rate <= 1:
