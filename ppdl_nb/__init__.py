@@ -36,6 +36,18 @@ def launch(*names: str, inspect: bool = True, timeout: float = 90.0) -> Any:
 
     return _launch(*names, inspect=inspect, timeout=timeout)
 
+def connect(address: str, *, fingerprint: str, join: tuple[Any, ...] = (),
+            timeout: float = 120.0) -> Any:
+    """Connect to a worker its owner serves (``ppdl-worker serve``), pinned by fingerprint.
+
+    ``join``: kernel or served workers to introduce it to. See docs/SERVED.md.
+
+    >>> # alice = ppdl_nb.connect("alice@10.0.0.5:7700", fingerprint="5f3a...")
+    """
+    from ppdl_nb.workers.transport.served_client import connect as _connect
+
+    return _connect(address, fingerprint=fingerprint, join=join, timeout=timeout)
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -47,6 +59,7 @@ __all__ = [
     "WorkerMismatchError",
     "WorkerUnavailableError",
     "chain_of",
+    "connect",
     "fix_precision",
     "launch",
     "send",

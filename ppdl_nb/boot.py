@@ -75,3 +75,14 @@ def kernel_main() -> None:
     from ppdl_nb.workers.transport.kernel_boot import run_kernel
 
     run_kernel(start_kernel_worker, [a for a in sys.argv[1:] if a not in EAGER_FLAGS])
+
+
+def serve_main(argv: list[str] | None = None) -> int:
+    """``ppdl-worker``: a data owner's worker served without Jupyter (docs/SERVED.md).
+
+    The owner's datasets are held as private DP datasets with ``dp``'s ``attach_dataset``.
+    """
+    from ppdl_nb.dp.worker_steps import attach_dataset
+    from ppdl_nb.workers.transport.served_cli import main
+
+    return main(argv, attach=attach_dataset)

@@ -16,6 +16,7 @@ PINNED = [
     "WorkerMismatchError",
     "WorkerUnavailableError",
     "chain_of",
+    "connect",
     "fix_precision",
     "launch",
     "send",

@@ -92,6 +92,14 @@ class ObjectStore:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def start_ids_at(self, first: int) -> None:
+        """Number objects from ``first`` on (before any is stored): a served worker starts
+        each life at a new offset, so a pointer from an earlier life never finds a new
+        object under its old id."""
+        if self._entries:
+            raise RuntimeError("start_ids_at must come before anything is stored")
+        self._ids = itertools.count(first)
+
     def __contains__(self, obj_id: object) -> bool:
         return obj_id in self._entries
 

@@ -30,7 +30,7 @@ from ppdl_nb.workers.transport import chan_wire as wire
 from ppdl_nb.workers.transport.keys import KeyPair, hello_key, parse_public_key
 
 __all__ = ["HWM", "MAX_MESSAGE_BYTES", "Allowlist", "Outbox", "Session", "configure", "context",
-           "private_endpoint", "reply_messages", "send_parts"]
+           "private_endpoint", "reply_messages", "send_parts", "tcp_options"]
 
 MAX_MESSAGE_BYTES = 1 << 34
 HWM = 64  # messages per peer and direction (chunks are 4 MiB): bounds memory
@@ -72,6 +72,23 @@ def configure(sock: zmq.Socket) -> zmq.Socket:
     sock.setsockopt(zmq.SNDHWM, HWM)
     sock.setsockopt(zmq.RCVHWM, HWM)
     sock.setsockopt(zmq.MAXMSGSIZE, wire.MAX_FRAME_BYTES)
+    return sock
+
+
+#: TCP peers: a heartbeat every second; no answer for 3 s closes the connection (so a
+#: partition or a vanished host is noticed without waiting for TCP's own timeouts)
+HEARTBEAT_IVL_MS, HEARTBEAT_TIMEOUT_MS = 1000, 3000
+
+
+def tcp_options(sock: zmq.Socket) -> zmq.Socket:
+    """Heartbeats, keep-alive and quick reconnects for a socket about to use TCP."""
+    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TTL, 2 * HEARTBEAT_TIMEOUT_MS)
+    sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+    sock.setsockopt(zmq.RECONNECT_IVL, 100)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+    sock.setsockopt(zmq.CONNECT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
     return sock
 
 
@@ -129,18 +146,20 @@ class Allowlist:
         self._by_name: dict[str, bytes] = {}
         self._lock = threading.Lock()
 
-    def allow(self, name: str, public_key: bytes | str) -> None:
+    def allow(self, name: str, public_key: bytes | str, *, shared: bool = False) -> None:
         """Accept ``name`` holding ``public_key``; the same pair again is a no-op.
 
         Raises ``PermissionError`` if ``name`` already has another key (keys are fixed
         once known) and ``ValueError`` if the key already belongs to another name.
+        ``shared=True`` lets several keys act as one name (a served worker's owner
+        allowing several notebooks, each ``"me"``): only the owner's code passes it.
         """
         key = parse_public_key(public_key)
         with self._lock:
             known = self._by_name.get(name)
-            if known == key:
+            if known == key or (shared and self._by_key.get(key, ("",))[0] == name):
                 return
-            if known is not None:
+            if known is not None and not shared:
                 raise PermissionError(
                     f"{name!r} is already known by another public key; a known peer's key "
                     "cannot be replaced. Launch a new group to use new keys")
@@ -148,7 +167,19 @@ class Allowlist:
                 raise ValueError(f"that public key already belongs to "
                                  f"{self._by_key[key][0]!r}; one key is one identity")
             self._by_key[key] = (name, hello_key(self._keypair, key))
-            self._by_name[name] = key
+            self._by_name.setdefault(name, key)
+
+    def revoke(self, public_key: bytes | str) -> None:
+        """Refuse ``public_key`` from now on (sessions it already opened stay open)."""
+        key = parse_public_key(public_key)
+        with self._lock:
+            entry = self._by_key.pop(key, None)
+            if entry is not None and self._by_name.get(entry[0]) == key:
+                rest = [k for k, (n, _) in self._by_key.items() if n == entry[0]]
+                if rest:
+                    self._by_name[entry[0]] = rest[0]
+                else:
+                    del self._by_name[entry[0]]
 
     def lookup(self, public_key: bytes) -> tuple[str, bytes] | None:
         """``(name, hello key)`` of an allowed key, else ``None``."""

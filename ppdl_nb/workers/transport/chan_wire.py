@@ -50,10 +50,12 @@ __all__ = [
     "KIND_WELCOME",
     "MAX_FRAMES",
     "MAX_FRAME_BYTES",
+    "PROTOCOL",
     "STATUS_ERROR",
     "STATUS_OK",
     "AuthError",
     "Inbound",
+    "check_version",
     "parse_prefix",
     "prefix",
     "seal",
@@ -68,6 +70,10 @@ TAG = 16
 MAGIC = b"PPDL\x01"
 KIND_HELLO, KIND_WELCOME, KIND_REFUSED = b"H", b"W", b"X"
 KIND_REQUEST, KIND_REPLY, KIND_CHUNK = b"Q", b"R", b"C"
+#: what a hello and a welcome carry: peers of another major version refuse each other
+PROTOCOL = b"ppdl-nb/2.0"
+#: refusal codes (third frame of a refusal; older peers read only the reason)
+REFUSED_VERSION, REFUSED_NO_SESSION = b"version", b"session"
 STATUS_OK, STATUS_ERROR = 0, 1
 _PREFIX = struct.Struct(">5scQI")
 _COUNT = struct.Struct(">BII")  # status, frame count, chunk size
@@ -94,6 +100,22 @@ def parse_prefix(frame: bytes | memoryview) -> tuple[bytes, int, int]:
     if magic != MAGIC:
         raise ValueError("not a ppdl-nb channel message, or another protocol version")
     return kind, seq, index
+
+
+def check_version(theirs: bytes, who: str) -> str | None:
+    """Why a peer speaking ``theirs`` is refused, or ``None`` if its major version is ours.
+
+    >>> check_version(PROTOCOL, "alice") is None
+    True
+    >>> check_version(b"ppdl-nb/9.1", "alice")[:44]
+    'alice speaks protocol ppdl-nb/9.1, this side'
+    """
+    mine = PROTOCOL.split(b".")[0]
+    if theirs.split(b".")[0] == mine and theirs.startswith(b"ppdl-nb/"):
+        return None
+    return (f"{who} speaks protocol {theirs[:40].decode(errors='replace')}, this side "
+            f"{PROTOCOL.decode()}: different major versions do not interoperate. Install the "
+            "same ppdl-nb release on both machines")
 
 
 def _nonce(seq: int, index: int) -> bytes:

@@ -64,6 +64,7 @@ from ppdl_nb.workers.transport.chan_socket import (
     private_endpoint,
     reply_messages,
     send_parts,
+    tcp_options,
 )
 from ppdl_nb.workers.transport.channel_client import ChannelClient
 from ppdl_nb.workers.transport.keys import KeyPair, derive_session, hello_tag, parse_public_key
@@ -85,10 +86,11 @@ class ChannelServer:
     """Serve ``handler(frames, peer_name) -> frames`` to authenticated clients.
 
     ``endpoint`` is ``None`` (a private ``ipc://`` path), an ``ipc://`` path or
-    ``tcp://127.0.0.1:PORT`` (``PORT`` may be ``*`` for any free port); the bound
-    address is ``server.endpoint``. ``allowed_peers`` maps client names to their public
-    keys (32 bytes or hex). A handler exception is sent back as an error the client
-    re-raises (with this side's traceback); the server keeps serving.
+    ``tcp://HOST:PORT`` (``PORT`` may be ``*`` for any free port; TCP connections get
+    heartbeats, :func:`.chan_socket.tcp_options`); the bound address is ``server.endpoint``.
+    ``allowed_peers`` maps client names to their public keys (32 bytes or hex). A
+    handler exception is sent back as an error the client re-raises (with this side's
+    traceback); the server keeps serving.
     """
 
     def __init__(  # long: validates, opens the socket and starts its threads
@@ -118,6 +120,8 @@ class ChannelServer:
         self._sock = configure(context().socket(zmq.ROUTER))
         self._sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         endpoint = endpoint or private_endpoint(name)
+        if endpoint.startswith("tcp://"):
+            tcp_options(self._sock)
         try:
             self._sock.bind(endpoint)
         except zmq.ZMQError as exc:
@@ -249,12 +253,12 @@ class ChannelServer:
                 except (BlockingIOError, OSError):
                     pass  # the pipe is full of wake-ups already, or the server closed
 
-    def _refuse(self, ident: bytes, seq: int, reason: str) -> None:
+    def _refuse(self, ident: bytes, seq: int, reason: str, code: bytes = b"") -> None:
         """Tell the sender why, if its queue has room; never wait for it."""
         self.refused += 1
+        parts = [wire.prefix(wire.KIND_REFUSED, seq), reason.encode(), *([code] if code else [])]
         try:
-            send_parts(self._sock, [wire.prefix(wire.KIND_REFUSED, seq), reason.encode()],
-                       ident, block=False)
+            send_parts(self._sock, parts, ident, block=False)
         except zmq.ZMQError:
             pass  # full (it does not read) or gone: drop the refusal
 
@@ -279,7 +283,7 @@ class ChannelServer:
             if len(self._told) > _MAX_TOLD:
                 self._told.popitem(last=False)
             self._refuse(ident, seq, "no session with this server (it may have restarted): "
-                         "connect again")
+                         "connect again", wire.REFUSED_NO_SESSION)
             return
         if kind == wire.KIND_REQUEST:
             if seq <= session.last_seq:
@@ -328,11 +332,15 @@ class ChannelServer:
 
     def _hello(self, ident: bytes, body: list) -> None:
         try:
-            _, name_b, static, ephemeral, tag = (f.bytes for f in body)
+            _, name_b, static, ephemeral, tag, *version = (f.bytes for f in body)
             name = name_b.decode()
             static, ephemeral = parse_public_key(static), parse_public_key(ephemeral)
         except (ValueError, UnicodeDecodeError):
             self._refuse(ident, 0, "malformed hello")
+            return
+        why = wire.check_version(version[0] if version else wire.PROTOCOL, f"client {name!r}")
+        if why is not None:  # before anything else: the client learns why, whoever it is
+            self._refuse(ident, 0, f"{why}; refused by {self.name!r}", wire.REFUSED_VERSION)
             return
         known = self.allowlist.lookup(static)
         if known is None or known[0] != name:
@@ -357,7 +365,7 @@ class ChannelServer:
             self._pending.popitem(last=False)
         head = wire.prefix(wire.KIND_WELCOME, 0)
         confirm = session.aead_out.encrypt(bytes(12), b"welcome " + name_b, head)
-        self._outbox.put(ident, [head, mine.public, confirm])
+        self._outbox.put(ident, [head, mine.public, confirm, wire.PROTOCOL])
         self._outbox.flush()
 
     def _reply(self, ident: bytes, session: Session, inbound: wire.Inbound) -> None:

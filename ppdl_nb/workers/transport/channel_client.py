@@ -30,6 +30,7 @@ from ppdl_nb.workers.transport.chan_socket import (
     configure,
     context,
     send_parts,
+    tcp_options,
 )
 from ppdl_nb.workers.transport.keys import (
     KeyPair,
@@ -39,9 +40,36 @@ from ppdl_nb.workers.transport.keys import (
     parse_public_key,
 )
 
-__all__ = ["ChannelClient"]
+__all__ = ["ChannelClient", "SessionLost"]
 
 _ALIVE_POLL_MS = 200
+
+
+class SessionLost(PermissionError):
+    """The server no longer knows this connection's session (it restarted, say): the
+    request was refused before it ran, so it is safe to connect again and resend it."""
+
+
+class _Watch:
+    """Connection events of one TCP socket: was its connection lost since it was made?"""
+
+    def __init__(self, sock: zmq.Socket) -> None:
+        self._events = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._sock = sock
+
+    def lost(self) -> bool:
+        lost = False
+        while self._events.poll(0):
+            self._events.recv_multipart()
+            lost = True
+        return lost
+
+    def close(self) -> None:
+        try:
+            self._sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self._events.close(linger=0)
 
 
 class ChannelClient:
@@ -76,6 +104,9 @@ class ChannelClient:
         self._closed = False
         self._hello_key = hello_key(keypair, self.server_public_key)
         self.alive: Callable[[], bool] | None = None  # set by owners of the peer's process
+        self.connect_timeout: float | None = None  # at most this long for a handshake
+        self._watch: _Watch | None = None  # TCP only: notices a lost connection
+        self.handshakes = 0  # sessions made so far (more than one: it reconnected)
 
     def connect(self, timeout: float = 10.0) -> None:
         """Handshake now (instead of on the first request); raises like :meth:`request`."""
@@ -101,21 +132,30 @@ class ChannelClient:
         deadline = time.monotonic() + timeout
         with self._lock:
             try:
-                session = self._ensure(deadline, timeout)
-                self._seq += 1
-                seq = self._seq
-                for m in wire.seal_iter(session.aead_out, wire.KIND_REQUEST, seq, frames):
-                    self._sock.setsockopt(zmq.SNDTIMEO, _ms_left(deadline))
-                    send_parts(self._sock, m)
-                return self._await_reply(session, seq, deadline, timeout)
-            except zmq.Again:
+                return self._send(frames, deadline, timeout)
+            except SessionLost:  # refused before it ran: one fresh session, same identity
                 self._reset()
-                raise self._timeout(timeout) from None
-            except RemoteError:
-                raise  # the handler failed; the connection is fine
-            except BaseException:
-                self._reset()
-                raise
+                return self._send(frames, deadline, timeout)
+
+    def _send(self, frames: Sequence, deadline: float, timeout: float) -> list:
+        if self._watch is not None and self._watch.lost():
+            self._reset()  # lost while idle (a restart, a partition): make a fresh session
+        try:
+            session = self._ensure(deadline, timeout)
+            self._seq += 1
+            seq = self._seq
+            for m in wire.seal_iter(session.aead_out, wire.KIND_REQUEST, seq, frames):
+                self._sock.setsockopt(zmq.SNDTIMEO, _ms_left(deadline))
+                send_parts(self._sock, m)
+            return self._await_reply(session, seq, deadline, timeout)
+        except zmq.Again:
+            self._reset()
+            raise self._timeout(timeout) from None
+        except RemoteError:
+            raise  # the handler failed; the connection is fine
+        except BaseException:
+            self._reset()
+            raise
 
     def close(self) -> None:
         """Close the socket. Idempotent."""
@@ -143,17 +183,26 @@ class ChannelClient:
         )
 
     def _reset(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
         if self._sock is not None:
             self._sock.close(linger=0)
-        self._sock, self._session = None, None
+        self._sock, self._session, self._watch = None, None, None
 
     def _recv(self, deadline: float, timeout: float) -> list:
+        watched = self.alive is not None or self._watch is not None
         while True:
             left = _ms_left(deadline)
             if left <= 0:
                 raise self._timeout(timeout)
+            if self._watch is not None and self._watch.lost():
+                raise ConnectionError(
+                    f"the connection to {self.peer} ({self.endpoint}) was lost (no heartbeat "
+                    "for 3 s, or it closed): the network is down or the peer stopped. A "
+                    "request in flight may or may not have run; objects it holds are kept "
+                    "while it runs. Try again when it is reachable")
             # wake up now and then to notice a peer process that died mid-request
-            if self._sock.poll(min(left, _ALIVE_POLL_MS) if self.alive else left):
+            if self._sock.poll(min(left, _ALIVE_POLL_MS) if watched else left):
                 return self._sock.recv_multipart(copy=False)
             if self.alive is not None and not self.alive():
                 raise ConnectionError(f"{self.peer} died while handling a request")
@@ -163,21 +212,36 @@ class ChannelClient:
             return self._session
         self._reset()
         sock = configure(context().socket(zmq.DEALER))
+        if self.endpoint.startswith("tcp://"):
+            tcp_options(sock)
+            self._watch = _Watch(sock)
         sock.connect(self.endpoint)
         self._sock = sock
         mine = KeyPair.generate()
         tag = hello_tag(self._hello_key, self.keypair.public, self.server_public_key,
                         self.name, mine.public)
         sock.send_multipart([wire.prefix(wire.KIND_HELLO, 0), self.name.encode(),
-                             self.keypair.public, mine.public, tag])
+                             self.keypair.public, mine.public, tag, wire.PROTOCOL])
+        if self.connect_timeout is not None and deadline - time.monotonic() > \
+                self.connect_timeout:
+            deadline, timeout = time.monotonic() + self.connect_timeout, self.connect_timeout
         while True:
-            msg = self._recv(deadline, timeout)
+            try:
+                msg = self._recv(deadline, timeout)
+            except TimeoutError:
+                if self._watch is None:
+                    raise
+                raise ConnectionError(  # TCP: nobody answered, which is not a slow request
+                    f"{self.peer} did not answer a handshake at {self.endpoint} within "
+                    f"{timeout:g} s: it is not running, or the network to it is down") from None
             kind, seq, _ = wire.parse_prefix(msg[0].buffer)
             if kind == wire.KIND_REFUSED:
-                raise PermissionError(f"{self.peer} refused the connection: "
-                                      f"{msg[1].bytes.decode(errors='replace')}")
-            if kind == wire.KIND_WELCOME and len(msg) == 3:
+                raise _refusal(self.peer, "the connection", msg)
+            if kind == wire.KIND_WELCOME and len(msg) in (3, 4):
                 break
+        why = wire.check_version(msg[3].bytes, self.peer) if len(msg) == 4 else None
+        if why is not None:
+            raise ConnectionRefusedError(f"{why}; refusing to talk to it")
         try:
             keys = derive_session(self.keypair, mine, self.server_public_key,
                                   parse_public_key(msg[1].bytes), client_side=True,
@@ -191,6 +255,7 @@ class ChannelClient:
                 "another process is listening there. Refusing to talk to it"
             ) from None
         self._session, self._seq = session, 0
+        self.handshakes += 1
         return session
 
     def _await_reply(self, session: Session, seq: int, deadline: float, timeout: float
@@ -205,8 +270,7 @@ class ChannelClient:
             if rseq != seq:
                 continue  # not ours (cannot happen on a fresh socket, but be strict)
             if kind == wire.KIND_REFUSED:
-                raise PermissionError(f"{self.peer} refused request {seq}: "
-                                      f"{msg[1].bytes.decode(errors='replace')}")
+                raise _refusal(self.peer, f"request {seq}", msg)
             try:
                 if kind == wire.KIND_REPLY and inbound is None:
                     inbound = wire.Inbound.open_head(session.aead_in, msg,
@@ -224,6 +288,16 @@ class ChannelClient:
             return inbound.frames
         type_name, message, tb = (bytes(f).decode(errors="replace") for f in inbound.frames[:3])
         raise remote_exception(type_name, message, self.peer, tb)
+
+
+def _refusal(peer: str, what: str, msg: list) -> PermissionError | ConnectionError:
+    """The exception for a refusal: its code (third frame, if any) says which kind."""
+    reason = msg[1].bytes.decode(errors="replace") if len(msg) > 1 else "no reason given"
+    code = msg[2].bytes if len(msg) > 2 else b""
+    if code == wire.REFUSED_VERSION:
+        return ConnectionRefusedError(f"{peer} refused {what}: {reason}")
+    kind = SessionLost if code == wire.REFUSED_NO_SESSION else PermissionError
+    return kind(f"{peer} refused {what}: {reason}")
 
 
 def _ms_left(deadline: float) -> int:

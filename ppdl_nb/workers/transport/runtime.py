@@ -66,6 +66,8 @@ class ChannelConnection(WorkerClient):
             if self._alive is not None and not self._alive():
                 raise self._dead() from None
             raise TimeoutError(f"worker {self.name}: {exc}") from None
+        except ConnectionRefusedError:
+            raise  # an incompatible peer: its own message says why
         except ConnectionError as exc:
             if self._alive is not None and not self._alive():
                 raise self._dead() from None
@@ -89,11 +91,13 @@ def identity_path(worker: Worker) -> str:
 class WorkerRuntime:
     """One worker, its key pair, its channel server and its links to peers.
 
-    ``keys`` defaults to the worker's stored identity (:func:`identity_path`).
+    ``keys`` defaults to the worker's stored identity (:func:`identity_path`);
+    ``endpoint`` to a private ``ipc://`` path (a served worker passes its TCP address,
+    and ``notebook_key=None``: its owner's allowlist says who may connect).
     """
 
-    def __init__(self, name: str, notebook_key: str | bytes, *, inspect: bool = True,
-                 keys: KeyPair | None = None) -> None:
+    def __init__(self, name: str, notebook_key: str | bytes | None, *, inspect: bool = True,
+                 keys: KeyPair | None = None, endpoint: str | None = None) -> None:
         self.peers: dict[str, tuple[str, bytes]] = {}
         self._links: dict[str, ChannelConnection] = {}
         self._links_lock = threading.Lock()  # handler threads connect; introduce updates
@@ -103,8 +107,8 @@ class WorkerRuntime:
         self.inspect = inspect
         # several handler threads: a protocol step may wait for a peer's message
         # (Worker.wait_until), which another thread must be free to receive
-        self.server = ChannelServer(self.keys, None, self._handle,
-                                    {"me": parse_public_key(notebook_key)}, name=name,
+        allowed = {} if notebook_key is None else {"me": parse_public_key(notebook_key)}
+        self.server = ChannelServer(self.keys, endpoint, self._handle, allowed, name=name,
                                     threads=HANDLER_THREADS)
 
     def _handle(self, frames: list[Any], caller: str) -> list[Any]:
