@@ -22,6 +22,64 @@ OWNER_WARNING = (
 )
 
 
+class Launched:
+    """The workers ``%ppdl launch`` started, by name: the only ones ``%ppdl shutdown`` stops.
+
+    Workers made in Python (``ppdl_nb.launch``, ``VirtualWorker``) or connected to
+    (``ppdl_nb.connect``) are the notebook's to use, not the magics' to stop.
+    """
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, Any] = {}
+
+    def add(self, worker: Any) -> None:
+        self._by_name[worker.name] = worker
+
+    def get(self, name: str) -> Any | None:
+        return self._by_name.get(name)
+
+    def running(self) -> list[Any]:
+        return [w for _, w in sorted(self._by_name.items()) if _running(w)]
+
+
+LAUNCHED = Launched()
+
+
+def _running(worker: Any) -> bool:
+    return (worker.status() if hasattr(worker, "status") else "running") == "running"
+
+
+def _describe(worker: Any) -> str:
+    pid = f", pid {worker.pid}" if getattr(worker, "pid", None) else ""
+    return f"{worker.kind} worker{pid}"
+
+
+def _others_running(name: str) -> list[Any]:
+    """Running workers called ``name`` that ``%ppdl launch`` did not start."""
+    return [w for w in local_party().workers()
+            if w.name == name and w is not LAUNCHED.get(name) and _running(w)]
+
+
+def _to_replace(names: list[str], replace: bool) -> list[Any]:
+    """The running workers ``launch --replace`` stops; refuse a name already running."""
+    stop = []
+    for name in names:
+        if others := _others_running(name):
+            raise UsageError(
+                f"a worker named {name} is already running ({_describe(others[0])}), made in "
+                f"Python or connected to, not by %ppdl launch: pick another name, or stop it "
+                f"where it was made ({name}.shutdown()) and launch again")
+        mine = LAUNCHED.get(name)
+        if mine is not None and _running(mine):
+            if not replace:
+                raise UsageError(
+                    f"{name} is already running ({_describe(mine)}): use it as it is, or "
+                    f"%ppdl launch --replace {name} to stop it and start a fresh one (what "
+                    "it holds is lost)")
+            stop.append(mine)
+    return stop
+
+
 def _worker(name: str) -> Any:
     try:
         return local_party().client_for(name)
@@ -45,10 +103,20 @@ def _names(names: list[str]) -> list[str]:
                           help="in-process workers instead of separate kernels")
 @magic_arguments.argument("--no-inspect", action="store_true",
                           help="refuse %%%%ppdl on: the worker's shell stays closed")
+@magic_arguments.argument("--replace", action="store_true",
+                          help="stop a running worker of that name first (its data is lost)")
 @magic_arguments.argument("names", nargs="+", help="worker names, bound as variables")
 def launch(shell: Any, args: Any, cell: str | None) -> None:
-    """Start workers (separate kernels by default) and bind them as variables."""
+    """Start workers (separate kernels by default) and bind them as variables.
+
+    A name already running is refused; ``--replace`` stops it first (only a worker that
+    ``%ppdl launch`` started: one made in Python or connected to is never stopped here).
+    """
     names = _names(args.names)
+    if stop := _to_replace(names, args.replace):
+        for w in stop:
+            w.shutdown()
+        print("stopped to replace: " + ", ".join(w.name for w in stop))
     if args.virtual:
         workers = [VirtualWorker(n) for n in names]
     else:
@@ -56,6 +124,7 @@ def launch(shell: Any, args: Any, cell: str | None) -> None:
 
         workers = list(launch_kernels(*names, inspect=not args.no_inspect))
     for w in workers:
+        LAUNCHED.add(w)
         shell.user_ns[w.name] = w
     kind = "virtual workers" if args.virtual else "kernel workers"
     pids = "" if args.virtual else " (pids " + ", ".join(str(w.pid) for w in workers) + ")"
@@ -117,13 +186,37 @@ def on(shell: Any, args: Any, cell: str | None) -> None:
 
 @subcommand("shutdown")
 @magic_arguments.magic_arguments()
-@magic_arguments.argument("names", nargs="*", help="workers to stop (default: all)")
+@magic_arguments.argument("names", nargs="*",
+                          help="workers to stop (default: all that %%ppdl launch started)")
 def shutdown(shell: Any, args: Any, cell: str | None) -> None:
-    """Stop workers (all of them by default); their data is gone."""
-    targets = [_worker(n) for n in args.names] or local_party().workers()
-    for w in targets:
-        w.shutdown()
-    print("shut down: " + (", ".join(w.name for w in targets) or "nothing"))
+    """Stop workers %ppdl launch started (all by default); what they hold is gone.
+
+    Workers made in Python or connected to are left running: stop those with their own
+    ``.shutdown()``. Prints exactly the workers it stopped.
+    """
+    targets = [_launched(n) for n in args.names] if args.names else LAUNCHED.running()
+    stopped = []
+    for w in dict.fromkeys(targets):
+        if _running(w):
+            w.shutdown()
+            stopped.append(w.name)
+    print("shut down: " + (", ".join(stopped) or _nothing(args.names)))
+
+
+def _launched(name: str) -> Any:
+    worker = LAUNCHED.get(name)
+    if worker is not None:
+        return worker
+    _worker(name)  # a name the notebook does not know: says so, with the connected names
+    raise UsageError(f"{name} was not started by %ppdl launch (it was made in Python or "
+                     "connected to), so %ppdl shutdown leaves it alone: stop it with "
+                     f"{name}.shutdown() where it was made")
+
+
+def _nothing(names: list[str]) -> str:
+    if names:
+        return f"nothing ({', '.join(names)} already stopped)"
+    return "nothing (no worker that %ppdl launch started is running)"
 
 
 @subcommand("restart")

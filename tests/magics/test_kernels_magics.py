@@ -82,3 +82,53 @@ def test_on_runs_the_cell_as_the_owner_and_says_so_once(ip, capsys):
         assert capsys.readouterr().out == "mg_kernel\n"  # said once per worker
     finally:
         worker.shutdown()
+
+
+def test_launch_of_a_running_name_refuses_and_replace_restarts_it(ip, capsys):
+    ip.run_line_magic("ppdl", "launch --virtual mg_once")
+    first = ip.user_ns["mg_once"]
+    held = ppdl_nb.send(torch.ones(2), first)  # noqa: F841  (alive: held remotely)
+    with pytest.raises(UsageError, match=r"mg_once is already running \(virtual worker\).*"
+                                         r"%ppdl launch --replace mg_once"):
+        ip.run_line_magic("ppdl", "launch --virtual mg_fresh mg_once")
+    assert ip.user_ns["mg_once"] is first and first.info()["objects"] == 1
+    assert "mg_fresh" not in ip.user_ns  # refused before anything was launched
+    capsys.readouterr()
+    ip.run_line_magic("ppdl", "launch --virtual --replace mg_once")
+    out = capsys.readouterr().out
+    assert out.splitlines() == ["stopped to replace: mg_once",
+                                "launched 1 virtual workers: mg_once"]
+    assert first.status() == "shut down"
+    fresh = ip.user_ns["mg_once"]
+    assert fresh is not first and fresh.info()["objects"] == 0
+    ip.run_line_magic("ppdl", "shutdown mg_once")
+
+
+def test_launch_refuses_a_name_made_in_python_even_with_replace(ip):
+    mine = ppdl_nb.VirtualWorker("mg_python")
+    for line in ("launch --virtual mg_python", "launch --virtual --replace mg_python"):
+        with pytest.raises(UsageError, match="made in Python or connected to, not by "
+                                             r"%ppdl launch.*mg_python.shutdown\(\)"):
+            ip.run_line_magic("ppdl", line)
+    assert mine.status() == "running"
+
+
+def test_shutdown_stops_only_what_the_magics_launched_and_says_what(ip, capsys):
+    ip.run_line_magic("ppdl", "shutdown")  # whatever earlier tests left running
+    ip.run_line_magic("ppdl", "launch --virtual mg_l1 mg_l2")
+    own = ppdl_nb.VirtualWorker("mg_own")  # made in Python: the notebook's, not the magics'
+    capsys.readouterr()
+    ip.run_line_magic("ppdl", "shutdown")
+    assert capsys.readouterr().out == "shut down: mg_l1, mg_l2\n"
+    assert own.status() == "running"
+    ip.run_line_magic("ppdl", "shutdown")
+    assert capsys.readouterr().out == ("shut down: nothing (no worker that %ppdl launch "
+                                       "started is running)\n")
+    ip.run_line_magic("ppdl", "shutdown mg_l1")
+    assert capsys.readouterr().out == "shut down: nothing (mg_l1 already stopped)\n"
+    with pytest.raises(UsageError, match=r"mg_own was not started by %ppdl launch.*"
+                                         r"mg_own.shutdown\(\)"):
+        ip.run_line_magic("ppdl", "shutdown mg_own")
+    with pytest.raises(UsageError, match="not connected to a worker named 'mg_nobody'"):
+        ip.run_line_magic("ppdl", "shutdown mg_nobody")
+    assert own.status() == "running"
