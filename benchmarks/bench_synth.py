@@ -26,8 +26,9 @@ Protocol (fixed before the runs):
   membership inference, singling out, linkability and attribute inference (the label),
   each with a 95% interval.
 
-``--quick`` (a smoke test, at most a minute; its figures mean nothing): one seed, epsilon
-10, 600 MNIST training digits, a few dozen steps per method, breast cancer for leakage.
+``--quick`` (a smoke test, ~20 s; its figures mean nothing): one seed, epsilon 10, 600
+MNIST training digits, a few dozen steps per method, 1,000 released samples, a shorter
+classifier and bootstrap, breast cancer for leakage.
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ DATALENS = {"teachers": 200, "steps": 500, "batch_size": 16, "k_per_sample": 5,
 MERF = {"features": 2000, "steps": 1000, "lengthscale_per_sqrt_dim": 0.35}
 GAN = {"steps": 2000, "batch_size": 64, "max_grad_norm": 1.0, "lr": 2e-4}
 DPSGD = {"epochs": 15, "batches": 32, "max_grad_norm": 1.0, "lr": 0.5}
-QUICK = {"datalens_steps": 15, "merf_steps": 60, "gan_steps": 30, "dpsgd_epochs": 1}
+QUICK = {"datalens_steps": 10, "datalens_teachers": 50, "merf_steps": 40, "merf_features": 500,
+         "gan_steps": 20, "gan_batch": 32, "dpsgd_epochs": 1, "release": 1000, "clf_epochs": 4,
+         "bootstrap": 20, "tab_steps": 50, "tab_gan_steps": 20}
 PIMA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pima-indians-diabetes.csv"
 
 
@@ -76,20 +79,23 @@ def split(data, n_train: int):
 
 def run_generator(method: str, x, y, eps: float, seed: int, quick: bool):
     """Train one generator; return (samples, labels, epsilon spent)."""
+    n_release = QUICK["release"] if quick else RELEASE
     if method == "DataLens":
-        cfg = dict(DATALENS, steps=QUICK["datalens_steps"] if quick else DATALENS["steps"])
+        cfg = dict(DATALENS, **({"steps": QUICK["datalens_steps"],
+                                 "teachers": QUICK["datalens_teachers"]} if quick else {}))
         res = train_datalens(x, y, classes=10, epsilon=eps, delta=DELTA, seed=seed, **cfg)
-        xs, ys = res.generator.release(RELEASE, seed=seed)
+        xs, ys = res.generator.release(n_release, seed=seed)
     elif method == "DP-MERF":
         res = train_dp_merf(x, y, classes=10, epsilon=eps, delta=DELTA, seed=seed,
-                            features=MERF["features"],
+                            features=QUICK["merf_features"] if quick else MERF["features"],
                             steps=QUICK["merf_steps"] if quick else MERF["steps"],
                             lengthscale=MERF["lengthscale_per_sqrt_dim"] * x.shape[1] ** 0.5)
-        xs, ys = res.generator.release(RELEASE, class_weights=res.class_weights, seed=seed)
+        xs, ys = res.generator.release(n_release, class_weights=res.class_weights, seed=seed)
     else:  # "DP-SGD GAN" or, at eps = inf, the non-private GAN
-        cfg = dict(GAN, steps=QUICK["gan_steps"] if quick else GAN["steps"])
+        cfg = dict(GAN, **({"steps": QUICK["gan_steps"], "batch_size": QUICK["gan_batch"]}
+                           if quick else {}))
         res = train_gan(x, y, classes=10, epsilon=eps, delta=DELTA, seed=seed, **cfg)
-        xs, ys = res.generator.release(RELEASE, seed=seed)
+        xs, ys = res.generator.release(n_release, seed=seed)
     return xs, ys, res.epsilon
 
 
@@ -121,6 +127,7 @@ def utility(name: str, data, n_train: int, args, grids: dict) -> list[dict]:  # 
     x, y, xt, yt = split(data, n_train)
     seeds = 1 if args.quick else args.seeds
     epsilons = [10.0] if args.quick else args.epsilons
+    clf_epochs = QUICK["clf_epochs"] if args.quick else CLF_EPOCHS
     rows = []
     jobs = [(m, e) for e in epsilons for m in ("DataLens", "DP-MERF", "DP-SGD GAN")]
     jobs.append(("GAN, no privacy", math.inf))
@@ -130,11 +137,12 @@ def utility(name: str, data, n_train: int, args, grids: dict) -> list[dict]:  # 
             t0 = time.perf_counter()
             xs, ys, e = run_generator(method, x, y, eps, s, args.quick)
             secs.append(time.perf_counter() - t0)
-            accs.append(accuracy(fit_classifier(xs, ys, classes=10, epochs=CLF_EPOCHS,
+            accs.append(accuracy(fit_classifier(xs, ys, classes=10, epochs=clf_epochs,
                                                 seed=s), xt, yt))
             spent.append(e)
             if s == 0:
-                m = dcr_membership(xs, x[:len(xt)], xt, bootstrap=100)
+                m = dcr_membership(xs, x[:len(xt)], xt,
+                                   bootstrap=QUICK["bootstrap"] if args.quick else 100)
                 mia = f"{m.auc:.3f} [{m.auc_ci[0]:.3f}, {m.auc_ci[1]:.3f}]"
                 grids[f"{name} {method} eps={eps}"] = (xs[:100], ys[:100])
         rows.append(row(method, eps, accs, secs, spent, data=name, mia_auc=mia))
@@ -150,7 +158,7 @@ def utility(name: str, data, n_train: int, args, grids: dict) -> list[dict]:  # 
     accs, secs = [], []
     for s in range(seeds):
         t0 = time.perf_counter()
-        accs.append(accuracy(fit_classifier(x, y, classes=10, epochs=CLF_EPOCHS, seed=s),
+        accs.append(accuracy(fit_classifier(x, y, classes=10, epochs=clf_epochs, seed=s),
                              xt, yt))
         secs.append(time.perf_counter() - t0)
     rows.append(row("classifier on real digits", math.inf, accs, secs, [], data=name))
@@ -172,7 +180,7 @@ def leakage(args) -> list[dict]:  # long: one row per release, in one place
         return torch.cat([scale_columns(xx, lo, hi), yy[:, None].float()], 1)
 
     train, control = table(data.x[tr], data.y[tr]), table(data.x[co], data.y[co])
-    steps = 100 if args.quick else 2000
+    steps = QUICK["tab_steps"] if args.quick else 2000
     releases = {}
     for eps in (1.0, 10.0, math.inf):
         syn = fit_tabular_merf(data.x[tr], data.y[tr], classes=2, epsilon=eps, delta=DELTA,
@@ -180,7 +188,8 @@ def leakage(args) -> list[dict]:  # long: one row per release, in one place
         label = f"tabular DP-MERF eps={eps:g}" if math.isfinite(eps) else "MERF, no noise"
         releases[label] = (table(*syn.sample(half)), syn.epsilon)
     gan = train_gan(scale_columns(data.x[tr], lo, hi), data.y[tr], classes=2,
-                    epsilon=math.inf, delta=DELTA, steps=60 if args.quick else 4000,
+                    epsilon=math.inf, delta=DELTA,
+                    steps=QUICK["tab_gan_steps"] if args.quick else 4000,
                     batch_size=64, hidden=128, output="sigmoid")
     xs, ys = gan.generator.release(half)
     releases["GAN, no privacy"] = (torch.cat([xs, ys[:, None].float()], 1), math.inf)
@@ -192,7 +201,8 @@ def leakage(args) -> list[dict]:  # long: one row per release, in one place
         return f"{r.risk:.3f} [{r.risk_ci[0]:.3f}, {r.risk_ci[1]:.3f}]"
 
     for label, (rel, eps) in releases.items():
-        m = dcr_membership(rel, train, control, bootstrap=200)
+        m = dcr_membership(rel, train, control, bootstrap=QUICK["bootstrap"] if args.quick
+                           else 200)
         rows.append({"data": name, "release": label, "epsilon": eps,
                      "mia_auc": f"{m.auc:.3f} [{m.auc_ci[0]:.3f}, {m.auc_ci[1]:.3f}]",
                      "singling_out": fmt(singling_out_risk(rel, train, control)),
