@@ -18,8 +18,8 @@ shard and stays with the owner. The paper's data-dependent (PATE-style) bound is
 used: a released epsilon here never depends on the data.
 
 This module is the engine in one process: ``shards`` stand for the data owners'
-disjoint shards (in a deployment each owner's worker holds its own teachers and sends
-only its vote sum; :mod:`ppdl_nb.synth.owners` splits the noise and masks the sums).
+disjoint shards (across data owners, each owner's worker holds its own teachers and sends
+its noisy vote sum only as shares: :mod:`ppdl_nb.synth.worker_steps`).
 The maths are pure functions over tensors:
 
 * :func:`make_shards` - disjoint equal shards ``(T, s, dim)``;

@@ -115,12 +115,14 @@ class OwnerTeachers:
         self.part_std = noise_std / math.sqrt(owners)
 
     def check_batch(self, fake: torch.Tensor, fake_y: torch.Tensor) -> None:
-        """ValueError unless ``fake`` is ``(batch_size, dim)`` floats with labels in range."""
+        """ValueError unless ``fake`` is ``(batch_size, dim)`` finite floats with labels in
+        range (the teachers train on it: a NaN would ruin them)."""
         shape = (self.batch_size, self.dim)
         if not isinstance(fake, torch.Tensor) or tuple(fake.shape) != shape \
-                or not fake.is_floating_point():
-            raise ValueError(f"the generated batch must be a float tensor of shape {shape}, "
-                             f"as agreed at setup; got {getattr(fake, 'shape', type(fake))}")
+                or not fake.is_floating_point() or not bool(torch.isfinite(fake).all()):
+            raise ValueError(f"the generated batch must be a finite float tensor of shape "
+                             f"{shape}, as agreed at setup; got "
+                             f"{getattr(fake, 'shape', type(fake))}")
         if not isinstance(fake_y, torch.Tensor) or tuple(fake_y.shape) != (self.batch_size,) \
                 or fake_y.is_floating_point() or fake_y.numel() and (
                     int(fake_y.min()) < 0 or int(fake_y.max()) >= self.classes):

@@ -19,8 +19,9 @@ records of the *other* owners only ``sigma^2 (m - 1) / m`` of the variance count
 then records ``z``. A coalition of ``c`` owners would see ``(m - c) / m`` of it: stated,
 not covered. The aggregator learns the noisy total only.
 
-Shares are simulated in one process here (the math is what a deployment runs); the
-worker-side steps that would carry them are not wired in yet.
+Shares are simulated in one process here; :mod:`ppdl_nb.synth.worker_steps` runs the
+same math with each owner on its own worker (teachers there, shares sent owner to owner),
+and :mod:`ppdl_nb.synth.federated` holds the per-owner teachers both paths share.
 
 >>> import torch
 >>> from ppdl_nb.dp.topagg import TopAgg

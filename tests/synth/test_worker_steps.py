@@ -155,3 +155,19 @@ def test_setup_refuses_bad_holders_and_unknown_data(owners):
     with pytest.raises(KeyError, match="no dataset"):
         ws.setup.on(a, dataset="wine", holders=["clinic_a", "clinic_b"], **kwargs)
     assert budget.on(a, dataset="digits")["spent_epsilon"] == 0.0
+
+
+def test_each_owner_trains_its_teachers_on_disjoint_shards_of_its_own_records(owners):
+    _session(owners)
+    shards = [w.owner.state["synth"]["s1"]["owner"].xs for w in owners]  # owner-side view
+    d = load_digits()
+    for shard, (x, _) in zip(shards, _parts(), strict=True):
+        rows = shard.reshape(-1, shard.shape[-1])
+        assert len(rows) == 3 * (len(x) // 3)  # 3 teachers, equal shards, none repeated
+        assert len({tuple(r.tolist()) for r in rows}) == len({tuple(r.tolist()) for r in x})
+        assert all(bool((x == r).all(1).any()) for r in rows)  # all its own records
+    mine = {tuple(r.tolist()) for r in shards[0].reshape(-1, d.x.shape[1])}
+    assert not mine & {tuple(r.tolist()) for r in shards[1].reshape(-1, d.x.shape[1])}
+    with pytest.raises(ValueError, match="finite"):
+        ws.vote.on(owners[0], session="s1", step=0,
+                   fake=torch.full((4, 64), float("nan")), fake_y=torch.tensor([0, 1, 2, 3]))
