@@ -50,6 +50,11 @@ class ServedProcess:
 
     def start(self, timeout: float = 60.0) -> ServedProcess:
         """Start it; return once it printed its endpoint and fingerprint."""
+        self.launch()
+        return self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the process without waiting (start several, then :meth:`wait_ready`)."""
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         log = open(self.state_dir / "serve.log", "ab")  # noqa: SIM115  (the child holds it)
         try:
@@ -61,6 +66,9 @@ class ServedProcess:
                 start_new_session=True)
         finally:
             log.close()
+
+    def wait_ready(self, timeout: float = 60.0) -> ServedProcess:
+        """Wait until it printed its endpoint, fingerprint and datasets."""
         lines = self._read_lines(3, timeout)
         self.endpoint = lines[0].rsplit(" ", 1)[1]
         self.boot = int(lines[0].split("(life ")[1].split(")")[0])
