@@ -190,10 +190,10 @@ print(leakage_table(leaks))
 # %% [markdown]
 # ## What the guarantee buys, and what it does not
 #
-# * **A bound, per record.** At epsilon 1, no attack on one clinic's patient, whatever it
-#   is, can tell whether that patient was in the data much better than a coin flip (the
-#   odds move by at most e^1). That holds for every attack, including those not yet
-#   invented; the table above only measures the attacks we tried.
+# * **A bound, per record.** At epsilon 1, any attack guessing whether one given record
+#   was in the training data sees its odds move by at most a factor e^1 = 2.7 (plus
+#   delta): from a 50% prior to at most 73%. That holds for every attack, including those
+#   not yet invented; the table above only measures the attacks we tried.
 # * **Not a bound on what the population reveals.** If tumour size predicts the label,
 #   a release teaches that to anyone, and the "inference" attack then guesses the label
 #   of members *and strangers* alike; that is why risk is measured in excess of the
