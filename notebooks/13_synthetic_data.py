@@ -108,7 +108,9 @@ print(f"DataLens: {datalens_seconds:.1f} s for two runs;",
 # For the baselines we play a single data holder with all 1,400 training digits (the
 # central setting). DP-MERF pays its privacy once: it releases the mean of random
 # Fourier features of the records, per class, with Gaussian noise; the generator is then
-# fitted to that noisy summary without touching the data again.
+# fitted to that noisy summary without touching the data again. The GANs get only 150
+# steps here, to stay within a minute: far from converged, so their accuracy below is not
+# their best (`benchmarks/bench_synth.py` trains them for 2,000 steps).
 # %%
 x_train, y_train = data.x[order[:1400]].float(), data.y[order[:1400]]
 for eps in (0.3, 1.0, 3.0, 10.0):
