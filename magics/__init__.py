@@ -24,6 +24,9 @@ class PPDLMagics(Magics):
 
 def load_ipython_extension(ipython: Any) -> None:
     load_modules()
+    from ppdl_nb.magics.tracebacks import install
+
+    install(ipython)  # expected errors (refusals, workers not running) shown short
     PPDLMagics.ppdl.__doc__ = (
         "%ppdl SUBCOMMAND [options]  /  %%ppdl SUBCOMMAND [options] + cell\n\n"
         "Privacy-preserving deep learning in the notebook.\n\n" + help_text()
@@ -32,7 +35,9 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    pass
+    from ppdl_nb.magics.tracebacks import uninstall
+
+    uninstall(ipython)
 
 
 def subcommands() -> list[str]:

@@ -32,7 +32,10 @@ class RemoteError(Exception):
     """Mixin for errors raised on a worker and re-raised in the caller.
 
     ``worker`` names where it happened; ``remote_traceback`` is the worker's traceback
-    (also attached as a note, so it prints under the local traceback).
+    (also attached as a note, so it prints under the local traceback). The class made for
+    each builtin carries the builtin's name (a ``PermissionError`` from alice prints as
+    ``PermissionError`` in every header and last line); ``isinstance(e, RemoteError)``
+    tells it apart from a local one.
     """
 
     worker: str = "?"
@@ -93,13 +96,16 @@ def remote_exception(type_name: str, message: str, worker: str, traceback: str =
     """Build the local exception for an error a worker reported.
 
     >>> e = remote_exception("PermissionError", "no", "alice")
-    >>> isinstance(e, PermissionError), e.worker
-    (True, 'alice')
+    >>> isinstance(e, PermissionError), isinstance(e, RemoteError), e.worker
+    (True, True, 'alice')
+    >>> e
+    PermissionError('[on worker alice] no')
     """
     base = _REMOTE_TYPES.get(type_name, RuntimeError)
     cls = _REMOTE_CLASSES.get(base)
-    if cls is None:
-        cls = type(f"Remote{base.__name__}", (RemoteError, base), {})
+    if cls is None:  # one name throughout: the builtin's (tracebacks print no module)
+        cls = type(base.__name__, (RemoteError, base),
+                   {"__module__": "builtins", "__qualname__": base.__name__})
         _REMOTE_CLASSES[base] = cls
     exc = cls(f"[on worker {worker}] {message}")
     exc.worker = worker
