@@ -121,6 +121,39 @@ prediction
 back = model_ptr.get()
 type(back).__name__, torch.equal(back[0].weight, model[0].weight)
 # %% [markdown]
+# `model_ptr.get()` *returns* the model as a new module (the worker's copy is gone): keep
+# what it returns, `model = model_ptr.get()`; the `model` you sent is not updated in place.
+#
+# ## Gradients stay where the data is
+# `backward()` on a remote result runs on the worker, and the gradients stay there:
+# `w_ptr.grad` is a pointer. (Coming from PySyft 0.2: `w_ptr.get().grad` is `None`,
+# because `.get()` brings the tensor back without its remote gradient; fetch the
+# gradient itself.)
+# %%
+w_ptr = ppdl_nb.send(torch.tensor([1.0, -2.0, 3.0], requires_grad=True), alice)
+(w_ptr * w_ptr).sum().backward()
+w_ptr.grad
+# %%
+w_ptr.grad.get()
+# %% [markdown]
+# To train a remote model step by step, an optimizer for its parameters runs the update
+# on the worker too: `ppdl_nb.tensors.optim.SGD` and `Adam` do torch.optim's arithmetic
+# with pointer ops and keep their state (Adam's moments) on the worker.
+# %%
+from ppdl_nb.tensors.optim import Adam
+
+model_ptr = ppdl_nb.send(model, alice)
+target = ppdl_nb.send(torch.randn(5, 1), alice)
+opt = Adam(model_ptr.parameters(), lr=0.05)
+for step in range(30):
+    opt.zero_grad()
+    loss = F.mse_loss(model_ptr(data), target)
+    loss.backward()
+    opt.step()
+    if step % 10 == 0:
+        print(f"step {step}: loss {loss.get().item():.3f}")
+print(opt)
+# %% [markdown]
 # ## Nothing leaks
 # When the last pointer to a remote object is garbage-collected, the worker frees it
 # (deletes ride along with the next message).
