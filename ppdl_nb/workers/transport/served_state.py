@@ -114,8 +114,9 @@ class OwnerState:
         whose name is ``label``). Allowing a label again replaces its key (rotation)."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, got {role!r}")
-        if not label.isidentifier():
-            raise ValueError(f"label {label!r} must be an identifier (a peer's worker name)")
+        if not label.isidentifier() or (role == "peer" and label == "me"):
+            raise ValueError(f"label {label!r} must be an identifier (a peer's worker name), "
+                             "and 'me' is the notebooks' name on the wire")
         key = parse_fingerprint(fp).hex()
         doc = self.allowed()
         clash = [n for n, e in doc.items() if e["key"] == key and n != label]
