@@ -55,7 +55,6 @@ class ServedRuntime(WorkerRuntime):
 
     def __init__(self, name: str, state: OwnerState, endpoint: str, *,
                  attach: Attach | None = None) -> None:
-        os.environ["PPDL_NB_STATE_DIR"] = str(state.ledgers)  # the ledgers live in DIR
         self.state = state
         self.boot = state.next_boot()
         super().__init__(name, None, inspect=False, keys=state.keypair(), endpoint=endpoint)
@@ -153,6 +152,7 @@ def serve(name: str, state: OwnerState, listen: str, *, attach: Attach | None = 
     """Serve worker ``name`` until SIGTERM or SIGINT (what ``ppdl-worker serve`` runs)."""
     from ppdl_nb.workers.core import handlers as _handlers  # noqa: F401  (core vocabulary)
 
+    os.environ["PPDL_NB_STATE_DIR"] = str(state.ledgers)  # this process's ledgers: in DIR
     runtime = ServedRuntime(name, state, f"tcp://{listen}", attach=attach)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
