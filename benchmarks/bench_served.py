@@ -36,8 +36,8 @@ from ppdl_nb.workers.transport.served_state import OwnerState, fingerprint  # no
 NAMES = ("bs_a", "bs_b", "bs_c")
 
 
-def served_trio(root: Path) -> tuple[list, list[ServedProcess]]:
-    """Three served workers whose owners allow this notebook and each other."""
+def served_trio(root: Path) -> list[ServedProcess]:
+    """Three served workers whose owners allow this notebook and each other, starting."""
     states = {n: OwnerState(root / n) for n in NAMES}
     me = fingerprint(notebook_identity().public)
     for n, state in states.items():
@@ -48,9 +48,14 @@ def served_trio(root: Path) -> tuple[list, list[ServedProcess]]:
     procs = [ServedProcess(n, root / n, "127.0.0.1:0") for n in NAMES]
     for p in procs:
         p.launch()
+    return procs
+
+
+def join(procs: list[ServedProcess]) -> list:
+    """Connect to the started workers and introduce them to each other."""
     workers = [connect(p.wait_ready(120).address, fingerprint=p.fingerprint) for p in procs]
     introduce(*workers)
-    return workers, procs
+    return workers
 
 
 def samples(fn, repeat: int) -> list[float]:
@@ -101,8 +106,9 @@ def main() -> None:
         (64, 256, 200, 5, args.turns)
     with tempfile.TemporaryDirectory(prefix="bench-served-") as root:
         os.environ.setdefault("PPDL_NB_IDENTITY", os.path.join(root, "notebook.key"))
+        procs = served_trio(Path(root))  # they start while the kernels do
         kernel = launch(*NAMES)
-        served, procs = served_trio(Path(root))
+        served = join(procs)
         try:
             kinds = {"kernel": measures(kernel, mib, n, batch),
                      "served": measures(served, mib, n, batch)}
