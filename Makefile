@@ -27,6 +27,9 @@ test: setup
 	$(BIN)/ruff check ppdl_nb magics tests benchmarks
 	$(BIN)/python -m pytest -q --durations=15 tests
 	$(BIN)/python -m pytest -q --nbval --nbval-sanitize-with notebooks/sanitize.cfg notebooks
+	# again, the tutorials with exercises, their solutions injected: the checks are tested
+	PPDL_NB_SOLUTIONS=1 $(BIN)/python -m pytest -q --nbval-lax \
+		$$(grep -l '"exercise"' notebooks/*.ipynb)
 
 lint: setup
 	$(BIN)/ruff check ppdl_nb magics tests benchmarks

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import ppdl_nb
+from ppdl_nb.course import check
 
 %load_ext ppdl_nb
 _ = torch.manual_seed(0)
@@ -135,6 +136,20 @@ w_ptr = ppdl_nb.send(torch.tensor([1.0, -2.0, 3.0], requires_grad=True), alice)
 w_ptr.grad
 # %%
 w_ptr.grad.get()
+# %% [markdown]
+# **Exercise.** `v_ptr` points to `[3.0, 4.0]` on alice. Compute the gradient of
+# `(v_ptr ** 2).sum()` on alice and fetch it into `answer` (two lines: a backward, then a
+# fetch).
+# %%
+v_ptr = ppdl_nb.send(torch.tensor([3.0, 4.0], requires_grad=True), alice)
+# %% [exercise]
+answer = ...  # ✎ your lines here
+# solution: (v_ptr ** 2).sum().backward()
+# solution: answer = v_ptr.grad.get()
+# %%
+check("the gradient of sum(v ** 2), fetched from alice", answer,
+      expected=torch.tensor([6.0, 8.0]),
+      hint="call .backward() on the remote sum, then fetch v_ptr.grad (not v_ptr.get().grad)")
 # %% [markdown]
 # To train a remote model step by step, an optimizer for its parameters runs the update
 # on the worker too: `ppdl_nb.tensors.optim.SGD` and `Adam` do torch.optim's arithmetic

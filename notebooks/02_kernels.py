@@ -14,6 +14,7 @@
 import torch
 
 import ppdl_nb
+from ppdl_nb.course import check
 
 %load_ext ppdl_nb
 # %%
@@ -32,6 +33,16 @@ y = (x * 10).move(bob)           # alice sends it to bob over their own channel
 y
 # %%
 %ppdl chain y
+# %% [markdown]
+# **Exercise.** `y` lives on bob. Send it on to charlie (worker to worker: the data does
+# not pass through the notebook), then fetch its value into `answer`. One line.
+# %% [exercise]
+answer = ...  # ✎ your line here
+# solution: answer = y.move(charlie).get()
+# %%
+check("y moved from bob to charlie, then fetched", answer,
+      expected=torch.tensor([10.0, 20.0, 30.0]),
+      hint="ptr.move(worker) moves what it points to; .get() fetches it")
 # %% [markdown]
 # ## Looking inside a worker
 # `%%ppdl on alice` runs a cell **inside alice's kernel** and shows what alice sees. (A

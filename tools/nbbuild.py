@@ -4,7 +4,10 @@
 
 The source ``.py`` file holds cells separated by ``# %%`` (code) and ``# %% [markdown]``
 lines; ``# %% [ignore-output]`` marks a code cell whose output varies (random noise,
-timings) so nbval runs it without comparing. The notebook is written next to it with
+timings) so nbval runs it without comparing. ``# %% [exercise]`` marks an exercise cell:
+its ``# solution: ...`` lines leave the source for the cell's metadata
+(``ppdl.solution``), where ``PPDL_NB_SOLUTIONS=1`` test runs find them
+(:mod:`ppdl_nb.course`). The notebook is written next to it with
 outputs, ready for ``pytest --nbval``.
 """
 
@@ -15,6 +18,9 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+
+
+SOLUTION = "# solution: "
 
 
 def parse(text: str) -> list:
@@ -29,9 +35,15 @@ def parse(text: str) -> list:
                              for line in body.split("\n"))
             cells.append(nbformat.v4.new_markdown_cell(body))
         else:
+            solution = [line.removeprefix(SOLUTION) for line in body.split("\n")
+                        if line.startswith(SOLUTION)]
+            body = "\n".join(line for line in body.split("\n")
+                             if not line.startswith(SOLUTION)).strip("\n")
             cell = nbformat.v4.new_code_cell(body)
             if tags:
                 cell.metadata["tags"] = list(tags)
+            if solution:
+                cell.metadata["ppdl"] = {"solution": "\n".join(solution)}
             cells.append(cell)
 
     for line in text.split("\n"):
@@ -39,6 +51,7 @@ def parse(text: str) -> list:
             flush()
             kind, lines = ("markdown" if "[markdown]" in line else "code"), []
             tags = ["nbval-ignore-output"] if "[ignore-output]" in line else []
+            tags += ["exercise"] if "[exercise]" in line else []
         else:
             lines.append(line)
     flush()
