@@ -6,7 +6,10 @@ turns (load on a shared machine drifts): a pointer op round trip (``ptr + ptr``)
 secret-shared 256x256 matmul (two parties and a dealer; dealt online). Medians; the
 ratio column is served / kernel.
 
-    python benchmarks/bench_served.py [--quick] [--json PATH] [--turns 3]
+    python benchmarks/bench_served.py [--quick] [--json PATH] [--turns 3] [--flood 5]
+
+``--flood S``: also ping a served worker for S seconds alone, then S seconds while a
+stranger floods its TCP port with handshakes and frames (p50 and p99).
 """
 
 from __future__ import annotations
@@ -97,9 +100,44 @@ def measures(workers, mib: int, n: int, batch: int) -> dict:
             f"private matmul {n}x{n}, 2 parties + dealer (ms)": (lambda: sx @ sy, 1e3)}
 
 
+def flood_rows(worker, endpoint: str, seconds: float) -> list[dict]:
+    """Ping p50/p99 alone, then while a stranger floods the TCP port (tests/workers'
+    helper: 500 hellos with this notebook's public key, then frames, never reading)."""
+    import subprocess
+
+    helper = Path(__file__).parents[1] / "tests" / "workers" / "served_helpers.py"
+
+    def pings(until: float) -> list[float]:
+        times = []
+        while time.monotonic() < until:
+            t0 = time.perf_counter()
+            worker.request({"kind": "ping"}, timeout=5)
+            times.append(time.perf_counter() - t0)
+        return times
+
+    calm = pings(time.monotonic() + seconds)
+    proc = subprocess.Popen([sys.executable, str(helper), endpoint,
+                             notebook_identity().public.hex(), str(seconds), "500"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "flooding"
+        stormy = pings(time.monotonic() + seconds)
+    finally:
+        proc.kill()
+        proc.wait()
+    rows = []
+    for phase, times in (("unflooded", calm), ("flooded", stormy)):
+        q = statistics.quantiles(times, n=100, method="inclusive")
+        rows.append({"what": f"served ping p50 / p99 (us), {phase}",
+                     "served": statistics.median(times) * 1e6, "p99": q[98] * 1e6})
+    return rows
+
+
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--turns", type=int, default=3)
+    p.add_argument("--flood", type=float, default=0.0, metavar="SECONDS",
+                   help="also ping a served worker while a stranger floods its port")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     mib, n, batch, repeat, turns = (1, 32, 20, 2, 1) if args.quick else \
@@ -117,6 +155,8 @@ def main() -> None:
                 for kind, ms in kinds.items():
                     for name, (fn, scale) in ms.items():
                         times[kind][name] += [t * scale for t in samples(fn, repeat)]
+            flooded = flood_rows(served[0], procs[0].endpoint, args.flood) if args.flood \
+                else []
         finally:
             kernel.shutdown()
             for w in served:
@@ -127,6 +167,7 @@ def main() -> None:
     for name in times["kernel"]:
         k, s = (statistics.median(times[kind][name]) for kind in ("kernel", "served"))
         rows.append({"what": name, "kernel": k, "served": s, "served/kernel": s / k})
+    rows += flooded
     report("Served workers (TCP loopback) vs kernel workers (ipc): medians", rows, args,
            {"turns": turns, "repeat": repeat, "mib": mib, "n": n})
 

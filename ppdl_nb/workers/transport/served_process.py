@@ -3,7 +3,8 @@
 For tutorials, tests and benchmarks a served worker stands in for another machine: it is
 its own process with its own state directory, started by :func:`start_served` exactly as
 its owner would start it (``ppdl-worker serve ...``), and joined by the fingerprint it
-prints. Its stderr goes to ``DIR/serve.log``, never into the caller's output.
+prints. Its stderr goes to ``DIR/serve.log``, never into the caller's output. A stand-in
+dies with the process that started it (a real owner's worker is started by the owner).
 
 >>> ENTRY.split(";")[0]
 'from ppdl_nb.boot import serve_main'
@@ -11,12 +12,15 @@ prints. Its stderr goes to ``DIR/serve.log``, never into the caller's output.
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import os
 import selectors
 import signal
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,21 @@ __all__ = ["ServedProcess", "owner_cli", "start_served"]
 
 #: the console script's code, run with this interpreter (no need for it to be on PATH)
 ENTRY = "from ppdl_nb.boot import serve_main; raise SystemExit(serve_main())"
+_STARTED: weakref.WeakSet[ServedProcess] = weakref.WeakSet()
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child, before exec
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: atexit still stops it on a normal exit
+
+
+@atexit.register
+def _stop_all() -> None:
+    for proc in list(_STARTED):
+        proc.kill()
 
 
 def owner_cli(args: list[str], *, env: dict[str, str] | None = None) -> str:
@@ -63,9 +82,10 @@ class ServedProcess:
                 [*wrap, sys.executable, "-c", ENTRY, "serve", "--name", self.name, "--listen",
                  self.listen, "--state-dir", str(self.state_dir)],
                 stdout=subprocess.PIPE, stderr=log, env=self.env,
-                start_new_session=True)
+                start_new_session=True, preexec_fn=_die_with_parent)
         finally:
             log.close()
+        _STARTED.add(self)
 
     def wait_ready(self, timeout: float = 60.0) -> ServedProcess:
         """Wait until it printed its endpoint, fingerprint and datasets."""
