@@ -157,6 +157,10 @@ class ChannelClient:
             self._reset()
             raise
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         """Close the socket. Idempotent."""
         with self._lock:

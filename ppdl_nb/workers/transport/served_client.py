@@ -96,7 +96,9 @@ class ServedWorker(ChannelConnection):
         return f"<ServedWorker {self.name} at {self.endpoint[6:]} ({self.fingerprint[:16]}...)>"
 
     def status(self) -> str:
-        return "closed" if self.channel._closed else "served"
+        """"running" while the notebook's connection is open (its owner runs the process:
+        whether it answers, a request tells), "closed" after :meth:`close`."""
+        return "closed" if self.channel.closed else "running"
 
     def shutdown(self) -> None:
         """Close the notebook's connection (the worker keeps running: its owner stops it)."""
