@@ -8,6 +8,7 @@
 # %%
 import torch
 
+from ppdl_nb.course import check
 from ppdl_nb.datasets import load_digits
 from ppdl_nb.dp.pate import noisy_max, pate_epsilon
 
@@ -61,6 +62,17 @@ for s in (2.0, 4.0, 20.0):
     dependent = pate_epsilon(votes, noise_std=s, delta=1e-5, data_dependent=True)
     print(f"noise_std {s:>4}: epsilon {independent:7.2f} (data-independent), "
           f"{dependent:6.2f} (data-dependent)")
+# %% [markdown]
+# **Exercise.** Find a noise level σ for which the *data-independent* guarantee of these
+# 300 answers is ε < 3 (at δ = 1e-5), and put it in `answer`. Try values with
+# `pate_epsilon(votes, noise_std=..., delta=1e-5, data_dependent=False)`.
+# %% [exercise]
+answer = ...  # ✎ a number
+# solution: answer = 40.0
+# %%
+check("a σ with data-independent ε < 3", answer,
+      test=lambda s: pate_epsilon(votes, noise_std=s, delta=1e-5, data_dependent=False) < 3,
+      hint="more noise, smaller ε: the loop above gives ε 5.98 at σ = 20")
 # %% [markdown]
 # ## The student learns only from noisy labels
 # The aggregator adds the noise the owners charged for (σ = 4) and releases only the

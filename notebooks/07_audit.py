@@ -9,6 +9,7 @@
 # %%
 import torch
 
+from ppdl_nb.course import check
 from ppdl_nb.datasets import load_digits
 from ppdl_nb.dp.audit import loss_threshold_attack
 from ppdl_nb.dp.fit import fit_private
@@ -33,6 +34,22 @@ for _ in range(500):
     opt.step()
 attack = loss_threshold_attack(plain, members, non_members)
 print("no DP:", attack)
+# %% [markdown]
+# **Exercise.** Why does the attack work? Measure the plain model's *generalisation gap*:
+# its accuracy on the members (which it trained on) minus its accuracy on the
+# non-members, a number between 0 and 1, into `answer`.
+# %% [exercise]
+answer = ...  # ✎ your lines here
+# solution: def accuracy(model, data):
+# solution:     return (model(data[0]).argmax(1) == data[1]).float().mean().item()
+# solution: answer = accuracy(plain, members) - accuracy(plain, non_members)
+# %%
+from ppdl_nb.training import evaluate
+
+gap = (evaluate(plain, *members, "cross_entropy")["accuracy"]
+       - evaluate(plain, *non_members, "cross_entropy")["accuracy"])
+check("the plain model's generalisation gap", answer, test=lambda a: abs(a - gap) < 1e-3,
+      hint="accuracy = (model(x).argmax(1) == y).float().mean(), on each set")
 # %% [markdown]
 # The same model with DP-SGD at decreasing ε: the attack's advantage shrinks.
 # %% [ignore-output]
