@@ -1,5 +1,6 @@
 """Served workers on a real network (a namespace and a veth pair of the test's own):
-50 ms of latency, a partition mid-round, a restart. Bounded in count and in time."""
+50 ms of latency (and 2% of chunks stalled as lost segments are), a partition mid-round,
+a restart. Bounded in count and in time."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from ppdl_nb.workers.transport.served_client import connect, introduce
 from ppdl_nb.workers.transport.served_process import ServedProcess
 
 LATENCY = 0.05  # seconds, each way, on every path to and from alice
+STALL = 0.02  # chance that a chunk waits one more 200 ms, as a lost TCP segment would
 PORT = 7700  # alice's port inside her namespace (the namespace is the test's own)
 NAMES = ("nt_alice", "nt_bob", "nt_charlie")
 
@@ -41,9 +43,9 @@ class Net:
         for p in self.procs:
             p.wait_ready(90)
         host, port = self.alice.endpoint[6:].rsplit(":", 1)
-        self.to_alice = Relay("127.0.0.1", (host, int(port)), latency=LATENCY)
+        self.to_alice = Relay("127.0.0.1", (host, int(port)), latency=LATENCY, stall=STALL)
         bob_port = int(self.bob.endpoint.rsplit(":", 1)[1])
-        self.to_bob = Relay(here, ("127.0.0.1", bob_port), latency=LATENCY)
+        self.to_bob = Relay(here, ("127.0.0.1", bob_port), latency=LATENCY, stall=STALL)
         self.workers = (
             connect(f"nt_alice@127.0.0.1:{self.to_alice.port}",
                     fingerprint=self.alice.fingerprint),

@@ -77,3 +77,32 @@ def test_several_notebooks_share_the_name_me_and_a_revoked_key_is_refused():
         allowlist.allow("me", KeyPair.generate().public)  # not shared: the name is fixed
     allowlist.revoke(a.public)
     assert allowlist.lookup(a.public) is None and allowlist.lookup(b.public) is not None
+
+
+def test_a_hello_of_another_version_or_a_garbled_one_gets_a_refusal_and_the_server_serves():
+    import zmq
+
+    from ppdl_nb.workers.transport import chan_wire as wire
+    from ppdl_nb.workers.transport.channel import ChannelClient, ChannelServer
+
+    server_keys, nb = KeyPair.generate(), KeyPair.generate()
+    with ChannelServer(server_keys, None, lambda f, p: f, {"me": nb.public}) as server:
+        ctx = zmq.Context()
+        try:
+            for version, code in ((b"ppdl-nb/3.0", wire.REFUSED_VERSION),
+                                  (b"\xff" * 100_000, wire.REFUSED_VERSION),
+                                  (b"ppdl-nb/2.7", None)):  # same major: on to the key check
+                s = ctx.socket(zmq.DEALER)
+                s.setsockopt(zmq.LINGER, 0)
+                s.connect(server.endpoint)
+                s.send_multipart([wire.prefix(wire.KIND_HELLO, 0), b"me", nb.public,
+                                  KeyPair.generate().public, bytes(32), version])
+                assert s.poll(5000), "no refusal"
+                reply = s.recv_multipart()
+                assert reply[0][5:6] == wire.KIND_REFUSED
+                assert (reply[2] if len(reply) > 2 else None) == code
+                s.close()
+        finally:
+            ctx.term()
+        with ChannelClient(nb, server.endpoint, server_keys.public, "me") as client:
+            assert client.request([b"still here"]) == [b"still here"]
