@@ -12,6 +12,7 @@ namespace as ``<out>_model``, ``<out>_history``, ``<out>_epsilon``. ``train dp``
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,26 @@ if TYPE_CHECKING:  # widgets, matplotlib and the DP code load when a cell trains
     from ppdl_nb.dp.remote import RemoteDataset
     from ppdl_nb.viz.tuner import DPTuner
 
-__all__ = ["TRAINERS", "run_training_cell", "train", "train_dp"]
+__all__ = ["CONTRACT", "TRAINERS", "cell_assigns", "run_training_cell", "train", "train_dp"]
+
+#: the names a training cell assigns (model required; data unless the data lives elsewhere)
+CONTRACT = ("model", "data", "test", "loss", "optimizer")
+CELL_CONTRACT = """\
+The cell runs first, in the notebook's namespace, and must itself assign:
+  model      the torch.nn.Module to train (required)
+  data       dp: (x, y) tensors (not with --worker/--dataset); fl: a FederatedDataset,
+             or (x, y) with --workers NAME ...
+  test       optional (x_test, y_test), evaluated after each epoch or round
+  loss, optimizer   optional names, e.g. "mse", "adam" (or --loss, --optimizer)
+Only what the cell itself assigns counts: a `data` left from an earlier cell is not used
+(write `data = data` in the cell to mean it). Results land in <out>_model and
+<out>_history (dp also <out>_epsilon); <out> is --out, by default the algorithm.
+
+Example:
+  %%ppdl train dp --epsilon 2 --epochs 5
+  model = torch.nn.Linear(64, 10)
+  data = (x_train, y_train)
+  test = (x_test, y_test)"""
 
 
 class TrainerRegistry(dict[str, Callable[..., Any]]):
@@ -55,11 +75,13 @@ TRAINERS = TrainerRegistry()
 def _usage() -> str:
     summary = "Train the cell's model privately, with live progress; results land in the " \
               "namespace."
-    parts = [summary, f"%%ppdl train {{{','.join(sorted(TRAINERS))}}} [options]"]
+    parts = [summary, f"%%ppdl train {{{','.join(sorted(TRAINERS))}}} [options]",
+             CELL_CONTRACT]
     for name in sorted(TRAINERS):
         parser = getattr(TRAINERS[name], "parser", None)
-        if parser is not None:
-            parts.append(parser.format_help().removeprefix("::").strip("\n"))
+        if parser is not None:  # a cell magic: %%ppdl (IPython's formatter writes one %)
+            text = parser.format_help().removeprefix("::").strip("\n")
+            parts.append(text.replace("%ppdl train", "%%ppdl train", 1))
     return "\n\n".join(parts)
 
 
@@ -79,14 +101,41 @@ def train(shell: Any, args: str, cell: str | None) -> Any:
     return fn(shell, options, cell)
 
 
+def cell_assigns(shell: Any, cell: str) -> set[str]:
+    """The names ``cell`` binds (assignments, loops, imports, defs), magics and all."""
+    try:
+        tree = ast.parse(shell.transform_cell(cell))
+    except SyntaxError:
+        return set()
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
+
+
 def run_training_cell(shell: Any, cell: str | None) -> dict[str, Any] | None:
-    """Run the cell; its namespace, or None if the cell failed (IPython showed why)."""
+    """Run the cell; the :data:`CONTRACT` names it assigned itself, or None if it failed
+    (IPython showed why). Earlier cells' values of those names are not used."""
     result = shell.run_cell(cell)
     if result.error_in_exec is not None:
         return None
-    if shell.user_ns.get("model") is None:
-        raise UsageError("the cell must define `model` (a torch.nn.Module)")
-    return shell.user_ns
+    mine = cell_assigns(shell, cell or "")
+    ns = shell.user_ns
+    stale = [k for k in CONTRACT if k not in mine and ns.get(k) is not None]
+    if "model" not in mine or ns.get("model") is None:
+        left = " (a `model` from an earlier cell is not used: assign it in this cell)" \
+            if "model" in stale else ""
+        raise UsageError(f"the cell must define `model` (a torch.nn.Module){left}. "
+                         "%ppdl help train shows what a training cell assigns")
+    if stale:
+        print(f"note: not using {', '.join(f'`{k}`' for k in stale)} from earlier cells: "
+              "only what this cell assigns counts (%ppdl help train)")
+    return {k: ns[k] for k in CONTRACT if k in mine and k in ns}
 
 
 def _live_plot(out: Any, history: list[dict[str, float]]) -> None:
@@ -163,8 +212,9 @@ def train_dp(shell: Any, args: Any, cell: str | None) -> None:
                               callback=progress.epoch, **params)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    ns[f"{args.out}_model"], ns[f"{args.out}_history"] = run.model, run.history
-    ns[f"{args.out}_epsilon"] = run.epsilon
+    out = shell.user_ns
+    out[f"{args.out}_model"], out[f"{args.out}_history"] = run.model, run.history
+    out[f"{args.out}_epsilon"] = run.epsilon
     print(f"trained {args.epochs} epochs privately: epsilon {run.epsilon:.3g} at delta "
           f"{args.delta:g}; results in {args.out}_model, {args.out}_history, "
           f"{args.out}_epsilon")

@@ -156,7 +156,8 @@ def train_fl(shell: Any, args: Any, cell: str | None) -> None:
             callback=progress.round)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    ns[f"{args.out}_model"], ns[f"{args.out}_history"] = run.model, run.history
+    out = shell.user_ns
+    out[f"{args.out}_model"], out[f"{args.out}_history"] = run.model, run.history
     last = run.history.last
     acc = f", accuracy {last['accuracy']:.3f}" if "accuracy" in last else ""
     eps = f", epsilon {last['epsilon']:.3g}" if "epsilon" in last else ""

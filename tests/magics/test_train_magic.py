@@ -107,3 +107,36 @@ def test_an_algorithm_cannot_be_registered_twice():
 def test_tune_dp_makes_a_tuner(ip):
     tuner = ip.run_line_magic("ppdl", "tune dp --dataset breast_cancer")
     assert ip.user_ns["tuner"] is tuner and tuner.epsilon > 0
+
+
+def test_the_cell_contract_only_what_the_cell_assigns_counts(ip, capsys):
+    ip.run_cell(CELL)  # an earlier cell: data, test and model now sit in the namespace
+    with pytest.raises(UsageError, match="must set `data = \\(x, y\\)`"):
+        ip.run_cell_magic("ppdl", "train dp --epsilon 1 --epochs 1",
+                          "model = torch.nn.Linear(6, 2)")
+    assert "not using `data`, `test` from earlier cells" in capsys.readouterr().out
+    with pytest.raises(UsageError, match="a `model` from an earlier cell is not used"):
+        ip.run_cell_magic("ppdl", "train dp --epsilon 1 --epochs 1", "data = data")
+    ip.run_cell_magic("ppdl", "train dp --epsilon 1 --epochs 1 --progress none --out mine",
+                      "model = torch.nn.Linear(6, 2)\ndata = data  # this one, on purpose\n")
+    out = capsys.readouterr().out
+    assert "not using `test` from earlier cells" in out
+    assert "accuracy" not in ip.user_ns["mine_history"][-1]  # the earlier `test` was unused
+
+
+def test_cell_assigns_sees_every_way_a_cell_binds_a_name(ip):
+    from ppdl_nb.magics.train import cell_assigns
+
+    cell = ("import torch.nn as nn\nfrom x import data\nfor loss in []: pass\n"
+            "def model(): pass\n(test := 1)\n%time 1\noptimizer = 2\nprint(model)\n")
+    assert {"nn", "data", "loss", "model", "test", "optimizer"} <= cell_assigns(ip, cell)
+    assert "print" not in cell_assigns(ip, cell)
+
+
+def test_help_train_states_the_cell_contract_with_an_example(ip, capsys):
+    ip.run_line_magic("ppdl", "help train")
+    out = capsys.readouterr().out
+    assert "must itself assign" in out and "Only what the cell itself assigns counts" in out
+    assert "  %%ppdl train dp --epsilon 2 --epochs 5\n  model = torch.nn.Linear(64, 10)" in out
+    assert "  %%ppdl train dp [--epsilon EPSILON]" in out  # a cell magic: two %
+    assert "\n  %ppdl train" not in out
