@@ -44,6 +44,14 @@ votes = votes_from_workers(owners, dataset="digits", model=torch.nn.Linear(64, 1
                            epochs=60, batch_size=60, lr=0.5, seed=0)
 votes[:3]
 # %% [markdown]
+# How strongly do the teachers agree? For most queries a large majority votes for one
+# label: noise rarely changes the arg-max there, which is why the data-dependent analysis
+# below can charge less than the worst case.
+# %%
+from ppdl_nb.viz.dp_plots import plot_votes
+
+plot_votes(votes)
+# %% [markdown]
 # Every owner's ledger shows the same charge: the worst case for answering 300 queries
 # with σ = 4, whatever the other teachers vote.
 # %%

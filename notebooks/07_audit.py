@@ -13,6 +13,8 @@ from ppdl_nb.course import check
 from ppdl_nb.datasets import load_digits
 from ppdl_nb.dp.audit import loss_threshold_attack
 from ppdl_nb.dp.fit import fit_private
+from ppdl_nb.training import evaluate
+from ppdl_nb.viz.dp_plots import plot_roc
 
 _ = torch.manual_seed(0)
 data = load_digits()
@@ -44,8 +46,6 @@ answer = ...  # ✎ your lines here
 # solution:     return (model(data[0]).argmax(1) == data[1]).float().mean().item()
 # solution: answer = accuracy(plain, members) - accuracy(plain, non_members)
 # %%
-from ppdl_nb.training import evaluate
-
 gap = (evaluate(plain, *members, "cross_entropy")["accuracy"]
        - evaluate(plain, *non_members, "cross_entropy")["accuracy"])
 check("the plain model's generalisation gap", answer, test=lambda a: abs(a - gap) < 1e-3,
@@ -53,12 +53,21 @@ check("the plain model's generalisation gap", answer, test=lambda a: abs(a - gap
 # %% [markdown]
 # The same model with DP-SGD at decreasing ε: the attack's advantage shrinks.
 # %% [ignore-output]
-results = {"no DP": attack.auc}
+test_set = (x[400:], y[400:])  # neither members nor non-members: the models' accuracy
+attacks = {"no DP": attack}
+accuracy = {"no DP": evaluate(plain, *test_set, "cross_entropy")["accuracy"]}
 for eps in (8.0, 1.0):
     run = fit_private(make_model(), *members, epsilon=eps, delta=1e-5, max_grad_norm=1.0,
                       epochs=30, batch_size=64, lr=0.1)
-    audit = loss_threshold_attack(run.model, members, non_members)
-    results[f"epsilon {eps:g}"] = audit.auc
-    print(f"epsilon {eps:g}:", audit)
+    attacks[f"epsilon {eps:g}"] = loss_threshold_attack(run.model, members, non_members)
+    accuracy[f"epsilon {eps:g}"] = evaluate(run.model, *test_set, "cross_entropy")["accuracy"]
+    print(f"epsilon {eps:g}:", attacks[f"epsilon {eps:g}"])
+results = {name: a.auc for name, a in attacks.items()}
+# %% [markdown]
+# Each model's attack as a ROC curve (every threshold the attacker could pick), with the
+# model's accuracy on data it never saw: the diagonal is guessing. Privacy costs some
+# accuracy here (few examples, a large model) and brings the curve down to the diagonal.
+# %% [ignore-output]
+plot_roc(attacks, accuracy=accuracy)
 # %%
 results["no DP"] > results["epsilon 1"]

@@ -25,7 +25,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -38,7 +38,11 @@ Data = tuple[torch.Tensor, torch.Tensor]
 
 @dataclass(frozen=True)
 class AttackResult:
-    """How well an attack separated members (positives) from non-members."""
+    """How well an attack separated members (positives) from non-members.
+
+    ``fpr`` and ``tpr`` are its ROC curve (every threshold), drawn by
+    :func:`ppdl_nb.viz.dp_plots.plot_roc`.
+    """
 
     attack: str
     auc: float
@@ -46,6 +50,8 @@ class AttackResult:
     tpr_at_01pct_fpr: float
     n_members: int
     n_non_members: int
+    fpr: tuple[float, ...] = field(default=(), repr=False, compare=False)
+    tpr: tuple[float, ...] = field(default=(), repr=False, compare=False)
 
     def __str__(self) -> str:
         return (
@@ -73,6 +79,8 @@ def _result(name: str, member_scores: np.ndarray, other_scores: np.ndarray) -> A
         _tpr_at(fpr, tpr, 0.001),
         len(member_scores),
         len(other_scores),
+        tuple(fpr.tolist()),
+        tuple(tpr.tolist()),
     )
 
 
