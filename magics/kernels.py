@@ -142,13 +142,15 @@ def workers(shell: Any, args: Any, cell: str | None) -> Any:
         from ppdl_nb.viz.dashboard import WorkerDashboard  # ipywidgets: on first use
 
         return WorkerDashboard(interval=args.interval or None)
-    rows = [("name", "kind", "pid", "status", "objects", "bytes", "msgs in", "msgs out")]
+    from ppdl_nb.viz.units import human_bytes
+
+    rows = [("name", "kind", "pid", "status", "objects", "held", "msgs in", "msgs out")]
     for w in local_party().workers():
         status = w.status() if hasattr(w, "status") else "running"
         info = w.info() if status == "running" else {}
-        rows.append((w.name, w.kind, str(w.pid or "-"), status,
-                     *(str(info.get(k, "-")) for k in ("objects", "bytes", "messages_in",
-                                                       "messages_out"))))
+        held = human_bytes(info["bytes"]) if "bytes" in info else "-"
+        rows.append((w.name, w.kind, str(w.pid or "-"), status, str(info.get("objects", "-")),
+                     held, *(str(info.get(k, "-")) for k in ("messages_in", "messages_out"))))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))

@@ -16,20 +16,13 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from ppdl_nb.viz.units import human_bytes
 from ppdl_nb.workers.transport.party import local_party
 
 __all__ = ["WorkerDashboard"]
 
 COLUMNS = ("worker", "kind", "pid", "status", "objects", "bytes held", "msgs in", "msgs out",
            "", "")
-
-
-def _human_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 class WorkerDashboard:
@@ -113,7 +106,7 @@ class WorkerDashboard:
             info = worker.info()
         except Exception as exc:
             return [pid, f"unavailable ({type(exc).__name__})", "", "", "", ""]
-        return [pid, "running", str(info["objects"]), _human_bytes(info["bytes"]),
+        return [pid, "running", str(info["objects"]), human_bytes(info["bytes"]),
                 str(info["messages_in"]), str(info["messages_out"])]
 
     # ---- live refresh --------------------------------------------------------------------
