@@ -38,6 +38,8 @@ here = Path(tempfile.mkdtemp(prefix="tutorial15-"))
 os.environ["PPDL_NB_IDENTITY"] = str(here / "notebook" / "x25519.key")
 me = fingerprint(notebook_identity().public)
 print("this notebook's fingerprint has", len(me), "hex characters")
+# %% [ignore-output]
+print(me)  # what the owner allows; `ppdl-worker whoami` prints it too
 # %% [markdown]
 # ## The owner's side (another machine, played by a process here)
 # The owner of a hospital's data keeps it in a CSV file in the worker's own directory,
