@@ -149,6 +149,9 @@ def _live_plot(out: Any, history: list[dict[str, float]]) -> None:
         if "accuracy" in history[-1]:
             ax.plot(epochs, [r["accuracy"] for r in history], "s-", label="accuracy")
         ax.set_xlabel("epoch")
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 2.5
         ax.legend()
         ax.set_title(f"ε spent: {history[-1]['epsilon']:.3g}")
         fig.tight_layout()

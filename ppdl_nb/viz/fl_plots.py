@@ -62,6 +62,7 @@ def plot_history(history: History, metrics: str | Sequence[str] | None = None,
         for r in marks:
             a.axvline(r, color="grey", linestyle="--", linewidth=0.8)
         a.set_xlabel("round")
+        _whole_ticks(a)
         a.set_title(name)
         a.grid(alpha=0.3)
     return axes[0].figure
@@ -82,6 +83,7 @@ def compare_histories(histories: Mapping[str, History], metric: str = "accuracy"
     for name, (xs, ys) in series.items():
         a.plot(xs, ys, label=str(name), marker="o" if len(xs) < 30 else None, markersize=3)
     a.set_xlabel("round")
+    _whole_ticks(a)
     a.set_ylabel(metric)
     a.grid(alpha=0.3)
     a.legend(frameon=False)
@@ -115,6 +117,13 @@ def plot_partition_counts(counts: Any, *, names: Sequence[str], ax: Any = None) 
         ax.legend(title="class", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
                   ncol=max(1, math.ceil(n_classes / 20)), frameon=False)
     return ax.figure
+
+
+def _whole_ticks(ax: Any) -> None:
+    """Rounds and epochs are whole numbers: no tick at round 2.5."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _axes_for(n: int, ax: Any, figsize: tuple[float, float]) -> list[Any]:
