@@ -59,10 +59,13 @@ def test_secret_shared_arithmetic_across_a_served_and_a_kernel_worker(mix):
     sb = ppdl_nb.share(b, alice, bob, dealer=charlie)
     torch.testing.assert_close((sa @ sb).get().float(), a @ b, atol=1e-2, rtol=0)
     torch.testing.assert_close((sa + sa).get().float(), 2 * a, atol=1e-3, rtol=0)
+    sc = ppdl_nb.share(a, alice, charlie, dealer=bob)  # two served parties, a kernel dealer
+    torch.testing.assert_close((sc * sc).get().float(), a * a, atol=1e-2, rtol=0)
 
 
 def test_fedavg_over_a_served_and_a_kernel_worker(mix):
     from ppdl_nb.fl import FederatedDataset, fit_federated
+    from ppdl_nb.fl.local import flat_weights
 
     alice, bob, _ = mix
     g = torch.Generator().manual_seed(1)
@@ -74,6 +77,11 @@ def test_fedavg_over_a_served_and_a_kernel_worker(mix):
     model = torch.nn.Sequential(torch.nn.Linear(4, 2))
     run = fit_federated(model, fed, rounds=2, batch_size=16, seed=5)
     assert run.history["clients"] == [4, 4]
+    masked = fit_federated(model, fed, rounds=1, batch_size=16, seed=5, aggregation="secagg")
+    plain = fit_federated(model, fed, rounds=1, batch_size=16, seed=5)
+    assert masked.history["clients"] == [4]  # pairwise masks between served and kernel
+    torch.testing.assert_close(flat_weights(masked.model), flat_weights(plain.model),
+                               atol=1e-4, rtol=0)
 
 
 def test_a_served_worker_takes_peers_only_from_its_owner(mix):
