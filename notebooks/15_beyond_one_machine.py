@@ -16,6 +16,7 @@
 # private socket of the notebook's machine.
 # %%
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -150,4 +151,5 @@ print("accuracy went up:", run.history["accuracy"][-1] > run.history["accuracy"]
 ray_engine.close()
 hospital.close()
 hospital_proc.stop()
+shutil.rmtree(here)  # the owner's directory and this notebook's tutorial identity
 print("done")
