@@ -4,6 +4,9 @@ privacy-utility chart; audit the last model with a membership-inference attack.
 Epsilon is recomputed by the accountant on every slider move (tens of milliseconds).
 Training runs in a background thread with a progress bar and a live loss/accuracy plot,
 so the notebook stays usable; ``train(wait=True)`` blocks instead (for scripts and tests).
+The plots are put into their Output widgets as PNG outputs (:func:`show_in`), not
+captured with ``with output:``: a capture from the Train button's thread is lost (the
+button then drew nothing), setting the widget's outputs works from any thread.
 
 >>> # tuner = DPTuner(lambda: torch.nn.Linear(64, 10), data=(x, y, x_test, y_test))
 >>> # tuner            # displays the widget
@@ -11,21 +14,33 @@ so the notebook stays usable; ``train(wait=True)`` blocks instead (for scripts a
 
 from __future__ import annotations
 
+import base64
+import io
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
-import matplotlib.pyplot as plt
 import torch
-from IPython.display import clear_output, display
+from IPython.display import display
 from torch import nn
 
 from ppdl_nb.dp.audit import loss_threshold_attack
 from ppdl_nb.dp.fit import FitResult, fit_private, plan_epsilon
+from ppdl_nb.viz.figures import new_figure
 
-__all__ = ["DPTuner"]
+__all__ = ["DPTuner", "show_in"]
+
+
+def show_in(out: widgets.Output, fig: Any, text: str) -> None:
+    """Make ``fig`` (a matplotlib Figure) the only output of ``out``, as a PNG; safe from
+    any thread. ``text`` is its plain-text form (what a viewer without images shows)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    out.outputs = ({"output_type": "display_data", "metadata": {},
+                    "data": {"image/png": base64.b64encode(buf.getvalue()).decode("ascii"),
+                             "text/plain": text}},)
 
 Data = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -114,6 +129,7 @@ class DPTuner:
             self.status.value = "a run is already training"
             return None
         self.train_button.disabled = True
+        self._on_change()  # the label shows what this run will spend
         self.progress.max, self.progress.value = self.epochs.value, 0
         self._history: list[dict[str, float]] = []
         if wait:
@@ -144,6 +160,7 @@ class DPTuner:
             return None
         finally:
             self.train_button.disabled = False
+            self._on_change()
         self.runs.append(result)
         self.audit_button.disabled = False
         last = result.history[-1]
@@ -155,37 +172,36 @@ class DPTuner:
     def _on_epoch(self, record: dict[str, float]) -> None:
         self._history.append(record)
         self.progress.value = int(record["epoch"])
-        with self.live:
-            clear_output(wait=True)
-            fig, ax = plt.subplots(figsize=(4.6, 2.6))
-            epochs = [r["epoch"] for r in self._history]
-            ax.plot(epochs, [r["loss"] for r in self._history], "o-", label="train loss")
-            if "accuracy" in record:
-                ax2 = ax.twinx()
-                ax2.plot(epochs, [r["accuracy"] for r in self._history], "s-", color="#59a14f",
-                         label="test accuracy")
-                ax2.set_ylim(0, 1)
-                ax2.set_ylabel("accuracy")
-            ax.set_xlabel("epoch")
-            ax.set_ylabel("loss")
-            ax.set_title(f"ε so far: {record['epsilon']:.3g}")
-            fig.tight_layout()
-            display(fig)
-            plt.close(fig)
+        from matplotlib.ticker import MaxNLocator
+
+        fig = new_figure(figsize=(4.6, 2.6))
+        ax = fig.add_subplot()
+        epochs = [r["epoch"] for r in self._history]
+        ax.plot(epochs, [r["loss"] for r in self._history], "o-", label="train loss")
+        if "accuracy" in record:
+            ax2 = ax.twinx()
+            ax2.plot(epochs, [r["accuracy"] for r in self._history], "s-", color="#59a14f",
+                     label="test accuracy")
+            ax2.set_ylim(0, 1)
+            ax2.set_ylabel("accuracy")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("loss")
+        ax.set_title(f"ε so far: {record['epsilon']:.3g}")
+        show_in(self.live, fig, f"epoch {int(record['epoch'])}: loss {record['loss']:.3g}, "
+                                f"ε {record['epsilon']:.3g}")
 
     def _draw_chart(self) -> None:
-        with self.chart:
-            clear_output(wait=True)
-            fig, ax = plt.subplots(figsize=(4.6, 2.6))
-            points = [(r.epsilon, r.history[-1].get("accuracy", float("nan"))) for r in self.runs]
-            ax.plot([p[0] for p in points], [p[1] for p in points], "o", color="#4e79a7")
-            ax.set_xscale("log")
-            ax.set_xlabel("ε (log scale)")
-            ax.set_ylabel("test accuracy")
-            ax.set_title("privacy-utility trade-off")
-            fig.tight_layout()
-            display(fig)
-            plt.close(fig)
+        fig = new_figure(figsize=(4.6, 2.6))
+        ax = fig.add_subplot()
+        points = [(r.epsilon, r.history[-1].get("accuracy", float("nan"))) for r in self.runs]
+        ax.plot([p[0] for p in points], [p[1] for p in points], "o", color="#4e79a7")
+        ax.set_xscale("log")
+        ax.set_xlabel("ε (log scale)")
+        ax.set_ylabel("test accuracy")
+        ax.set_title("privacy-utility trade-off")
+        show_in(self.chart, fig, f"privacy-utility: {len(points)} runs, (ε, accuracy) "
+                                 + ", ".join(f"({e:.3g}, {a:.3f})" for e, a in points))
 
     # ---- audit -----------------------------------------------------------------------------
     def audit(self) -> Any:

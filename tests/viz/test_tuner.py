@@ -46,3 +46,23 @@ def test_target_mode_calibrates_the_noise(tuner):
     assert result.epsilon <= 1.0 + 1e-9
     assert tuner.noise.disabled
     tuner.mode.value = "set noise"
+
+
+def test_the_train_button_draws_the_live_curve_and_the_chart_from_its_thread(tuner):
+    tuner.mode.value = "set noise"
+    tuner.noise.value, tuner.epochs.value = 1.5, 2
+    before = len(tuner.runs)
+    tuner.live.outputs, tuner.chart.outputs = (), ()
+    tuner.train_button.click()  # what a click in JupyterLab does: train in a thread
+    tuner.wait(120)
+    assert len(tuner.runs) == before + 1
+    (live,) = tuner.live.outputs
+    assert live["data"]["image/png"] and live["data"]["text/plain"].startswith("epoch 2:")
+    (chart,) = tuner.chart.outputs
+    assert chart["data"]["image/png"]
+    assert f"{before + 1} runs" in chart["data"]["text/plain"]
+    run = tuner.runs[-1]
+    assert f"({run.epsilon:.3g}, " in chart["data"]["text/plain"]
+    # the label says what the sliders (and so this run) spend
+    assert run.epsilon == pytest.approx(tuner.epsilon, rel=1e-6)
+    assert f"ε = {tuner.epsilon:.3g}" in tuner.epsilon_label.value
