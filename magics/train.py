@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core import magic_arguments
 from IPython.core.error import UsageError
-from IPython.display import clear_output, display
 from ppdl_nb.magics.registry import subcommand
 from ppdl_nb.magics.train_options import dp_options, noise_options, training_options
 
@@ -138,44 +137,40 @@ def run_training_cell(shell: Any, cell: str | None) -> dict[str, Any] | None:
     return {k: ns[k] for k in CONTRACT if k in mine and k in ns}
 
 
-def _live_plot(out: Any, history: list[dict[str, float]]) -> None:
-    import matplotlib.pyplot as plt
+def _curve(history: list[dict[str, float]]) -> Any:
+    from matplotlib.ticker import MaxNLocator
 
-    with out:
-        clear_output(wait=True)
-        fig, ax = plt.subplots(figsize=(5, 2.6))
-        epochs = [r["epoch"] for r in history]
-        ax.plot(epochs, [r["loss"] for r in history], "o-", label="loss")
-        if "accuracy" in history[-1]:
-            ax.plot(epochs, [r["accuracy"] for r in history], "s-", label="accuracy")
-        ax.set_xlabel("epoch")
-        from matplotlib.ticker import MaxNLocator
+    from ppdl_nb.viz.figures import new_figure
 
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 2.5
-        ax.legend()
-        ax.set_title(f"ε spent: {history[-1]['epsilon']:.3g}")
-        fig.tight_layout()
-        display(fig)
-        plt.close(fig)
+    fig = new_figure(figsize=(5, 2.6))
+    ax = fig.add_subplot()
+    epochs = [r["epoch"] for r in history]
+    ax.plot(epochs, [r["loss"] for r in history], "o-", label="loss")
+    if "accuracy" in history[-1]:
+        ax.plot(epochs, [r["accuracy"] for r in history], "s-", label="accuracy")
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 2.5
+    ax.legend()
+    ax.set_title(f"ε spent: {history[-1]['epsilon']:.3g}")
+    return fig
 
 
 class _Progress:
     """A progress bar and live plot per epoch, as ``--progress`` asks (plot, bar, none)."""
 
     def __init__(self, mode: str, epochs: int) -> None:
-        import ipywidgets as widgets
+        from ppdl_nb.magics.progress import LivePanel
 
-        self.mode, self.history = mode, []
-        self.bar = widgets.IntProgress(value=0, max=epochs, description="epochs")
-        self.plot = widgets.Output()
-        if mode != "none":
-            display(widgets.VBox([self.bar, self.plot] if mode == "plot" else [self.bar]))
+        self.history: list[dict[str, float]] = []
+        self.panel = LivePanel(mode, total=epochs, unit="epochs")
 
     def epoch(self, record: dict[str, float]) -> None:
         self.history.append(record)
-        self.bar.value = int(record["epoch"])
-        if self.mode == "plot":
-            _live_plot(self.plot, self.history)
+        acc = f", accuracy {record['accuracy']:.3f}" if "accuracy" in record else ""
+        status = f"epoch {int(record['epoch'])}: loss {record['loss']:.3f}{acc}, " \
+                 f"ε {record['epsilon']:.3g}"
+        fig = _curve(self.history) if self.panel.mode == "plot" else None
+        self.panel.step(int(record["epoch"]), status, fig)
 
 
 @magic_arguments.magic_arguments()
@@ -215,6 +210,8 @@ def train_dp(shell: Any, args: Any, cell: str | None) -> None:
                               callback=progress.epoch, **params)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    finally:
+        progress.panel.finish()
     out = shell.user_ns
     out[f"{args.out}_model"], out[f"{args.out}_history"] = run.model, run.history
     out[f"{args.out}_epsilon"] = run.epsilon

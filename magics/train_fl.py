@@ -20,7 +20,6 @@ from typing import Any
 
 from IPython.core import magic_arguments
 from IPython.core.error import UsageError
-from IPython.display import display
 from ppdl_nb.magics.train import TRAINERS, run_training_cell
 from ppdl_nb.magics.train_options import noise_options, option_group, training_options
 
@@ -93,24 +92,19 @@ class _Progress:
     """Per round: a bar, a status line and (``--progress plot``) the History's curves."""
 
     def __init__(self, mode: str, rounds: int) -> None:
-        import ipywidgets as widgets  # on the first training cell, not at %load_ext
+        from ppdl_nb.magics.progress import LivePanel
 
-        self.mode, self.rounds, self.live = mode, rounds, History()
-        self.bar = widgets.IntProgress(value=0, max=rounds, description="rounds")
-        self.status, self.plot = widgets.Label(), widgets.Output()
-        if mode != "none":
-            row = widgets.HBox([self.bar, self.status])
-            display(widgets.VBox([row, self.plot] if mode == "plot" else [row]))
+        self.rounds, self.live = rounds, History()
+        self.panel = LivePanel(mode, total=rounds, unit="rounds")
 
     def round(self, record: dict[str, Any]) -> None:
         metrics = {k: v for k, v in record.items() if k not in ("round", "rounds")}
         self.live.append(record["round"], **metrics)
-        self.bar.value = record["round"]
         acc = f", accuracy {record['accuracy']:.3f}" if "accuracy" in record else ""
         loss = f", loss {record['loss']:.3f}" if "loss" in record else ""
-        self.status.value = f"round {record['round']}/{self.rounds}{loss}{acc}"
-        if self.mode == "plot":
-            _redraw(self.plot, self.live)
+        fig = self.live.plot() if self.panel.mode == "plot" else None
+        self.panel.step(record["round"], f"round {record['round']}/{self.rounds}{loss}{acc}",
+                        fig)
 
 
 @magic_arguments.magic_arguments()
@@ -156,6 +150,8 @@ def train_fl(shell: Any, args: Any, cell: str | None) -> None:
             callback=progress.round)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    finally:
+        progress.panel.finish()
     out = shell.user_ns
     out[f"{args.out}_model"], out[f"{args.out}_history"] = run.model, run.history
     last = run.history.last
@@ -165,16 +161,6 @@ def train_fl(shell: Any, args: Any, cell: str | None) -> None:
           f"{len(data.workers)} workers ({strategy.describe()}){acc}{eps}; "
           f"results in {args.out}_model, {args.out}_history")
 
-
-def _redraw(out: Any, history: History) -> None:
-    import matplotlib.pyplot as plt
-    from IPython.display import clear_output
-
-    with out:
-        clear_output(wait=True)
-        fig = history.plot()
-        display(fig)
-        plt.close(fig)
 
 
 TRAINERS["fl"] = train_fl

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["new_figure", "show_figures_in_ipython"]
+__all__ = ["new_figure", "png_base64", "show_figures_in_ipython", "show_in"]
 
 _done = False
 
@@ -42,3 +42,21 @@ def new_figure(**kwargs: Any) -> Any:
 
     show_figures_in_ipython()
     return Figure(layout="constrained", **kwargs)
+
+
+def png_base64(fig: Any, *, dpi: int = 90) -> str:
+    """``fig`` as a PNG, base64-encoded (the form notebooks store images in)."""
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def show_in(out: Any, fig: Any, text: str) -> None:
+    """Make ``fig`` the only output of the Output widget ``out``, as a PNG; safe from any
+    thread (capturing with ``with out:`` from a background thread loses the output).
+    ``text`` is its plain-text form, for viewers without images."""
+    out.outputs = ({"output_type": "display_data", "metadata": {},
+                    "data": {"image/png": png_base64(fig), "text/plain": text}},)

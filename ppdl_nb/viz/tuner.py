@@ -4,7 +4,7 @@ privacy-utility chart; audit the last model with a membership-inference attack.
 Epsilon is recomputed by the accountant on every slider move (tens of milliseconds).
 Training runs in a background thread with a progress bar and a live loss/accuracy plot,
 so the notebook stays usable; ``train(wait=True)`` blocks instead (for scripts and tests).
-The plots are put into their Output widgets as PNG outputs (:func:`show_in`), not
+The plots are put into their Output widgets as PNG outputs (``figures.show_in``), not
 captured with ``with output:``: a capture from the Train button's thread is lost (the
 button then drew nothing), setting the widget's outputs works from any thread.
 
@@ -14,8 +14,6 @@ button then drew nothing), setting the widget's outputs works from any thread.
 
 from __future__ import annotations
 
-import base64
-import io
 import threading
 import time
 from collections.abc import Callable
@@ -28,19 +26,9 @@ from torch import nn
 
 from ppdl_nb.dp.audit import loss_threshold_attack
 from ppdl_nb.dp.fit import FitResult, fit_private, plan_epsilon
-from ppdl_nb.viz.figures import new_figure
+from ppdl_nb.viz.figures import new_figure, show_in
 
-__all__ = ["DPTuner", "show_in"]
-
-
-def show_in(out: widgets.Output, fig: Any, text: str) -> None:
-    """Make ``fig`` (a matplotlib Figure) the only output of ``out``, as a PNG; safe from
-    any thread. ``text`` is its plain-text form (what a viewer without images shows)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    out.outputs = ({"output_type": "display_data", "metadata": {},
-                    "data": {"image/png": base64.b64encode(buf.getvalue()).decode("ascii"),
-                             "text/plain": text}},)
+__all__ = ["DPTuner"]
 
 Data = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
