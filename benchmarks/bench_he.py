@@ -174,7 +174,8 @@ def aggregation_rows(quick: bool) -> list[dict]:
     workers = [ppdl_nb.VirtualWorker(f"client{i}", network=net) for i in range(n_clients)]
     agg = ppdl_nb.VirtualWorker("aggregator", network=net)
     holder = ppdl_nb.VirtualWorker("keyholder", network=net)
-    fed = FederatedDataset.load(name, workers, seed=0, test_rows=297 if quick else 1000)
+    fed = FederatedDataset.load(name, workers, seed=0, test_rows=297 if quick else 1000,
+                                allow_plain_updates=True)  # the warm-up round is plain
     features = 64 if quick else 784
 
     def mlp() -> torch.nn.Module:

@@ -75,13 +75,14 @@ class FederatedDataset:
     def load(cls, name: str, workers: Sequence[Any], *, clients_per_worker: int = 1,
              scheme: str = "iid", alpha: float = 0.5, shards_per_client: int = 2,
              seed: int = 0, test_rows: int = 1000,
-             allow_plain_updates: bool = True) -> FederatedDataset:
+             allow_plain_updates: bool = False) -> FederatedDataset:
         """Each worker loads dataset ``name`` and keeps its clients' rows, private.
 
-        ``allow_plain_updates``: as the data's owner, let updates trained on it leave in
-        the clear (plain FedAvg ``"mean"``, a ``Trusted`` aggregator); with False only
-        secure aggregations (``Secure``, ``SecAgg``, ``HE``) may train on it. (The default
-        is still True while callers move to saying so; the workers' default is False.)
+        ``allow_plain_updates``: the data owners' opt-in (release row ``plain_updates``)
+        to let updates trained on their rows leave in the clear (plain FedAvg ``"mean"``,
+        a ``Trusted`` aggregator). Off by default: then only secure aggregations
+        (``Secure``, ``SecAgg``, ``HE``) and DP-FedAvg over them may train on it, and a
+        plain one is refused with a PermissionError that says so.
 
         The test split (``test_rows`` rows chosen by ``seed``) is public: the notebook
         loads it itself to evaluate the global model.
@@ -112,7 +113,9 @@ class FederatedDataset:
                      test: tuple[torch.Tensor, torch.Tensor] | None = None) -> FederatedDataset:
         """Split ``(x, y)`` held here among clients and send each part to its worker.
 
-        ``allow_plain_updates``: as in :meth:`load`, the owner's opt-in to plain updates."""
+        ``allow_plain_updates``: as in :meth:`load`. On by default here, unlike
+        :meth:`load`: the rows are the caller's own (it holds them in the clear), so
+        sending them is its owner's choice; pass False to play owners who did not opt in."""
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
         workers = _check_workers(workers, clients_per_worker)

@@ -233,6 +233,8 @@ def _resolve_refs(worker: Worker, value: Any, policies: list[Policy],
                   private_ids: set[int]) -> Any:
     """Every Ref in ``value`` replaced by its object, through the worker's resolver."""
     if isinstance(value, Ref):
+        if worker.request is not None:  # a private object the caller does not know of
+            worker.store.entry_for(value.id, worker.request.caller)  # looks missing
         obj = worker.resolve(value)
         request = worker.request
         policy = request.policies[-1] if request is not None else worker.policy_of(value)

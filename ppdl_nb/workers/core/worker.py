@@ -170,16 +170,14 @@ class Worker:
         """The object ``ref`` (a Ref or an id) names, for the request being answered.
 
         Its policy joins the request's, so whatever the step replies or stores is checked
-        against it; ``kind`` checks the object's type. A ``Ref`` (named by the caller) to a
-        private object the caller neither holds, owns nor reads resolves as missing."""
+        against it; ``kind`` checks the object's type. Which parties may name which
+        objects in a step is the step's protocol (a data owner names the model owner's
+        model in ``he.infer``); direct ops check it in the ``call`` handler."""
         obj_id = getattr(ref, "id", ref)
         if type(obj_id) is not int:
             raise TypeError(f"{what} must be a reference to an object held by {self.name}")
         request = self.request
-        # a Ref came from the caller: a private object it does not know of looks missing;
-        # a bare id is one the step took from the worker's own state
-        entry = (self.store.entry_for(obj_id, request.caller)
-                 if request is not None and ref is not obj_id else self.store.entry(obj_id))
+        entry = self.store.entry(obj_id)
         if not isinstance(entry.obj, kind):
             raise TypeError(f"{what} ({self.name}:{obj_id}) is a {type(entry.obj).__name__}, "
                             f"not a {getattr(kind, '__name__', kind)}")
