@@ -196,7 +196,23 @@ def train_dp(shell: Any, args: Any, cell: str | None) -> None:
     for name in ("loss", "optimizer"):  # the option, else the cell's, else the API default
         if (value := getattr(args, name) or ns.get(name)) is not None:
             params[name] = value
+    run, stopped = _fit_dp(args, owned, model, data, ns.get("test"), params)
+    if run is None:
+        return
+    out = shell.user_ns
+    out[f"{args.out}_model"], out[f"{args.out}_history"] = run.model, run.history
+    out[f"{args.out}_epsilon"] = run.epsilon
+    done = f"interrupted at {stopped}, after {len(run.history)} full epochs" if stopped \
+        else f"trained {args.epochs} epochs privately"
+    print(f"{done}: epsilon {run.epsilon:.3g} at delta {args.delta:g}; results in "
+          f"{args.out}_model, {args.out}_history, {args.out}_epsilon")
+
+
+def _fit_dp(args: Any, owned: Any, model: Any, data: Any, test: Any,
+            params: dict[str, Any]) -> tuple[Any, str]:
+    """Train (here, or on the owner's worker); the run, and where an interrupt stopped it."""
     from ppdl_nb.dp.fit import fit_private
+    from ppdl_nb.errors import TrainingInterrupted
 
     progress = _Progress(args.progress, args.epochs)
     try:
@@ -204,20 +220,20 @@ def train_dp(shell: Any, args: Any, cell: str | None) -> None:
             run = owned.fit(model, **params)
             for record in run.history:
                 progress.epoch(record)
-        else:
-            test = ns.get("test") or (None, None)
-            run = fit_private(model, data[0], data[1], x_test=test[0], y_test=test[1],
-                              callback=progress.epoch, **params)
+            return run, ""
+        test = test or (None, None)
+        return fit_private(model, data[0], data[1], x_test=test[0], y_test=test[1],
+                           callback=progress.epoch, **params), ""
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    except TrainingInterrupted as exc:  # the model so far, and what it spent
+        return exc.result, exc.where
+    except KeyboardInterrupt:  # waiting for the owner's worker, which finishes on its own
+        print(f"interrupted while {args.worker} trained: it finishes the run on its side "
+              "(its budget pays for it) and keeps serving; nothing came back here")
+        return None, "interrupt"
     finally:
         progress.panel.finish()
-    out = shell.user_ns
-    out[f"{args.out}_model"], out[f"{args.out}_history"] = run.model, run.history
-    out[f"{args.out}_epsilon"] = run.epsilon
-    print(f"trained {args.epochs} epochs privately: epsilon {run.epsilon:.3g} at delta "
-          f"{args.delta:g}; results in {args.out}_model, {args.out}_history, "
-          f"{args.out}_epsilon")
 
 
 def _owned_dataset(args: Any) -> RemoteDataset | None:

@@ -150,6 +150,9 @@ def train_fl(shell: Any, args: Any, cell: str | None) -> None:
             callback=progress.round)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    except KeyboardInterrupt as exc:
+        _interrupted(shell, args, progress, getattr(exc, "result", None))
+        return
     finally:
         progress.panel.finish()
     out = shell.user_ns
@@ -161,6 +164,19 @@ def train_fl(shell: Any, args: Any, cell: str | None) -> None:
           f"{len(data.workers)} workers ({strategy.describe()}){acc}{eps}; "
           f"results in {args.out}_model, {args.out}_history")
 
+
+
+def _interrupted(shell: Any, args: Any, progress: _Progress, partial: Any) -> None:
+    """Ctrl-C during federated training: keep what finished, say so; workers keep serving."""
+    done = len(progress.live)
+    out = shell.user_ns
+    out[f"{args.out}_history"] = partial.history if partial is not None else progress.live
+    kept = f"{args.out}_history"
+    if partial is not None:
+        out[f"{args.out}_model"] = partial.model
+        kept = f"{args.out}_model, " + kept
+    print(f"interrupted at round {done + 1} of {args.rounds}, after {done} full rounds: "
+          f"results so far in {kept}; the workers keep serving")
 
 
 TRAINERS["fl"] = train_fl

@@ -8,6 +8,7 @@ from __future__ import annotations
 __all__ = [
     "CodecError",
     "RemoteError",
+    "TrainingInterrupted",
     "WorkerMismatchError",
     "WorkerUnavailableError",
     "error_message",
@@ -26,6 +27,19 @@ class WorkerMismatchError(ValueError):
 
 class WorkerUnavailableError(ConnectionError):
     """A worker is not running, died, or did not answer in time."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped by an interrupt (Ctrl-C, the notebook's stop button).
+
+    Still a ``KeyboardInterrupt``, so a script stops as usual; ``result`` holds what was
+    done (the model as trained so far, the history of the epochs or rounds that finished,
+    and the privacy spent), and ``where`` says where it stopped ("epoch 3 of 8").
+    """
+
+    def __init__(self, where: str, result: object) -> None:
+        super().__init__(f"interrupted at {where}")
+        self.where, self.result = where, result
 
 
 class RemoteError(Exception):

@@ -29,6 +29,7 @@ from ppdl_nb import training
 from ppdl_nb.dp.accounting import check_delta, noise_multiplier_for
 from ppdl_nb.dp.accounting import epsilon as epsilon_of
 from ppdl_nb.dp.engine import make_private
+from ppdl_nb.errors import TrainingInterrupted
 
 __all__ = ["FitResult", "fit_private", "plan_epsilon"]
 
@@ -85,6 +86,9 @@ def fit_private(
 ) -> FitResult:
     """Train a copy of ``model`` with DP-SGD; give either ``noise_multiplier`` or ``epsilon``.
 
+    An interrupt (Ctrl-C) raises :class:`~ppdl_nb.errors.TrainingInterrupted` carrying the
+    result so far: the model as trained, the finished epochs, the epsilon spent.
+
     ``noise_multiplier`` is the Gaussian noise's std over the sensitivity
     ``max_grad_norm`` (each example's clipped gradient norm). ``loss`` and ``optimizer``
     are names from :mod:`ppdl_nb.training` (the default ``"momentum"`` is SGD with
@@ -111,16 +115,30 @@ def fit_private(
                                         noise_multiplier=noise_multiplier,
                                         max_grad_norm=max_grad_norm, accountant=accountant)
     result = FitResult(private_copy, delta=delta, noise_multiplier=noise_multiplier)
-    for epoch in range(1, epochs + 1):
-        start = time.perf_counter()
-        total, count = training.run_epoch(module, data, loss=loss_fn, optimizer=dp_opt)
-        record = {"epoch": float(epoch), "loss": total / max(count, 1),
-                  "epsilon": dp_opt.accountant.epsilon(delta),
-                  "seconds": time.perf_counter() - start}
-        if x_test is not None and y_test is not None:
-            record.update(training.evaluate(private_copy, x_test, y_test, loss_fn))
-        result.history.append(record)
-        result.epsilon = record["epsilon"]
-        if callback is not None:
-            callback(record)
+    test = (x_test, y_test) if x_test is not None and y_test is not None else None
+    _epochs(result, module, data, dp_opt, epochs=epochs, loss_fn=loss_fn, test=test,
+            callback=callback)
     return result
+
+
+def _epochs(result: FitResult, module: nn.Module, data: Any, dp_opt: Any, *, epochs: int,
+            loss_fn: Any, test: tuple[torch.Tensor, torch.Tensor] | None,
+            callback: Callable[[dict[str, float]], Any] | None) -> None:
+    """The training loop of :func:`fit_private`, filling ``result`` epoch by epoch."""
+    epoch = 0
+    try:
+        for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
+            total, count = training.run_epoch(module, data, loss=loss_fn, optimizer=dp_opt)
+            record = {"epoch": float(epoch), "loss": total / max(count, 1),
+                      "epsilon": dp_opt.accountant.epsilon(result.delta),
+                      "seconds": time.perf_counter() - start}
+            if test is not None:
+                record.update(training.evaluate(result.model, *test, loss_fn))
+            result.history.append(record)
+            result.epsilon = record["epsilon"]
+            if callback is not None:
+                callback(record)
+    except KeyboardInterrupt:  # keep what was trained; every step taken is spent
+        result.epsilon = dp_opt.accountant.epsilon(result.delta)
+        raise TrainingInterrupted(f"epoch {epoch} of {epochs}", result) from None
