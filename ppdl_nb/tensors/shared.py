@@ -61,7 +61,7 @@ class SharedTensor(Shaped):
         with tracing.round_label("share"):
             for party, part in zip(session.parties, parts, strict=True):
                 reply = party.request({"kind": "store", "obj": part, "private": True,
-                                       "allow": list(allow)})
+                                       "allow": list(allow), "permits": ["share"]})
                 shares.append(wrap_reply(party, reply, party.context))
         return cls(shares, session)
 

@@ -99,7 +99,6 @@ def _shared_session(net):
     return xs, ys, a * b
 
 
-@leak("5 dealer: a co-party names itself dealer of a running session and replaces the seed")
 def test_a_party_cannot_make_itself_the_dealer_of_a_session(net):
     xs, ys, expected = _shared_session(net)
     session = xs.child.session.id
@@ -109,10 +108,9 @@ def test_a_party_cannot_make_itself_the_dealer_of_a_session(net):
     product = attempt(lambda: (xs * ys).get())
     assert refused, "charlie accepted bob as the dealer of a session dave deals"
     assert isinstance(product, torch.Tensor)
-    torch.testing.assert_close(product, expected, atol=1e-3, rtol=0)
+    torch.testing.assert_close(product, expected, atol=1e-3, rtol=0, check_dtype=False)
 
 
-@leak("5 dealer: the notebook names itself dealer ('me') and hands a party a seed it knows")
 def test_the_notebook_cannot_be_a_dealer(net):
     refused = attempt(lambda: _join(net["charlie"], "nb-session", ["bob", "charlie"], 1,
                                     dealer="me"))

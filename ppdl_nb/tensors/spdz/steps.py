@@ -31,6 +31,8 @@ from ppdl_nb.workers.core.worker import Worker
 __all__ = ["deal", "dealer_setup", "histogram", "join", "prepare", "reconstruct",
            "share_from"]
 
+NOTEBOOK = "me"  # the name a worker's channel gives the notebook's key
+SHARE = "share"  # the permit that marks an additive share (release row share_histogram)
 Requests = list[tuple[bytes, str, dict[str, Any]]]  # (label, kind, params) for the dealer
 
 
@@ -51,9 +53,20 @@ def dealer_setup(worker: Worker, caller: str, *, session: str, parties: list[str
 @protocol_step("mpc.join")
 def join(worker: Worker, caller: str, *, session: str, index: int, parties: list[str],
          seed: bytes, dealer: str) -> None:
-    """PARTY: remember the session, this party's index, and the seed shared with the dealer."""
+    """PARTY: remember the session, this party's index, and the seed shared with the dealer.
+
+    The dealer is whoever proved its key on this request (``caller``): a worker outside the
+    parties, never the notebook, and fixed for the session's life."""
     if caller != dealer:
         raise PermissionError(f"only the dealer {dealer} hands out its seeds, not {caller}")
+    if caller == NOTEBOOK or caller in parties:
+        raise PermissionError(f"{caller} cannot deal for parties {parties}: the dealer is a "
+                              "worker that is neither a party nor the notebook (whoever knows "
+                              "the seeds knows every mask)")
+    known = spdz_state(worker).sessions.get(session)
+    if known is not None and known.dealer != caller:
+        raise PermissionError(f"session {session} is dealt by {known.dealer}; {caller} cannot "
+                              "take it over (start a new session)")
     if not isinstance(index, int) or not 0 <= index < len(parties) or (
             parties[index] != worker.name):
         raise ValueError(f"{worker.name} is not party {index!r} of {parties}")
@@ -125,10 +138,12 @@ def share_from(worker: Worker, caller: str, *, id: int, parties: list[str],
     out = []
     for name, s in zip(parties, shares, strict=True):
         if name == worker.name:
-            out.append(stored_result(worker, s, True, frozenset(allowed)))
-        else:
+            policy = worker.private_policy(allowed, permits=[SHARE])
+            out.append(stored_result(worker, s, policy=policy, holder=caller))
+        else:  # the caller holds the references (its pointers free them)
             out.append(worker.client_for(name).request(
-                {"kind": "store", "obj": s, "private": True, "allow": allowed}))
+                {"kind": "store", "obj": s, "private": True, "allow": allowed,
+                 "permits": [SHARE], "holder": caller}))
     return out
 
 
@@ -157,6 +172,8 @@ def histogram(worker: Worker, caller: str, *, x: Ref, bins: int = 40) -> torch.T
         raise ValueError("bins must be an int in [1, 1000]")
     if not isinstance(x, Ref):
         raise TypeError(f"x must be a reference to a share on {worker.name}")
-    share = worker.store.entry(x.id).obj
+    share = worker.resolve(x, "x", kind=torch.Tensor)
+    if not worker.policy_of(x).may_read(caller):
+        worker.declare_release("share_histogram")
     scaled = share.double() / 2.0**63  # [-1, 1)
     return torch.histc(scaled, bins=bins, min=-1.0, max=1.0)

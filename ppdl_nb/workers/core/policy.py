@@ -151,6 +151,15 @@ def _open(policies: list[Policy], to: str) -> None:
         raise PermissionError(f"{to} may not read what every input's owner allowed")
 
 
+@release_mechanism("share_histogram", "a histogram of one additive share over the whole "
+                   "ring (a share alone is uniform): only objects the SPDZ layer stored as "
+                   "shares (permit 'share'), for pictures (mpc.histogram)")
+def _share_histogram(policies: list[Policy], to: str) -> None:
+    if not all(p.permits_all("share") for p in policies):
+        raise PermissionError("that object is not a share the SPDZ layer made; a histogram "
+                              "of it would describe private values")
+
+
 @release_mechanism("secure_aggregation", "a value leaves only as a masked or secret-shared "
                    "summand of a sum over at least 2 parties (fl.share/sum_shares, SecAgg)")
 def _secagg(policies: list[Policy], to: str, *, parties: int = 0) -> None:
