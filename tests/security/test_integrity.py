@@ -13,7 +13,7 @@ from ppdl_nb import mpc
 from ppdl_nb.dp.worker_steps import attach_dataset
 from ppdl_nb.workers.core.messages import find_step
 
-from .attacks import SECRET, Ref, attempt, call, leak, peer, private_on
+from .attacks import SECRET, Ref, attempt, call, peer, private_on
 
 
 def _alive(client, obj_id: int) -> bool:

@@ -23,7 +23,6 @@ from .attacks import (
     Ref,
     attempt,
     contains_secret,
-    leak,
     outcome,
     peer,
     private_on,
