@@ -40,6 +40,7 @@ class WorkerDashboard:
         self.widget = widgets.VBox([widgets.HTML("<b>ppdl workers</b>"), self.grid,
                                     self.message])
         self._cells: dict[int, list[widgets.Widget]] = {}
+        self._busy: dict[int, str] = {}  # id(worker) -> "restarting…" while a button acts
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.refresh()
@@ -70,11 +71,16 @@ class WorkerDashboard:
         return [*labels, restart, stop]
 
     def _act(self, worker: Any, action: str) -> None:
+        """A button's action: the row says so and its buttons wait until it is done."""
+        self._busy[id(worker)] = "restarting…" if action == "restart" else "shutting down…"
+        self.refresh()
         try:
             worker.restart() if action == "restart" else worker.shutdown()
             self.message.value = f"{worker.name}: {action} done"
         except Exception as exc:  # shown, not raised: a button callback has no caller
             self.message.value = f"{worker.name}: {action} failed: {exc}"
+        finally:
+            self._busy.pop(id(worker), None)
         self.refresh()
 
     def refresh(self) -> None:
@@ -86,10 +92,14 @@ class WorkerDashboard:
             cells = self._cells.get(id(w))  # the cells' callbacks keep w (and its id) alive
             if cells is None:
                 cells = self._cells[id(w)] = self._row(w)
-            values = self._values(w)
+            busy = self._busy.get(id(w))
+            values = [str(w.pid or ""), busy, "", "", "", ""] if busy else self._values(w)
             for cell, value in zip(cells[2:8], values, strict=True):
                 if cell.value != value:
                     cell.value = value
+            restart, stop = cells[8:]
+            restart.disabled = bool(busy)  # nothing applies while an action runs
+            stop.disabled = bool(busy) or values[1] == "shut down"
             children.extend(cells)
         if tuple(self.grid.children) != tuple(children[: len(self.grid.children)]) or len(
             self.grid.children

@@ -85,3 +85,26 @@ def test_live_refresh_picks_up_changes_and_stops():
     finally:
         dash.stop()
     assert wait_until(lambda: not dash._thread.is_alive(), 5)
+
+
+def test_a_row_says_restarting_and_its_buttons_wait_while_a_button_acts():
+    a, _ = _pair()
+    dash = WorkerDashboard([a], interval=None)
+    seen = {}
+    real_restart = a.restart
+
+    def restart():  # what the row shows while the restart runs
+        row = _row(dash, "dash_a")
+        seen.update(status=row[3].value, disabled=(row[8].disabled, row[9].disabled))
+        real_restart()
+
+    a.restart = restart
+    restart_button, stop_button = _row(dash, "dash_a")[8:]
+    restart_button.click()
+    assert seen == {"status": "restarting…", "disabled": (True, True)}
+    assert _values(dash, "dash_a")[3] == "running"
+    assert not restart_button.disabled and not stop_button.disabled
+    stop_button.click()
+    assert _values(dash, "dash_a")[3] == "shut down"
+    assert stop_button.disabled and not restart_button.disabled  # only what can apply
+    assert "dash_a: shutdown done" in dash.message.value
