@@ -22,6 +22,7 @@ _PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#
             "#ff9da7", "#9c755f"]
 _NOTEBOOK = "#bab0ac"
 BOX_W, BOX_H, GAP_X, GAP_Y, PAD = 200, 58, 44, 16, 10
+CHAR_W = 6.0  # px per character at 12 px sans-serif (about 5.3 regular, 6.5 bold)
 
 
 def worker_color(name: str) -> str:
@@ -39,6 +40,7 @@ class ChainDiagram:
         self.text = text
         self._parts: list[str] = []
         self._width = 0.0
+        self._box_w = BOX_W
 
     @classmethod
     def of(cls, obj: Any) -> ChainDiagram:
@@ -52,6 +54,8 @@ class ChainDiagram:
 
     def svg(self) -> str:
         self._parts, self._width = [], 0.0
+        longest = max((len(t) for t in self._texts(self.links)), default=0)
+        self._box_w = max(BOX_W, round(longest * CHAR_W + 20))  # no text past a box
         height = self._row(self.links, PAD, PAD)
         body = "".join(self._parts)
         w, h = self._width + PAD, height + 2 * PAD
@@ -63,6 +67,19 @@ class ChainDiagram:
             f"{body}</svg>"
         )
 
+    def _texts(self, links: list[Link]) -> list[str]:
+        """Every line a box of ``links`` will hold (to size the boxes to the longest)."""
+        out = []
+        for link in links:
+            out += [link.kind, self._sub(link)]
+            if link.target is not None:
+                detail = " ".join(p for p in (_shape(link.shape), link.dtype or "") if p)
+                out += [f"data on {link.target} (private)" if link.private
+                        else f"data on {link.target}", detail]
+            for child in link.children or ():
+                out += self._texts(child)
+        return out
+
     # ---- layout ------------------------------------------------------------------------
     def _row(self, links: list[Link], x: float, y: float) -> float:
         """Draw ``links`` left to right from (x, y); return the height used."""
@@ -70,22 +87,23 @@ class ChainDiagram:
         for i, link in enumerate(links):
             self._box(x, y, link.holder, link.kind, self._sub(link))
             if link.children:
-                cy, child_x = y, x + BOX_W + GAP_X
+                cy, child_x = y, x + self._box_w + GAP_X
                 for child in link.children:
-                    self._arrow(x + BOX_W, y + BOX_H / 2, child_x, cy + BOX_H / 2)
+                    self._arrow(x + self._box_w, y + BOX_H / 2, child_x, cy + BOX_H / 2)
                     cy += self._row(child, child_x, cy) + GAP_Y
                 height = max(height, cy - y - GAP_Y)
                 return height
             if link.target is not None and i == len(links) - 1:
-                tx = x + BOX_W + GAP_X
-                self._arrow(x + BOX_W, y + BOX_H / 2, tx, y + BOX_H / 2)
+                tx = x + self._box_w + GAP_X
+                self._arrow(x + self._box_w, y + BOX_H / 2, tx, y + BOX_H / 2)
                 detail = " ".join(p for p in (_shape(link.shape), link.dtype or "") if p)
                 self._box(tx, y, link.target, f"data on {link.target}", detail,
                           private=link.private)
                 x = tx
             elif i < len(links) - 1:
-                self._arrow(x + BOX_W, y + BOX_H / 2, x + BOX_W + GAP_X, y + BOX_H / 2)
-            x += BOX_W + GAP_X
+                right = x + self._box_w
+                self._arrow(right, y + BOX_H / 2, right + GAP_X, y + BOX_H / 2)
+            x += self._box_w + GAP_X
         return height
 
     def _sub(self, link: Link) -> str:
@@ -99,13 +117,14 @@ class ChainDiagram:
         color = worker_color(owner)
         dash = ' stroke-dasharray="5,3"' if private else ""
         self._parts.append(
-            f'<g class="ppdl-link"><rect x="{x}" y="{y}" width="{BOX_W}" height="{BOX_H}" '
+            f'<g class="ppdl-link"><rect x="{x}" y="{y}" width="{self._box_w}" '
+            f'height="{BOX_H}" '
             f'rx="8" fill="{color}" fill-opacity="0.18" stroke="{color}" stroke-width="2"{dash}/>'
             f'<text x="{x + 10}" y="{y + 22}" font-weight="bold">{escape(title)}'
             f'{" (private)" if private else ""}</text>'
             f'<text x="{x + 10}" y="{y + 42}" fill="#333">{escape(sub)}</text></g>'
         )
-        self._width = max(self._width, x + BOX_W)
+        self._width = max(self._width, x + self._box_w)
 
     def _arrow(self, x1: float, y1: float, x2: float, y2: float) -> None:
         self._parts.append(

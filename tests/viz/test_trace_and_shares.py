@@ -50,3 +50,24 @@ def test_chain_diagram_of_a_shared_tensor_is_deterministic():
     assert first == second
     for word in ("FixedPrecisionTensor", "SharedTensor", "data on bob", "data on charlie"):
         assert word in first
+
+
+def test_chain_boxes_grow_to_hold_their_longest_line():
+    import re
+
+    import torch
+
+    import ppdl_nb
+    from ppdl_nb.viz import ChainDiagram
+    from ppdl_nb.viz.chain_diagram import BOX_W, CHAR_W
+
+    short = ChainDiagram.of(torch.ones(2)).svg()
+    assert set(re.findall(r'<rect x="[^"]*" y="[^"]*" width="(\d+)"', short)) == {str(BOX_W)}
+    bob, charlie, dave = (ppdl_nb.VirtualWorker(n) for n in ("cb_bob", "cb_charlie",
+                                                             "cb_dealer_dave"))
+    shared = ppdl_nb.share(torch.ones(2), bob, charlie, dealer=dave)
+    svg = ChainDiagram.of(shared).svg()
+    line = "me 2 parties (cb_bob, cb_charlie), dealer cb_dealer_dave"
+    assert line in svg  # the SharedTensor box's line, which ran out of a 200 px box
+    widths = {int(w) for w in re.findall(r'<rect x="[^"]*" y="[^"]*" width="(\d+)"', svg)}
+    assert widths == {round(len(line) * CHAR_W + 20)} and widths.pop() > BOX_W
