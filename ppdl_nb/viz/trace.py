@@ -17,12 +17,14 @@ from html import escape
 from typing import Any
 
 from ppdl_nb.viz.chain_diagram import worker_color
+from ppdl_nb.viz.units import human_bytes
 from ppdl_nb.workers.core import tracing
 from ppdl_nb.workers.transport.party import local_party
 
 __all__ = ["Trace", "trace"]
 
-LANE_W, ROW_H, TOP, GUTTER = 130, 22, 40, 170
+LANE_W, ROW_H, TOP, GUTTER = 130, 24, 40, 170
+HEADER_ME = "#555"  # the notebook's lane title: its box grey is too pale for text
 
 
 class Trace:
@@ -53,9 +55,10 @@ class Trace:
 
     def __repr__(self) -> str:
         lines = [f"Trace: {len(self.records)} messages, rounds: {', '.join(self.rounds()) or '-'}"]
-        for row in self.summary():
-            lines.append(f"  {row['party']:<10} sent {row['sent']:>4} ({row['bytes_sent']} B)"
-                         f"  received {row['received']:>4} ({row['bytes_received']} B)")
+        for row in self.summary():  # requests sent and received; bytes both ways, replies too
+            lines.append(f"  {row['party']:<10} requests sent {row['sent']:>4}, received "
+                         f"{row['received']:>4}; bytes out {human_bytes(row['bytes_sent']):>9}, "
+                         f"in {human_bytes(row['bytes_received']):>9}")
         return "\n".join(lines)
 
     def _repr_svg_(self) -> str:
@@ -68,24 +71,25 @@ class Trace:
         shown = self.records[:max_messages]
         rows: list[str] = []
         y, last_round = TOP, None
-        for r in shown:
-            if r["round"] != last_round:
+        for r in shown:  # a round's label once, where it starts (messages without one: none)
+            if r["round"] and r["round"] != last_round:
                 y += 8
                 rows.append(f'<text x="4" y="{y + 8}" font-size="10" fill="#666">'
-                            f'{escape(r["round"] or "")}</text>')
+                            f'{escape(r["round"])}</text>')
                 last_round = r["round"]
             y += ROW_H
             x1, x2 = x[r["src"]], x[r["dst"]]
             color = worker_color(r["src"])
             rows.append(f'<line x1="{x1}" y1="{y}" x2="{x2}" y2="{y}" stroke="{color}" '
                         f'stroke-width="2" marker-end="url(#ppdl-seq)"/>')
-            rows.append(f'<text x="{(x1 + x2) / 2}" y="{y - 4}" font-size="10" '
-                        f'text-anchor="middle">{escape(r["kind"])} ({r["bytes"]} B)</text>')
+            rows.append(f'<text x="{(x1 + x2) / 2}" y="{y - 7}" font-size="10" '
+                        f'text-anchor="middle">{escape(r["kind"])} '
+                        f'({human_bytes(r["bytes"])})</text>')  # clear of the arrowhead
         height = y + 30
         width = GUTTER + 20 + LANE_W * len(parties)
         lanes = "".join(
             f'<text x="{x[p]}" y="24" text-anchor="middle" font-weight="bold" '
-            f'fill="{worker_color(p)}">{escape(p)}</text>'
+            f'fill="{HEADER_ME if p == "me" else worker_color(p)}">{escape(p)}</text>'
             f'<line x1="{x[p]}" y1="30" x2="{x[p]}" y2="{height - 10}" stroke="#bbb" '
             'stroke-dasharray="4,3"/>' for p in parties)
         more = ""

@@ -71,3 +71,22 @@ def test_chain_boxes_grow_to_hold_their_longest_line():
     assert line in svg  # the SharedTensor box's line, which ran out of a 200 px box
     widths = {int(w) for w in re.findall(r'<rect x="[^"]*" y="[^"]*" width="(\d+)"', svg)}
     assert widths == {round(len(line) * CHAR_W + 20)} and widths.pop() > BOX_W
+
+
+def test_trace_text_and_diagram_read_clearly():
+    from ppdl_nb.viz.trace import HEADER_ME, Trace
+
+    def rec(t, src, dst, rnd, size=100, reply=62):
+        return {"t": t, "src": src, "dst": dst, "kind": "step", "bytes": size,
+                "reply_bytes": reply, "round": rnd}
+
+    t = Trace([rec(1, "me", "alice", "open"), rec(2, "me", "alice", None),
+               rec(3, "alice", "bob", "open", size=4096), rec(4, "me", "bob", "sum")])
+    text = repr(t)
+    assert "me         requests sent    3, received    0; bytes out     300 B, in     186 B" \
+        in text  # no more "received 0 (186 B)": the bytes in are replies
+    svg = t.diagram()
+    assert svg.count(">open</text>") == 1  # a round's label once, not on every step
+    assert svg.count(">sum</text>") == 1
+    assert "step (4.0 KiB)" in svg
+    assert f'fill="{HEADER_ME}">me</text>' in svg
