@@ -244,10 +244,7 @@ class RayEngine(Engine):
         ray = _ray()
         if not ray.is_initialized():
             if self.address is None:
-                with _loopback_only(ray):
-                    ray.init(address="local", _node_ip_address="127.0.0.1",
-                             include_dashboard=False, log_to_driver=False,
-                             logging_level=logging.WARNING)
+                _init_local(ray)
             else:
                 ray.init(address=self.address, log_to_driver=False,
                          logging_level=logging.WARNING)
@@ -364,3 +361,19 @@ def _chunks(ids: list[int], n: int) -> list[list[int]]:
         out.append(ids[start:end])
         start = end
     return out
+
+
+def _init_local(ray: Any, tries: int = 2) -> None:
+    """A local Ray on loopback only. Ray gives its raylet a fixed 30 s to register; on a
+    loaded laptop it can miss that once, so a timed-out start is retried."""
+    for attempt in range(1, tries + 1):
+        try:
+            with _loopback_only(ray):
+                ray.init(address="local", _node_ip_address="127.0.0.1",
+                         include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.WARNING)
+            return
+        except Exception as exc:  # Ray raises a bare Exception for this
+            if "timed out during startup" not in str(exc) or attempt == tries:
+                raise
+            ray.shutdown()
