@@ -4,7 +4,9 @@ Issue 18, item 8. Torch is the floor (deferring ``import torch`` only moves its 
 the first op), so every figure is a difference from a run that imported torch:
 
 - **import**: wall time of ``python -c "import ppdl_nb"`` vs ``python -c "import torch"``
-  (fresh interpreters, interleaved). Goal: at most 0.3 s more.
+  (fresh interpreters, interleaved). Goal: at most 0.3 s more. On a loaded machine the
+  two wall times swing by more than that, so the time ``import ppdl_nb`` takes in a fresh
+  interpreter that already imported torch is reported too (its own cost, timed inside).
 - **memory**: a worker kernel (``ppdl_nb.launch``) after its first pointer op, vs a bare
   ipykernel (``python -m ipykernel_launcher``) after it ran ``import torch``: RSS, USS
   (pages only this process holds) and PSS (shared pages split among their users). Goal:
@@ -20,8 +22,8 @@ a time, the two kinds interleaved so machine load falls on both alike::
 Measured (2 shared cores, torch 2.13, one run each; differences from the baseline): before
 issue 18's item 8, import +0.13 s, kernel RSS +45.4 MB (USS +28.4, PSS +30.1), ready
 +0.50 s; after (worker kernels no longer boot matplotlib's inline backend, dp_accounting
-and the widgets load on first use), import +0.24 s (run-to-run noise: +0.13 to +0.25),
-RSS +14.2 MB (USS +3.6, PSS +4.4), ready -0.06 s.
+and the widgets load on first use), import +0.08 s (0.09 s after torch; other runs on a
+busier machine: +0.24, +0.46), RSS +14.0 MB (USS +3.6, PSS +3.9), ready +0.02 s.
 """
 
 from __future__ import annotations
@@ -51,6 +53,15 @@ def import_time(module: str) -> float:
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", f"import {module}"], check=True)
     return time.perf_counter() - t0
+
+
+def import_after_torch() -> float:
+    """Seconds ``import ppdl_nb`` takes in a fresh interpreter that imported torch first."""
+    code = ("import time, torch; t = time.perf_counter(); import ppdl_nb; "
+            "print(time.perf_counter() - t)")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True)
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def memory(pid: int) -> dict[str, float]:
@@ -121,9 +132,11 @@ def main() -> None:
     args = p.parse_args()
     runs = 1 if args.quick else args.runs
     imports: dict[str, list[float]] = {"torch": [], "ppdl_nb": []}
+    after_torch = []
     for _ in range(runs):
         for module in imports:
             imports[module].append(import_time(module))
+        after_torch.append(import_after_torch())
     import ppdl_nb  # noqa: F401  (the notebook's own import is not a worker's cost)
 
     spec_dir = _bare_spec_dir()
@@ -136,7 +149,11 @@ def main() -> None:
     rows: list[dict[str, Any]] = [
         {"figure": "import (s)", "baseline": torch_s, "ppdl_nb": ours_s,
          "difference": ours_s - torch_s, "goal": f"<= +{GOALS['import_s']}",
-         "met": ours_s - torch_s <= GOALS["import_s"]}]
+         "met": ours_s - torch_s <= GOALS["import_s"]},
+        {"figure": "import after torch (s)", "baseline": 0.0,
+         "ppdl_nb": statistics.median(after_torch),
+         "difference": statistics.median(after_torch), "goal": f"<= +{GOALS['import_s']}",
+         "met": statistics.median(after_torch) <= GOALS["import_s"]}]
     for key, label in (("rss_mb", "kernel RSS (MB)"), ("uss_mb", "kernel USS (MB)"),
                        ("pss_mb", "kernel PSS (MB)"), ("ready_s", "ready (s)")):
         base, ours = _median(bare, key), _median(worker, key)
