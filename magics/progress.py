@@ -5,10 +5,17 @@ without the widgets' state (a forge's preview, nbviewer, nbconvert HTML) would s
 ``VBox(children=(IntProgress(...`` there; so when training ends (or stops) the panel's
 output is updated in place with the final picture as a PNG and a plain-text summary next
 to the widget view: JupyterLab keeps drawing the widgets, the others show the picture.
+
+While the panel is up, the first Ctrl-C (Kernel > Interrupt) always stops training. Python
+drops a ``KeyboardInterrupt`` that arrives while a weakref callback or ``__del__`` runs
+(it prints "Exception ignored in ..." and goes on), so the panel also notes the signal and
+raises it again at the next epoch or round.
 """
 
 from __future__ import annotations
 
+import signal
+import threading
 from typing import Any
 
 from IPython.display import display
@@ -31,9 +38,21 @@ class LivePanel:
         self.box = widgets.VBox([row, self.plot] if mode == "plot" else [row])
         self.last: Any = None
         self.handle = display(self.box, display_id=True) if mode != "none" else None
+        self.interrupted = False
+        self._installed = threading.current_thread() is threading.main_thread()
+        if self._installed:
+            self._previous = signal.signal(signal.SIGINT, self._on_interrupt)
+
+    def _on_interrupt(self, signum: int, frame: Any) -> None:
+        self.interrupted = True
+        if callable(self._previous):
+            self._previous(signum, frame)
+        raise KeyboardInterrupt
 
     def step(self, done: int, status: str, fig: Any = None) -> None:
         """After each epoch or round: the bar, the status line and (mode plot) ``fig``."""
+        if self.interrupted:  # a first press that something swallowed
+            raise KeyboardInterrupt
         self.bar.value, self.status.value = done, status
         if fig is not None and self.mode == "plot":
             self.last = fig
@@ -45,6 +64,10 @@ class LivePanel:
 
     def finish(self) -> None:
         """Store the final picture and a summary with the panel's output (see above)."""
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous if self._previous is not None
+                          else signal.default_int_handler)
+            self._installed = False
         if self.handle is None:
             return
         bundle = dict(self.box._repr_mimebundle_())

@@ -77,3 +77,39 @@ def test_an_interrupted_fl_cell_keeps_the_finished_rounds(ip, capsys, monkeypatc
     assert "Traceback" not in out
     assert len(ip.user_ns["part_history"]) == 2
     assert ip.user_ns["int_a"].ping() == "pong"  # still serving
+
+
+class _SwallowsCtrlC:
+    """Ctrl-C that lands in a finalizer: Python prints 'Exception ignored' and goes on."""
+
+    def __del__(self):
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # the handler runs here, and its KeyboardInterrupt is dropped
+            pass
+
+
+def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_at_the_next_round(ip, capsys,
+                                                                           monkeypatch):
+    def swallowed_at_round_1(model, data, *, rounds, callback, **kwargs):
+        for r in range(1, rounds + 1):
+            if r == 1:
+                _SwallowsCtrlC()  # freed at once
+            callback({"round": r, "rounds": rounds, "loss": 1.0 / r, "sampled": 2})
+        raise AssertionError("training was not stopped")
+
+    import sys
+
+    swallowed = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: swallowed.append(u.exc_type))
+    monkeypatch.setattr(train_fl, "fit_federated", swallowed_at_round_1)
+    ip.run_cell("import ppdl_nb\nint_c, int_d = ppdl_nb.VirtualWorker('int_c'), "
+                "ppdl_nb.VirtualWorker('int_d')")
+    ip.run_cell_magic("ppdl", "train fl --workers int_c int_d --rounds 5 --progress none "
+                      "--out cut", FL_CELL)
+    out = capsys.readouterr().out
+    assert swallowed == [KeyboardInterrupt]  # the first press really was dropped
+    assert out.splitlines()[-1].startswith("interrupted at round 2 of 5, after 1 ")
+    assert len(ip.user_ns["cut_history"]) == 1
