@@ -8,13 +8,14 @@ to the widget view: JupyterLab keeps drawing the widgets, the others show the pi
 
 While the panel is up, the first Ctrl-C (Kernel > Interrupt) always stops training. Python
 drops a ``KeyboardInterrupt`` that arrives while a weakref callback or ``__del__`` runs
-(it prints "Exception ignored in ..." and goes on), so the panel also notes the signal and
-raises it again at the next epoch or round.
+(it would print "Exception ignored in ..." and go on), so the panel notes the signal, keeps
+that message out of the cell, and raises the interrupt again at the next epoch or round.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -42,12 +43,18 @@ class LivePanel:
         self._installed = threading.current_thread() is threading.main_thread()
         if self._installed:
             self._previous = signal.signal(signal.SIGINT, self._on_interrupt)
+            self._unraisable = sys.unraisablehook
+            sys.unraisablehook = self._on_unraisable
 
     def _on_interrupt(self, signum: int, frame: Any) -> None:
         self.interrupted = True
         if callable(self._previous):
             self._previous(signum, frame)
         raise KeyboardInterrupt
+
+    def _on_unraisable(self, unraisable: Any) -> None:
+        if not (self.interrupted and unraisable.exc_type is KeyboardInterrupt):
+            self._unraisable(unraisable)
 
     def step(self, done: int, status: str, fig: Any = None) -> None:
         """After each epoch or round: the bar, the status line and (mode plot) ``fig``."""
@@ -67,6 +74,7 @@ class LivePanel:
         if self._installed:
             signal.signal(signal.SIGINT, self._previous if self._previous is not None
                           else signal.default_int_handler)
+            sys.unraisablehook = self._unraisable
             self._installed = False
         if self.handle is None:
             return
