@@ -3,8 +3,9 @@
 * :mod:`.keys`: contexts, presets, fingerprints; the secret key never leaves its worker.
 * :mod:`.plan`: which models HE can evaluate (affine layers and squares).
 * :mod:`.inference`: CKKS inference, batched (one image per slot) or one image per
-  ciphertext (TenSEAL's im2col layout); slots past the logits are zeroed before a result
-  leaves the model owner (what they would leak otherwise is written there).
+  request (:mod:`.packed`: a few ciphertexts, baby-step giant-step diagonals); slots
+  past the logits are zeroed before a result leaves the model owner (what they would
+  leak otherwise is written there).
 * :mod:`.precision`: how far each encrypted layer is from plaintext (for pictures:
   :mod:`ppdl_nb.viz.he_plots`).
 * :mod:`.aggregation`: FL updates summed under BFV; only a named key holder decrypts,

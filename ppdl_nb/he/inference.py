@@ -7,24 +7,25 @@ no rotations, so no Galois keys, and the cost per batch does not depend on the b
 size. The model owner folds each feature into the first layer's outputs as it arrives
 (:meth:`BatchedSession.absorb`), so inputs are never all held at once.
 
-``per_image`` (latency): one image per ciphertext in TenSEAL's im2col layout (its
-tutorial's approach): convolution by ``conv2d_im2col``, matrix products by TenSEAL's
-diagonal method (rotations). Unlike the tutorial, channels are not packed (see
-:class:`PerImageSession`), which saves the level that then masks the result.
+``per_image`` (latency): one image per request, in a few ciphertexts, the first layer
+for all channels at once and dense layers by baby-step giant-step diagonals (see
+:mod:`ppdl_nb.he.packed`): 34 rotations for TenSEAL's tutorial CNN, where its
+tutorial's one-ciphertext im2col approach (``conv2d_im2col`` per channel,
+``pack_vectors``, ``mm``) rotates once per input of each dense layer (256 + 64) on top
+of its convolutions'.
 
 What leaves the model owner, and to whom: only ciphertexts, and only to the data owner,
 who holds the key. What the data owner can decrypt is every slot of them, not only the
-logits. Measured on TenSEAL's tutorial CNN without a mask: the other slots of the
-per-image result hold other linear combinations of the last layer's weights with
-hidden activations (the logits without the last bias, which gives that bias away, and
-partial sums wrapped around the slot vector), that is, facts about the model beyond
-its predictions; copies of the data owner's own logits would leak nothing new, these
-do. So the model owner zeroes them before the result is returned: batched results by
-zero-padded last-layer plaintexts (no level), per-image results by a 0/1 plaintext
-(the sixth level of the ``cnn`` preset, freed by not packing channels); ``mask=None``
-masks whenever the context has that level, and a run records ``masked``. What remains
-is CKKS noise: CKKS without circuit privacy still leaks something about the model to
-the data owner, because the noise of a decrypted result depends on the weights that
+logits. Measured on TenSEAL's tutorial CNN without a mask: the other slots of an
+unmasked per-image result hold other linear combinations of the last layer's weights
+with hidden activations (the logits without the last bias, which gives that bias away,
+and partial sums wrapped around the slot vector), that is, facts about the model beyond
+its predictions. So the model owner zeroes them before the result is returned: batched
+results by zero-padded last-layer plaintexts, per-image results by last-layer
+diagonals that are zero past the logits (neither spends a level; a one-layer plan is
+masked by a 0/1 plaintext, one more level); a run records ``masked``. What remains is
+CKKS noise: CKKS without circuit privacy still leaks something about the model to the
+data owner, because the noise of a decrypted result depends on the weights that
 produced it. Decrypted values never go back to the model owner, who holds the
 ciphertexts (that would reveal the secret key).
 
@@ -42,13 +43,10 @@ from typing import Any
 import torch
 
 from ppdl_nb.he.keys import CiphertextMismatchError, require_tenseal
+from ppdl_nb.he.packed import Layout, PackedModel, pack_patches, vector_bytes
 from ppdl_nb.he.plan import Plan, first_bias, first_matrix
 
 __all__ = ["BatchedSession", "PerImageSession", "cost_per_image", "load_vector"]
-
-#: the per-image logits are computed divided by this, to stay inside the last level's range
-OUTPUT_SCALE = 8.0
-
 
 def load_vector(ctx: Any, data: bytes) -> Any:
     """A CKKS vector from TenSEAL bytes, or a clear error if it is not of this context."""
@@ -80,10 +78,13 @@ class _Stats:
         return [vars(s) for s in self.layers]
 
 
-def cost_per_image(packing: str, shape: list[int], batch: int, nonzeros: int = 0) -> float:
-    """A rough model of seconds per image, to choose a packing (measured on one core)."""
+def cost_per_image(packing: str, shape: list[int], batch: int, nonzeros: int = 0,
+                   rotations: int = 0, cts: int = 1) -> float:
+    """A rough model of seconds per image, to choose a packing (measured on one core):
+    per image, ``rotations`` and ``cts`` input ciphertexts of one image; batched, the
+    ``nonzeros`` of the weights over the whole batch."""
     if packing == "per_image":
-        return 0.008 * sum(shape[:-1]) + 0.05
+        return 0.006 * rotations + 0.0005 * sum(shape[1:]) + 0.015 * cts + 0.03
     return (0.0025 * nonzeros + 0.012 * shape[0]) / max(batch, 1)
 
 
@@ -170,75 +171,41 @@ class BatchedSession:
 
 
 class PerImageSession:
-    """Model owner's side of one-image-per-ciphertext inference (TenSEAL's im2col layout).
+    """Model owner's side of one-image-per-request inference (:mod:`ppdl_nb.he.packed`):
+    each image arrives as ``layout.cts`` ciphertexts; its logits leave as one, zero past
+    the logits."""
 
-    Unlike TenSEAL's tutorial, the convolution's channels are not packed into one vector
-    (``pack_vectors`` spends a level): each channel is squared apart and multiplied by
-    its own block of the next layer's matrix, and the blocks are added. Same number of
-    rotations, one level saved, and that level zeroes the slots past the logits
-    (``mask``).
-    """
-
-    def __init__(self, ctx: Any, plan: Plan, windows: int, *, mask: bool = False) -> None:
-        self.ctx, self.plan, self.windows, self.mask = ctx, plan, windows, mask
+    def __init__(self, model: PackedModel) -> None:
+        self.model, self.mask = model, model.masked
+        self.per_image = model.lay.cts
         self.outputs: list[bytes] = []
-        self.stats = _Stats([LayerStat(la.name, la.kind) for la in plan.layers])
-        self.args = [self._args(i, la) for i, la in enumerate(plan.layers)]  # once per session
-
-    def _args(self, i: int, layer: Any) -> Any:
-        """A layer's weights as the lists TenSEAL takes (converted once, not per image)."""
-        if layer.kind == "conv":
-            return [(k.tolist(), float(b)) for k, b in zip(layer.weight, layer.bias, strict=True)]
-        if layer.kind != "linear":
-            return None
-        s = OUTPUT_SCALE if i == len(self.plan.layers) - 1 else 1.0  # into the last level
-        w = layer.weight.T / s
-        first_linear = next(j for j, la in enumerate(self.plan.layers) if la.kind == "linear")
-        if self.plan.layers[0].kind == "conv" and i == first_linear:  # one block per channel
-            w = [w[c * self.windows:(c + 1) * self.windows].tolist()
-                 for c in range(self.plan.layers[0].weight.shape[0])]
-        else:
-            w = w.tolist()
-        return w, (layer.bias / s).tolist()
+        self.stats = _Stats([LayerStat(la.name, la.kind) for la in model.plan.layers])
 
     def absorb(self, start: int, cts: list[bytes]) -> None:
+        """Take images ``start, start+1, ...``, ``layout.cts`` ciphertexts each."""
         if start != len(self.outputs):
             raise ValueError(f"images must arrive in order: expected {len(self.outputs)}")
-        for data in cts:
-            self.outputs.append(self.evaluate(load_vector(self.ctx, data), len(data)))
-
-    def evaluate(self, x: Any, nbytes: int = 0) -> bytes:
+        if len(cts) % self.per_image:
+            raise ValueError(f"each image is {self.per_image} ciphertexts, got {len(cts)}")
         stats = self.stats.layers
-        stats[0].nbytes += nbytes
-        for i, (layer, args) in enumerate(zip(self.plan.layers, self.args, strict=True)):
+        for i in range(0, len(cts), self.per_image):
+            one = cts[i:i + self.per_image]
+            stats[0].nbytes += sum(len(b) for b in one)
+            seconds = [0.0] * len(stats)
             t0 = time.perf_counter()
-            if layer.kind == "conv":
-                x = [x.conv2d_im2col(k, self.windows).add_(b) for k, b in args]
-            elif layer.kind == "square":
-                for ct in x if isinstance(x, list) else [x]:
-                    ct.square_()  # in place: no copy of the ciphertext
-            else:
-                x = _blocks_mm(x, args[0]) if isinstance(x, list) else x.mm_(args[0])
-                x.add_(args[1])
-                if self.mask and i == len(self.plan.layers) - 1:
-                    x.mul_([1.0] * x.size())  # zero-padded 0/1 plaintext: one more level
-            stats[i].seconds += time.perf_counter() - t0
-            stats[i].ciphertexts += len(x) if isinstance(x, list) else 1
-        out = x.serialize()
-        stats[-1].nbytes += len(out)
-        return out
+            vecs = [load_vector(self.model.ctx, b).ciphertext()[0] for b in one]
+            seconds[0] += time.perf_counter() - t0
+            out = self.model.evaluate(vecs, seconds)
+            t0 = time.perf_counter()
+            self.outputs.append(vector_bytes(out, self.model.plan.outputs))
+            seconds[-1] += time.perf_counter() - t0
+            for stat, sec in zip(stats, seconds, strict=True):
+                stat.seconds += sec
+                stat.ciphertexts += 1
+            stats[-1].nbytes += len(self.outputs[-1])
 
     def finish(self) -> list[bytes]:
         return self.outputs
-
-
-def _blocks_mm(channels: list[Any], blocks: list[list[list[float]]]) -> Any:
-    """Sum over channels of channel @ its block of rows (TenSEAL's diagonal method)."""
-    total = None
-    for ct, block in zip(channels, blocks, strict=True):
-        part = ct.mm_(block)
-        total = part if total is None else total.add_(part)
-    return total
 
 
 def encrypt_features(ctx: Any, rows: torch.Tensor, start: int, stop: int) -> list[bytes]:
@@ -249,21 +216,12 @@ def encrypt_features(ctx: Any, rows: torch.Tensor, start: int, stop: int) -> lis
     return [ts.ckks_vector(ctx, col).serialize() for col in cols]
 
 
-def encrypt_images(ctx: Any, plan: Plan, x: torch.Tensor) -> tuple[list[bytes], int]:
-    """Data owner, per-image packing: one ciphertext per image (im2col for a conv plan)."""
+def encrypt_images(ctx: Any, patches: list[torch.Tensor], lay: Layout) -> list[bytes]:
+    """Data owner, per-image packing: each image's patches [K, W] as ``lay.cts``
+    ciphertexts (see :func:`ppdl_nb.he.packed.pack_patches`)."""
     ts = require_tenseal()
-    first = plan.layers[0]
-    out, windows = [], 0
-    for img in x:
-        if first.kind == "conv":
-            kh, kw = first.weight.shape[1:]
-            enc, windows = ts.im2col_encoding(ctx, img.reshape(img.shape[-2:]).tolist()
-                                              if img.dim() >= 2 else img.tolist(), kh, kw,
-                                              first.stride[0])
-        else:
-            enc = ts.ckks_vector(ctx, img.reshape(-1).double().tolist())
-        out.append(enc.serialize())
-    return out, windows
+    return [ts.ckks_vector(ctx, values).serialize()
+            for p in patches for values in pack_patches(p, lay)]
 
 
 def decrypt_batched(ctx: Any, outputs: list[bytes], batch: int) -> torch.Tensor:
@@ -275,4 +233,4 @@ def decrypt_batched(ctx: Any, outputs: list[bytes], batch: int) -> torch.Tensor:
 def decrypt_images(ctx: Any, outputs: list[bytes]) -> torch.Tensor:
     """Data owner: logits [images, classes], one ciphertext per image."""
     rows = [load_vector(ctx, b).decrypt() for b in outputs]
-    return torch.tensor(rows, dtype=torch.float64) * OUTPUT_SCALE
+    return torch.tensor(rows, dtype=torch.float64)

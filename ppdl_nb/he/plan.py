@@ -152,6 +152,17 @@ def features(plan: Plan, x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1).double()
 
 
+def features_from_description(first: dict[str, Any], x: torch.Tensor) -> torch.Tensor:
+    """:func:`features` from the first layer's public description (``Plan.describe``),
+    for the data owner, who has no weights."""
+    if first["kind"] != "conv":
+        return x.reshape(x.shape[0], -1).double()
+    shape = first["shape"]
+    fake = Plan([HELayer("conv", torch.ones(shape[0], *shape[1:]), torch.zeros(shape[0]),
+                         tuple(first.get("stride", (1, 1))))])
+    return features(fake, x)
+
+
 def image_shape(x: torch.Tensor) -> tuple[int, int]:
     """The (H, W) of images given as [B, H, W], [B, 1, H, W] or [B, H*W] (square)."""
     if x.dim() >= 3:

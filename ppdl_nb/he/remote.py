@@ -50,9 +50,10 @@ def private_predict(data: PointerTensor, model: Any, *, fingerprint: str,
     on the data owner, whose key ``fingerprint`` is). The model owner sees ciphertexts only;
     the data owner decrypts only the logits, kept private there (readable by ``allow``).
 
-    ``mask``: per image, zero the slots past the logits (one more level); None masks
-    when the keys have that level (the ``cnn`` preset has it for TenSEAL's tutorial
-    CNN). ``run.masked`` says whether it was done (batched results always are)."""
+    ``mask``: zero the slots past the logits. Batched results, and per-image results of
+    two or more layers, always are (at no level); a one-layer plan per image spends one
+    more level on it: None masks when the keys have that level, False declines.
+    ``run.masked`` says whether it was done."""
     owner, model_owner = data.location, model.location
     reply = steps.infer.on(owner, data=Ref(data.id_at_location), model_owner=model_owner.name,
                            model=Ref(model.id_at_location), fingerprint=fingerprint,

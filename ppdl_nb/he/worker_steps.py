@@ -27,8 +27,8 @@ from typing import Any
 import torch
 
 from ppdl_nb.he import inference as inf
-from ppdl_nb.he import keys
-from ppdl_nb.he.plan import compile_plan, features, image_shape, windows
+from ppdl_nb.he import keys, packed
+from ppdl_nb.he.plan import compile_plan, features_from_description, image_shape, windows
 from ppdl_nb.workers.core.codec import Ref
 from ppdl_nb.workers.core.handlers import stored_result
 from ppdl_nb.workers.core.messages import protocol_step
@@ -118,8 +118,9 @@ def open_session(worker: Worker, caller: str, *, model: Any, fingerprint: str, b
     """MODEL OWNER: start evaluating ``model`` on ``caller``'s ciphertexts under its key.
 
     ``shape``: one input's shape (public), e.g. [1, 28, 28] or [784]. ``mask``: zero the
-    slots past the logits (batched: always, at no level; per image: one more level, so
-    None means "if the context has it", True insists, False declines).
+    slots past the logits (batched, and per image after two or more layers: always, at
+    no level; a one-layer plan per image: one more level, so None means "if the context
+    has it", True insists, False declines).
     """
     owner, ctx = trusted(worker, fingerprint)
     if owner != caller:
@@ -137,40 +138,59 @@ def open_session(worker: Worker, caller: str, *, model: Any, fingerprint: str, b
                          f"{levels}: make keys with a deeper preset (he.keygen preset='cnn') or "
                          "use fewer layers")
     if packing == "auto":
-        packing = _auto_packing(ctx, plan, n_features, batch)
+        packing = _auto_packing(ctx, plan, n_features, batch, image)
     if packing == "batched":
         if batch > ctx.seal_context().data.first_context_data().parms().poly_modulus_degree() // 2:
             raise ValueError("a batched session holds at most one image per slot (4,096 with "
                              "N=8192); split the batch")
         session: Any = inf.BatchedSession(ctx, plan, batch, n_features)
     elif packing == "per_image":
-        if not ctx.has_galois_keys():
-            raise ValueError("per-image packing rotates: make keys with he.keygen(rotations=True)")
-        if mask and depth + 1 > levels:
-            raise ValueError(f"masking the per-image result takes one more level ({depth + 1}); "
-                             f"the context has {levels}: make keys with a deeper preset, or "
-                             "use packing='batched' (masked at no level)")
-        session = inf.PerImageSession(ctx, plan, windows(plan, image) if
-                                      plan.layers[0].kind == "conv" else 0,
-                                      mask=depth + 1 <= levels if mask is None else mask)
+        session = _per_image_session(worker, ctx, fingerprint, plan, image, mask)
     else:
         raise ValueError(f"packing must be 'auto', 'batched' or 'per_image', not {packing!r}")
     sid = f"s{next(_sessions)}"
     he_state(worker)["sessions"][sid] = (caller, fingerprint, session)
     return {"session": sid, "packing": packing, "outputs": plan.outputs,
-            "layers": plan.describe(), "masked": session.mask}
+            "layers": plan.describe(), "masked": session.mask,
+            "layout": dict(vars(session.model.lay)) if packing == "per_image" else None}
 
 
-def _auto_packing(ctx: Any, plan: Any, n_features: int, batch: int) -> str:
+def _per_image_session(worker: Worker, ctx: Any, fingerprint: str, plan: Any,
+                       image: tuple[int, int], mask: bool | None) -> Any:
+    if not ctx.has_galois_keys():
+        raise ValueError("per-image packing rotates: make keys with he.keygen(rotations=True)")
+    levels = ctx.seal_context().data.first_context_data().chain_index()
+    lay = packed.first_layout(plan, image, ctx.seal_context().data.first_context_data()
+                              .parms().poly_modulus_degree() // 2)
+    if len(plan.layers) == 1 and mask and plan.depth + 1 > levels:
+        raise ValueError(f"masking this one-layer result takes one more level "
+                         f"({plan.depth + 1}); the context has {levels}: make keys with a "
+                         "deeper preset, or use packing='batched' (masked at no level)")
+    cache = he_state(worker).setdefault("packed", {})
+    return inf.PerImageSession(packed.cached_model(
+        cache, ctx, fingerprint, plan, lay,
+        mask=plan.depth + 1 <= levels if mask is None else bool(mask)))
+
+
+def _auto_packing(ctx: Any, plan: Any, n_features: int, batch: int,
+                  image: tuple[int, int]) -> str:
     """The packing the cost model expects to be faster (per image needs Galois keys)."""
     first = plan.layers[0]
     nz = int((first.weight != 0).sum()) * (n_features // max(first.weight[0].numel(), 1)
                                            if first.kind == "conv" else 1)
     nz += sum(int((la.weight != 0).sum()) for la in plan.layers[1:] if la.weight is not None)
     shape = [n_features] + [la.weight.shape[0] for la in plan.layers if la.kind != "square"]
-    per = {p: inf.cost_per_image(p, shape, batch, nz) for p in ("per_image", "batched")}
-    packing = min(per, key=per.__getitem__)
-    return "batched" if packing == "per_image" and not ctx.has_galois_keys() else packing
+    if not ctx.has_galois_keys():
+        return "batched"
+    try:
+        lay = packed.first_layout(plan, image, ctx.seal_context().data.first_context_data()
+                                  .parms().poly_modulus_degree() // 2)
+    except ValueError:
+        return "batched"
+    per = inf.cost_per_image("per_image", shape, batch, rotations=packed.rotations(plan, lay),
+                             cts=lay.cts)
+    return "per_image" if per * batch < inf.cost_per_image("batched", shape, batch, nz) * batch \
+        else "batched"
 
 
 def _session(worker: Worker, caller: str, session: str, fingerprint: str) -> Any:
@@ -226,7 +246,7 @@ def infer(worker: Worker, caller: str, *, data: Any, model_owner: str, model: An
     sid, sent, enc_s = info["session"], 0, 0.0
     plan_first = info["layers"][0]
     if info["packing"] == "batched":
-        feats = _features_for(plan_first, x)
+        feats = features_from_description(plan_first, x)
         for start in range(0, feats.shape[1], chunk):
             t1 = time.perf_counter()
             cts = inf.encrypt_features(ctx, feats, start, start + chunk)
@@ -234,9 +254,11 @@ def infer(worker: Worker, caller: str, *, data: Any, model_owner: str, model: An
             sent += sum(len(c) for c in cts)
             absorb.on(peer, session=sid, fingerprint=fingerprint, start=start, cts=cts)
     else:
+        lay = packed.Layout(**info["layout"])
         for start in range(0, x.shape[0], chunk):
             t1 = time.perf_counter()
-            cts, _ = _encrypt_images(ctx, plan_first, x[start:start + chunk])
+            cts = inf.encrypt_images(ctx, packed.image_patches(plan_first, x[start:start + chunk]),
+                                     lay)
             enc_s += time.perf_counter() - t1
             sent += sum(len(c) for c in cts)
             absorb.on(peer, session=sid, fingerprint=fingerprint, start=start, cts=cts)
@@ -262,27 +284,6 @@ def _input_geometry(plan: Any, shape: list[int]) -> tuple[tuple[int, int], int]:
         return (1, numel), numel
     image = image_shape(torch.zeros(1, *shape))
     return image, windows(plan, image) * first.weight[0].numel()
-
-
-def _features_for(first: dict[str, Any], x: torch.Tensor) -> torch.Tensor:
-    from ppdl_nb.he.plan import HELayer, Plan
-
-    if first["kind"] != "conv":
-        return x.reshape(x.shape[0], -1).double()
-    shape = first["shape"]
-    fake = Plan([HELayer("conv", torch.ones(shape[0], *shape[1:]), torch.zeros(shape[0]),
-                         tuple(first.get("stride", (1, 1))))])
-    return features(fake, x)
-
-
-def _encrypt_images(ctx: Any, first: dict[str, Any], x: torch.Tensor) -> tuple[list, int]:
-    from ppdl_nb.he.plan import HELayer, Plan
-
-    shape = first["shape"]
-    kind = first["kind"]
-    fake = Plan([HELayer(kind, torch.ones(*shape) if kind == "conv" else torch.ones(1, 1),
-                         None, tuple(first.get("stride", (1, 1))))])
-    return inf.encrypt_images(ctx, fake, x)
 
 
 # ---- aggregation (see ppdl_nb.he.aggregation) -----------------------------------------
