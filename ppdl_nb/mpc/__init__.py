@@ -9,6 +9,10 @@ Nothing here sends a message: each function is one party's local step, and the l
 * ``limbs``: exact mod-2^64 matmul and conv2d, via float64 limbs where that is faster.
 * ``dealer``: Beaver triples, square pairs, truncation masks from seeds plus one correction.
 * ``beaver`` / ``truncation``: the open / finish steps of multiplication and truncation.
+* ``bits`` / ``comparison``: XOR-shared bits and secure comparison (``[x >= 0]``,
+  ``[x == 0]``), exact, 4 rounds; a party's protocol is a generator yielding ``Draw`` /
+  ``Dealt`` / ``Opening``.
+* ``nonlinear``: ``<``, ``==``, ReLU, sign, abs, max / argmax, pooling, clamp on top.
 * ``simulate``: all parties in one process, for tests, benchmarks and teaching.
 """
 
@@ -20,6 +24,7 @@ from ppdl_nb.mpc.beaver import (
     beaver_square_finish,
     beaver_square_open,
 )
+from ppdl_nb.mpc.comparison import Dealt, Draw, Opening, compare
 from ppdl_nb.mpc.dealer import deal, dealer_seeds, expand
 from ppdl_nb.mpc.encoding import DEFAULT_FRAC_BITS, decode, encode
 from ppdl_nb.mpc.limbs import ring_conv2d, ring_matmul
@@ -42,6 +47,9 @@ from ppdl_nb.mpc.truncation import trunc_finish, trunc_open
 __all__ = [
     "DEFAULT_FRAC_BITS",
     "PRG",
+    "Dealt",
+    "Draw",
+    "Opening",
     "add",
     "add_public",
     "beaver_conv2d_finish",
@@ -50,6 +58,7 @@ __all__ = [
     "beaver_open",
     "beaver_square_finish",
     "beaver_square_open",
+    "compare",
     "deal",
     "dealer_seeds",
     "decode",

@@ -24,12 +24,18 @@ kind        parameters                                          party gets
             groups``
 ``square``  ``shape``                                           ``(a, c=a*a)``
 ``trunc``   ``shape, frac_bits``                                ``(r, r>>f, msb(r))``
+``cmp``     ``shape, test, products``                           see ``comparison.py``
 ==========  =================================================  ====================
 
 Truncation uses ``msb(r)`` only multiplied by ``2^(64-f)``, so its shares need only be
 right modulo ``2^f``: the last party's correction for it travels as int16 (``f <= 16``)
 or int32 (``f <= 32``), 2 or 4 bytes per element instead of 8. Its shares sum to
 ``msb(r)`` modulo ``2^f`` (not modulo 2^64).
+
+A ``cmp`` request (secure comparison) also deals XOR-shared bits, as int64 words of a
+few bits each (see ``bits.py``): every party draws its shares of random words from its
+seed, and the last party's shares of derived words arrive as a correction in the
+narrowest integer dtype that holds them (XORed, not subtracted).
 
 A label must never be reused with the same seeds: a triple used twice leaks its inputs.
 
@@ -49,6 +55,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ppdl_nb.mpc.bits import xor_reconstruct
+from ppdl_nb.mpc.comparison import cmp_spec
 from ppdl_nb.mpc.limbs import ring_conv2d, ring_matmul
 from ppdl_nb.mpc.prg import PRG, new_seed
 from ppdl_nb.mpc.ring import msb, shift_right_logical
@@ -67,9 +75,30 @@ class _Recipe:
     # dtype of each correction on the wire: int64, or narrower for values needed only
     # modulo 2^16 / 2^32 (their shares are then right only modulo that)
     derived_dtypes: tuple[torch.dtype, ...] | None = None
+    # which bases / derived values are words of XOR-shared bits (see bits.py) and how many
+    # bits wide (0: an additive ring element); a word correction travels in the narrowest
+    # integer dtype that holds its bits
+    base_bits: tuple[int, ...] = ()
+    derived_bits: tuple[int, ...] = ()
 
     def dtypes(self) -> tuple[torch.dtype, ...]:
+        if self.derived_bits:
+            return tuple(_word_dtype(w) for w in self.derived_bits)
         return self.derived_dtypes or (torch.int64,) * len(self.derived_shapes)
+
+    def width(self, derived: bool, i: int) -> int:
+        flags = self.derived_bits if derived else self.base_bits
+        return flags[i] if flags else 0
+
+
+def _word_dtype(width: int) -> torch.dtype:
+    return (torch.int64 if not width or width > 32 else torch.int32 if width > 16
+            else torch.int16 if width > 8 else torch.uint8)
+
+
+def _draw(prg: PRG, shape: Shape, width: int) -> torch.Tensor:
+    t = prg.int64(shape)
+    return t & ((1 << width) - 1) if width else t
 
 
 def _shape(s: Sequence[int], name: str) -> Shape:
@@ -127,12 +156,20 @@ def _trunc(*, shape: Sequence[int], frac_bits: int) -> _Recipe:
                    (torch.int64, narrow))
 
 
+def _cmp(**params) -> _Recipe:
+    bases, derived, derive = cmp_spec(**params)
+    return _Recipe(tuple(s for s, _ in bases), tuple(s for s, _ in derived), derive,
+                   base_bits=tuple(b for _, b in bases),
+                   derived_bits=tuple(b for _, b in derived))
+
+
 _RECIPES: dict[str, Callable[..., _Recipe]] = {
     "mul": _mul,
     "matmul": _matmul,
     "conv2d": _conv2d,
     "square": _square,
     "trunc": _trunc,
+    "cmp": _cmp,
 }
 KINDS = tuple(_RECIPES)
 
@@ -170,14 +207,17 @@ def deal(kind: str, seeds: Sequence[bytes], label: bytes, **params) -> list[torc
     others: list[list[torch.Tensor]] = [[] for _ in recipe.derived_shapes]
     for i, seed in enumerate(seeds):
         prg = _stream(seed, kind, label)
-        for acc, s in zip(bases, recipe.base_shapes, strict=True):
-            acc.append(prg.int64(s))
+        for j, (acc, s) in enumerate(zip(bases, recipe.base_shapes, strict=True)):
+            acc.append(_draw(prg, s, recipe.width(False, j)))
         if i < n - 1:
-            for acc, s in zip(others, recipe.derived_shapes, strict=True):
-                acc.append(prg.int64(s))
-    secrets = recipe.derive([_sum(parts) for parts in bases])
-    return [v.sub_(_sum(o)).to(dtype)  # derive() made fresh tensors: reuse them
-            for v, o, dtype in zip(secrets, others, recipe.dtypes(), strict=True)]
+            for j, (acc, s) in enumerate(zip(others, recipe.derived_shapes, strict=True)):
+                acc.append(_draw(prg, s, recipe.width(True, j)))
+    secrets = recipe.derive([xor_reconstruct(parts) if recipe.width(False, j) else _sum(parts)
+                             for j, parts in enumerate(bases)])
+    return [(v ^ xor_reconstruct(o) if recipe.width(True, j)
+             else v.sub_(_sum(o))).to(dtype)  # derive() made fresh tensors: reuse them
+            for j, (v, o, dtype) in enumerate(zip(secrets, others, recipe.dtypes(),
+                                                  strict=True))]
 
 
 def _sum(parts: list[torch.Tensor]) -> torch.Tensor:
@@ -226,10 +266,11 @@ def expand_parts(
     recipe = _recipe(kind, params)
     last = _check_party(party_index, n_parties)
     prg = _stream(seed, kind, label)
-    bases = [prg.int64(s) for s in recipe.base_shapes]
+    bases = [_draw(prg, s, recipe.width(False, j)) for j, s in enumerate(recipe.base_shapes)]
     if last:
         return bases, None
-    return bases, [prg.int64(s) for s in recipe.derived_shapes]
+    return bases, [_draw(prg, s, recipe.width(True, j))
+                   for j, s in enumerate(recipe.derived_shapes)]
 
 
 def check_correction(kind: str, correction: Sequence[torch.Tensor] | None, **params
@@ -242,7 +283,9 @@ def check_correction(kind: str, correction: Sequence[torch.Tensor] | None, **par
            for c in corr]
     if got != want:
         raise ValueError(f"correction must be tensors of shapes and dtypes {want}, got {got}")
-    return [c if c.dtype == torch.int64 else c.to(torch.int64) for c in corr]
+    masks = [(1 << w) - 1 if w else 0 for w in recipe.derived_bits or [0] * len(corr)]
+    return [c.to(torch.int64) & m if m else c if c.dtype == torch.int64 else c.to(torch.int64)
+            for c, m in zip(corr, masks, strict=True)]
 
 
 def _check_party(party_index: int, n_parties: int) -> bool:

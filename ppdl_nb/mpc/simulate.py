@@ -15,20 +15,32 @@ packs each party's openings into one message and counts rounds and bytes.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from ppdl_nb.mpc import beaver
-from ppdl_nb.mpc.dealer import dealer_bytes, simulate_dealer
+from ppdl_nb.mpc import beaver, nonlinear
+from ppdl_nb.mpc.bits import pack_words, unpack_words, xor_reconstruct
+from ppdl_nb.mpc.comparison import Dealt, Draw, Opening
+from ppdl_nb.mpc.dealer import (
+    check_correction,
+    deal,
+    dealer_bytes,
+    dealer_seeds,
+    expand_parts,
+    simulate_dealer,
+)
 from ppdl_nb.mpc.encoding import DEFAULT_FRAC_BITS, decode, encode
-from ppdl_nb.mpc.prg import PRG
+from ppdl_nb.mpc.prg import PRG, new_seed
 from ppdl_nb.mpc.sharing import pack, reconstruct, share, unpack
 from ppdl_nb.mpc.truncation import trunc_finish, trunc_open
 
-__all__ = ["Traffic", "matmul", "mul", "open_round", "reveal", "share_float", "square",
-           "truncate", "conv2d"]
+__all__ = ["Traffic", "absolute", "avg_pool2d", "clamp", "compare", "conv2d", "matmul",
+           "max_dim", "max_pool2d", "maximum", "mul", "open_round", "open_xor_round", "relu",
+           "relu_deriv", "reveal", "run_parties", "share_float", "sign", "square",
+           "truncate"]
 
 Shares = list[torch.Tensor]
 
@@ -60,6 +72,70 @@ def open_round(
         traffic.bytes_per_party += (n - 1) * 8 * messages[0].numel()
         traffic.log.append(what)
     return opened
+
+
+def open_xor_round(
+    openings: Sequence[Sequence[torch.Tensor]], width: int, traffic: Traffic | None = None,
+    what: str = ""
+) -> list[torch.Tensor]:
+    """Open one round of XOR-shared words of ``width`` bits: each party's bits go packed,
+    8 per byte, in one message; the opened words come back."""
+    n = len(openings)
+    shapes = [t.shape for t in openings[0]]
+    messages = [pack_words(torch.cat([t.reshape(-1) for t in o]), width) for o in openings]
+    flat = unpack_words(xor_reconstruct(messages), (sum(int(s.numel()) for s in shapes),),
+                        width)
+    if traffic is not None:
+        traffic.rounds += 1
+        traffic.bytes_per_party += (n - 1) * messages[0].numel()
+        traffic.log.append(what)
+    parts = torch.split(flat, [int(s.numel()) for s in shapes])
+    return [p.reshape(s) for p, s in zip(parts, shapes, strict=True)]
+
+
+def _draw_all(step: Draw, n: int, traffic: Traffic | None
+              ) -> tuple[list[list[torch.Tensor]], list[list[torch.Tensor]]]:
+    """Dealer and every party for one request: each party's bases and derived shares."""
+    seeds, label = dealer_seeds(n), new_seed()
+    correction = deal(step.kind, seeds, label, **step.params)
+    if traffic is not None:
+        traffic.dealer_bytes += dealer_bytes(step.kind, **step.params)
+    bases, derived = [], []
+    for i in range(n):
+        b, d = expand_parts(step.kind, seeds[i], label, i, n, **step.params)
+        bases.append(b)
+        derived.append(d if d is not None else check_correction(step.kind, correction,
+                                                                 **step.params))
+    return bases, derived
+
+
+def run_parties(parties: Sequence[Generator], traffic: Traffic | None = None) -> list[Any]:
+    """Run one protocol generator per party (``comparison.compare`` and what is built on
+    it) in lockstep: deal what they draw, open what they open; their results, in order."""
+    n, values, latest = len(parties), [None] * len(parties), None
+    while True:
+        steps, done = [], []
+        for gen, value in zip(parties, values, strict=True):
+            try:
+                steps.append(gen.send(value))
+            except StopIteration as end:
+                done.append(end.value)
+        if done:
+            if len(done) != n:
+                raise RuntimeError("the parties' protocols ended out of step")
+            return done
+        step = steps[0]
+        if isinstance(step, Draw):
+            values, latest = _draw_all(step, n, traffic)
+        elif isinstance(step, Dealt):
+            values = latest
+        elif isinstance(step, Opening):
+            shares = [st.shares for st in steps]
+            opened = (open_xor_round(shares, step.width, traffic, step.what)
+                      if step.combine == "xor" else open_round(shares, traffic, step.what))
+            values = [opened] * n
+        else:
+            raise TypeError(f"a party yielded {type(step).__name__}")
 
 
 def share_float(
@@ -136,3 +212,76 @@ def square(xs: Shares, *, frac_bits: int = DEFAULT_FRAC_BITS,
                         traffic, "square")
     zs = [beaver.beaver_square_finish(i, eps, *pairs[i]) for i in range(n)]
     return truncate(zs, frac_bits, traffic) if frac_bits else zs
+
+
+# ---- comparison and what is built on it (see comparison.py, nonlinear.py) -----------------
+def _run(proto: Callable[..., Generator], operands: Sequence[Shares],
+         traffic: Traffic | None, *args: Any, **kwargs: Any) -> list[Any]:
+    n = len(operands[0])
+    return run_parties([proto(i, *[o[i] for o in operands], *args, **kwargs)
+                        for i in range(n)], traffic)
+
+
+def _fixed(bits: Shares, frac_bits: int) -> Shares:
+    """Integer shares (0/1, -1) as fixed-point values, exactly (a local shift)."""
+    return [b << frac_bits for b in bits]
+
+
+def compare(xs: Shares, ys: Shares, op: str, *, frac_bits: int = DEFAULT_FRAC_BITS,
+            traffic: Traffic | None = None) -> Shares:
+    """``x op y`` for ``op`` in ge, lt, le, gt, eq, ne: fixed-point 0.0 / 1.0 (4 rounds)."""
+    return _fixed(_run(nonlinear.cmp, [xs, ys], traffic, op), frac_bits)
+
+
+def relu(xs: Shares, *, traffic: Traffic | None = None) -> Shares:
+    """ReLU of a shared fixed-point tensor (4 rounds, no truncation)."""
+    return _run(nonlinear.relu, [xs], traffic)
+
+
+def relu_deriv(xs: Shares, *, frac_bits: int = DEFAULT_FRAC_BITS,
+               traffic: Traffic | None = None) -> Shares:
+    """``[x > 0]`` as fixed-point 0.0 / 1.0."""
+    return _fixed(_run(nonlinear.relu_deriv, [xs], traffic), frac_bits)
+
+
+def sign(xs: Shares, *, frac_bits: int = DEFAULT_FRAC_BITS,
+         traffic: Traffic | None = None) -> Shares:
+    """``torch.sign`` as fixed-point -1.0 / 0.0 / 1.0."""
+    return _fixed(_run(nonlinear.sign, [xs], traffic), frac_bits)
+
+
+def absolute(xs: Shares, *, traffic: Traffic | None = None) -> Shares:
+    """``|x|`` (4 rounds)."""
+    return _run(nonlinear.abs_, [xs], traffic)
+
+
+def maximum(xs: Shares, ys: Shares, *, traffic: Traffic | None = None) -> Shares:
+    """Elementwise ``torch.maximum`` of two shared tensors."""
+    return _run(nonlinear.maximum, [xs, ys], traffic)
+
+
+def clamp(xs: Shares, lo: float | None = None, hi: float | None = None, *,
+          frac_bits: int = DEFAULT_FRAC_BITS, traffic: Traffic | None = None) -> Shares:
+    """``x.clamp(lo, hi)`` for public real bounds (4 rounds)."""
+    enc = [None if v is None else int(encode(torch.tensor(float(v)), frac_bits))
+           for v in (lo, hi)]
+    return _run(nonlinear.clamp, [xs], traffic, *enc)
+
+
+def max_dim(xs: Shares, dim: int, *, frac_bits: int = DEFAULT_FRAC_BITS,
+            traffic: Traffic | None = None) -> tuple[Shares, Shares]:
+    """``x.max(dim)``: shares of the values and of the (first) indices, both fixed-point."""
+    res = _run(nonlinear.max_dim, [xs], traffic, dim, index=True, frac_bits=frac_bits)
+    return [r[0] for r in res], [r[1] for r in res]
+
+
+def max_pool2d(xs: Shares, kernel_size: Any, stride: Any = None, padding: Any = 0, *,
+               traffic: Traffic | None = None) -> Shares:
+    """``F.max_pool2d`` of a shared tensor (4 rounds per halving of the window)."""
+    return _run(nonlinear.max_pool2d, [xs], traffic, kernel_size, stride, padding)
+
+
+def avg_pool2d(xs: Shares, kernel_size: Any, stride: Any = None, padding: Any = 0, *,
+               traffic: Traffic | None = None) -> Shares:
+    """``F.avg_pool2d`` of a shared tensor (one truncation round)."""
+    return _run(nonlinear.avg_pool2d, [xs], traffic, kernel_size, stride, padding)
