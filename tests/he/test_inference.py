@@ -193,3 +193,18 @@ def test_per_image_masking_and_depth(parties):
                                Square(), torch.nn.Linear(4, 2))  # six levels, the keys have 5
     with pytest.raises(ValueError, match="needs 6 multiplicative levels"):
         run(deep, torch.rand(1, 4))
+
+
+def test_auto_packing_by_batch_size(parties):
+    """One image: the per-image path (34 rotations); a thousand: one image per slot."""
+    from ppdl_nb.he import worker_steps
+
+    alice, _, fp = parties
+    ctx = alice.owner.state["he"]["keys"][fp]
+    cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 7, stride=3), Square(), torch.nn.Flatten(),
+                              torch.nn.Linear(256, 64), Square(), torch.nn.Linear(64, 10))
+    p = plan.compile_plan(cnn)
+    picks = [worker_steps._auto_packing(ctx, p, 64 * 49, batch, (28, 28)) for batch in (1, 1000)]
+    assert picks == ["per_image", "batched"]
+    assert worker_steps._auto_packing(keys.make_context("small"), p, 64 * 49, 1,
+                                      (28, 28)) == "batched"  # no Galois keys: no rotations
