@@ -23,18 +23,19 @@ comparisons in sequence (a tree of pairs: the left, lower index wins ties, as to
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from ppdl_nb.mpc.comparison import Dealt, Draw, Opening, compare
+from ppdl_nb.mpc.comparison import Dealt, Draw, Opening, cmp_params, compare
 from ppdl_nb.mpc.encoding import DEFAULT_FRAC_BITS
 from ppdl_nb.mpc.truncation import trunc_finish, trunc_open
 
-__all__ = ["CMP_OPS", "POOL_PAD", "abs_", "avg_pool2d", "clamp", "cmp", "max_dim",
-           "max_pool2d", "maximum", "relu", "relu_deriv", "sign", "truncate"]
+__all__ = ["CMP_OPS", "OPS", "POOL_PAD", "abs_", "avg_pool2d", "clamp", "cmp", "max_dim",
+           "max_pool2d", "maximum", "party_op", "relu", "relu_deriv", "requests", "sign",
+           "truncate"]
 
 Proto = Generator[Any, Any, Any]
 POOL_PAD = -(2**62)  # what max-pooling pads with: below every value in the bound
@@ -180,3 +181,81 @@ def avg_pool2d(party_index: int, x: torch.Tensor, kernel_size: Any, stride: Any 
     sums = _windows(x, k, s, p, 0).sum(-1)
     return (yield from truncate(party_index, sums * round(2**AVG_BITS / (k[0] * k[1])),
                                 AVG_BITS))
+
+
+# ---- by name: what workers run, and what the dealer deals for it --------------------------
+def _one(fn: Any) -> Any:
+    return lambda i, xs, prm: fn(i, xs[0])
+
+
+def _pool(fn: Any) -> Any:
+    return lambda i, xs, prm: fn(i, xs[0], prm["kernel_size"], prm.get("stride"),
+                                 prm.get("padding", 0))
+
+
+def _max_both(i: int, xs: list[torch.Tensor], prm: dict[str, Any]) -> Proto:
+    v, idx = yield from max_dim(i, xs[0], prm["dim"], index=True,
+                                frac_bits=prm.get("frac_bits", DEFAULT_FRAC_BITS))
+    return torch.stack([v, idx])  # one result: values, then indices
+
+
+OPS: dict[str, Any] = {
+    "cmp": lambda i, xs, prm: cmp(i, xs[0], xs[1] if len(xs) > 1 else torch.zeros_like(xs[0]),
+                                  prm["op"]),
+    "relu": _one(relu), "relu_deriv": _one(relu_deriv), "sign": _one(sign), "abs": _one(abs_),
+    "maximum": lambda i, xs, prm: maximum(i, xs[0], xs[1]),
+    "clamp": lambda i, xs, prm: clamp(i, xs[0], prm.get("lo"), prm.get("hi")),
+    "max": _max_both, "max_pool2d": _pool(max_pool2d), "avg_pool2d": _pool(avg_pool2d),
+}
+
+
+def party_op(name: str, party_index: int, inputs: list[torch.Tensor],
+             params: dict[str, Any]) -> Proto:
+    """The protocol of op ``name`` (a key of ``OPS``) for one party: one result tensor
+    (``max`` stacks values and indices)."""
+    fn = OPS.get(name)
+    if fn is None:
+        raise ValueError(f"no comparison op {name!r}; known: {', '.join(sorted(OPS))}")
+    return fn(party_index, list(inputs), dict(params))
+
+
+def _max_plan(shape: tuple[int, ...], products: int) -> list[tuple[str, dict[str, Any]]]:
+    """The comparisons of a tree max over the last dim of ``shape``."""
+    out, n = [], shape[-1]
+    while n > 1:
+        out.append(("cmp", cmp_params((*shape[:-1], n // 2), "ge0", products)))
+        n = n // 2 + n % 2
+    return out
+
+
+def _pooled(shape: Sequence[int], prm: dict[str, Any]) -> tuple[int, ...]:
+    k = _pair(prm["kernel_size"])
+    s = _pair(prm.get("stride") if prm.get("stride") is not None else prm["kernel_size"])
+    p = _pair(prm.get("padding", 0))
+    out = [(shape[-2 + j] + 2 * p[j] - k[j]) // s[j] + 1 for j in range(2)]
+    return (*shape[:-2], *out)
+
+
+def requests(name: str, shapes: Sequence[Sequence[int]], params: dict[str, Any]
+             ) -> list[tuple[str, dict[str, Any]]]:
+    """The dealer requests ``(kind, params)`` that op ``name`` draws, in order, for inputs
+    of ``shapes``: what the notebook asks the dealer for before the parties run it."""
+    s = tuple(torch.broadcast_shapes(*[torch.Size(sh) for sh in shapes]))
+    if name == "cmp":
+        return [("cmp", cmp_params(s, CMP_OPS[params["op"]][1]))]
+    simple = {"relu": (s, 1), "abs": (s, 1), "maximum": (s, 1), "relu_deriv": (s, 0),
+              "sign": ((2, *s), 0)}
+    if name in simple:
+        return [("cmp", cmp_params(simple[name][0], "ge0", simple[name][1]))]
+    if name == "clamp":
+        both = params.get("lo") is not None and params.get("hi") is not None
+        return [("cmp", cmp_params((2, *s) if both else s, "ge0", 1))]
+    if name == "max":
+        dim = params["dim"] % max(len(s), 1)
+        return _max_plan((*s[:dim], *s[dim + 1:], s[dim]), 2)
+    if name == "max_pool2d":
+        k = _pair(params["kernel_size"])
+        return _max_plan((*_pooled(s, params), k[0] * k[1]), 1)
+    if name == "avg_pool2d":
+        return [("trunc", {"shape": list(_pooled(s, params)), "frac_bits": AVG_BITS})]
+    raise ValueError(f"no comparison op {name!r}; known: {', '.join(sorted(OPS))}")

@@ -6,7 +6,9 @@ patched) and registers its own link with :func:`chain_of`.
 
 * :mod:`.pointer`: :class:`PointerTensor`, :class:`ModulePointer`, :func:`send`.
 * :mod:`.remote_methods`: the torch.Tensor methods a pointer offers.
-* :mod:`.fixed`: :class:`FixedPrecisionTensor`, :func:`fix_precision`, :func:`share`.
+* :mod:`.fixed`: :class:`FixedPrecisionTensor`, :func:`fix_precision`, :func:`share`;
+  :mod:`.fixed_nonlinear`: its comparisons, ReLU, max/argmax and pooling (secure
+  comparison among the parties when it is shared).
 * :mod:`.shared`: :class:`SharedTensor` (SPDZ), driving the party routines of
   :mod:`.spdz` (one generator per operation, run by one runner on every party).
 * :mod:`.chain`: :func:`chain_of`, :func:`chain_text`, :class:`Link`.
@@ -17,6 +19,7 @@ FixedPrecisionTensor me [shape (2,), 16 fractional bits]
 > Tensor me [shape (2,), int64]
 """
 
+from ppdl_nb.tensors import fixed_nonlinear  # noqa: F401  (registers comparisons, ReLU, max)
 from ppdl_nb.tensors.chain import Link, chain_of, chain_text
 from ppdl_nb.tensors.fixed import FixedPrecisionTensor, fix_precision, share
 from ppdl_nb.tensors.pointer import ModulePointer, Pointer, PointerTensor, pointer_to, send

@@ -64,14 +64,9 @@ class FixedPrecisionTensor(Shaped):
     def __repr__(self) -> str:
         return chain_text(self)
 
-    def _compare(self, other: Any) -> Any:
-        raise TypeError(
-            "comparisons (<, <=, >, >=) of fixed-precision/shared tensors need a secure "
-            "comparison protocol, which ppdl_nb does not have; open the value with .get() "
-            "if you are allowed to, and compare the plain tensor"
-        )
-
-    __lt__ = __le__ = __gt__ = __ge__ = _compare
+    # <, ==, relu, max, argmax, ** ...: methods set below the class (_via), handlers
+    # in fixed_nonlinear.py
+    __hash__ = object.__hash__  # identity, as a torch.Tensor's
 
     def get(self) -> torch.Tensor:
         """Decode the value here (for a shared child: open it, if its owners allow)."""
@@ -163,6 +158,26 @@ class FixedPrecisionTensor(Shaped):
     def _map(self, fn: Callable[[Any], Any]) -> FixedPrecisionTensor:
         child = self.child.apply(fn) if self.shared else fn(self.child)
         return FixedPrecisionTensor(child, self.frac_bits)
+
+
+def _via(func: Any, name: str) -> Callable[..., Any]:
+    """A method that runs the handler registered for ``func`` (see fixed_nonlinear.py)."""
+
+    def method(self: FixedPrecisionTensor, *args: Any, **kwargs: Any) -> Any:
+        return HANDLED[func](self, *args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+for _name, _func in [("__lt__", torch.Tensor.__lt__), ("__le__", torch.Tensor.__le__),
+                     ("__gt__", torch.Tensor.__gt__), ("__ge__", torch.Tensor.__ge__),
+                     ("__eq__", torch.Tensor.__eq__), ("__ne__", torch.Tensor.__ne__),
+                     ("__pow__", torch.Tensor.__pow__), ("relu", torch.relu),
+                     ("abs", torch.abs), ("sign", torch.sign), ("clamp", torch.clamp),
+                     ("max", torch.max), ("amax", torch.amax), ("argmax", torch.argmax),
+                     ("mm", torch.mm)]:
+    setattr(FixedPrecisionTensor, _name, _via(_func, _name))
 
 
 def fix_precision(x: torch.Tensor, *, frac_bits: int = mpc.DEFAULT_FRAC_BITS
@@ -274,7 +289,8 @@ def mul(a: Any, b: Any) -> FixedPrecisionTensor:
     return _product("mul", a, b)
 
 
-@implements(torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.mm)
+@implements(torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.mm,
+            torch.Tensor.mm)
 def matmul(a: Any, b: Any) -> FixedPrecisionTensor:
     return _product("matmul", a, b) if isinstance(a, FixedPrecisionTensor) else _product(
         "matmul", _lift(a, b), b)

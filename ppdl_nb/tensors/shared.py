@@ -28,9 +28,11 @@ from typing import Any
 import torch
 
 from ppdl_nb import mpc
+from ppdl_nb.mpc import nonlinear as mpc_nonlinear
 from ppdl_nb.tensors.chain import Link, chain_of, chain_text
 from ppdl_nb.tensors.pointer import PointerTensor, wrap_reply
 from ppdl_nb.tensors.shaped import Shaped
+from ppdl_nb.tensors.spdz.routines import sub_label
 from ppdl_nb.tensors.spdz.session import MPCSession, session_for
 from ppdl_nb.tensors.spdz.steps import reconstruct, share_from
 from ppdl_nb.workers.core import tracing
@@ -197,6 +199,27 @@ class SharedTensor(Shaped):
 
         return self._from_replies(self.session.run("truncate", args, deal_now,
                                                    name="truncate"))
+
+    # ---- secure comparison and what is built on it ----------------------------------------
+    def nonlinear(self, fn: str, *others: SharedTensor, **params: Any) -> SharedTensor:
+        """Op ``fn`` of :mod:`ppdl_nb.mpc.nonlinear` (``cmp`` with ``op="lt"``, ``relu``,
+        ``max`` with ``dim``, ``max_pool2d``, ...) on this and ``others``: the parties run
+        its comparisons (4 rounds each), the dealer deals their randomness. Tests give
+        integer 0/1 shares, values stay in their encoding; ``max`` stacks values and
+        indices."""
+        for o in others:
+            self._check_same(o)
+        inputs = [self, *others]
+        label = self.session.label()
+        plan = mpc_nonlinear.requests(fn, [list(t.shape) for t in inputs], params)
+        deal_now = [(sub_label(label, "d", k), kind, prm)
+                    for k, (kind, prm) in enumerate(plan)]
+
+        def args(i: int) -> dict[str, Any]:
+            return {"label": label, "fn": fn, "params": params,
+                    "x": [Ref(t.shares[i].id_at_location) for t in inputs]}
+
+        return self._from_replies(self.session.run("nonlinear", args, deal_now, name=fn))
 
 
 def _shared_chain(obj: SharedTensor) -> list[Link]:

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mpc_helpers import data, roundtrip
 
+from ppdl_nb.mpc import nonlinear
 from ppdl_nb.mpc import simulate as sim
 from ppdl_nb.mpc.encoding import decode, encode
 from ppdl_nb.mpc.nonlinear import CMP_OPS
@@ -110,3 +111,38 @@ def test_results_mix_with_values():
     mask = sim.compare(xs, sim.share_float(torch.zeros(2), 2), "gt")
     assert sim.reveal(sim.mul(xs, mask)).tolist() == [1.5, 0.0]
     assert decode(encode(torch.tensor([1.0]))).tolist() == [1.0]
+
+
+def _draws(proto):
+    """The dealer requests a protocol draws (its other steps answered as a real run would)."""
+    seen = []
+
+    def spy(gen):
+        value = None
+        while True:
+            try:
+                step = gen.send(value)
+            except StopIteration as end:
+                return end.value
+            if type(step).__name__ == "Draw":
+                seen.append((step.kind, step.params))
+            value = yield step
+
+    return seen, spy(proto)
+
+
+@pytest.mark.parametrize(("name", "shapes", "params"), [
+    ("cmp", [(2, 3), (3,)], {"op": "lt"}), ("cmp", [(4,)], {"op": "eq"}), ("relu", [(5,)], {}),
+    ("relu_deriv", [(5,)], {}), ("sign", [(2, 2)], {}), ("abs", [(3,)], {}),
+    ("maximum", [(3,), (3,)], {}), ("clamp", [(3,)], {"lo": -5, "hi": 9}),
+    ("clamp", [(3,)], {"hi": 9}), ("max", [(2, 7, 3)], {"dim": 1}),
+    ("max", [(5,)], {"dim": -1}), ("max_pool2d", [(1, 2, 7, 7)], {"kernel_size": 3,
+                                                                  "stride": 2, "padding": 1}),
+    ("avg_pool2d", [(1, 1, 6, 6)], {"kernel_size": 2})])
+def test_the_dealer_plan_matches_what_the_parties_draw(name, shapes, params):
+    operands = [sim.share_float(data(s, 7), 2) for s in shapes]
+    seen, spied = _draws(nonlinear.party_op(name, 0, [o[0] for o in operands], params))
+    sim.run_parties([spied, nonlinear.party_op(name, 1, [o[1] for o in operands], params)])
+    assert seen == nonlinear.requests(name, shapes, params)
+    with pytest.raises(ValueError, match="no comparison op"):
+        nonlinear.party_op("softmax", 0, [], {})

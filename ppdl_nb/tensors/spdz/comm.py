@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ppdl_nb.mpc.bits import xor_reconstruct
 from ppdl_nb.mpc.dealer import check_correction
 from ppdl_nb.mpc.ring import check_ring
 from ppdl_nb.tensors.spdz.routines import Derived, Instruction, Open
@@ -211,7 +212,12 @@ def _opened(name: str, session: PartySession, pend: Pending) -> list[torch.Tenso
 
 
 def _sum(values: list[torch.Tensor]) -> torch.Tensor:
-    """The opened value: the shares' sum mod 2^64 (one pass for two parties)."""
+    """The opened value: the shares' sum mod 2^64 (one pass for two parties), or for
+    packed bits (``uint8``, see ``mpc.bits``) their XOR."""
+    if all(isinstance(v, torch.Tensor) and v.dtype == torch.uint8 for v in values):
+        if len({v.shape for v in values}) != 1:
+            raise ValueError("the parties' packed bits differ in length")
+        return xor_reconstruct(values)
     for v in values:
         check_ring(v, "an opening")
     out = torch.add(values[0], values[1])

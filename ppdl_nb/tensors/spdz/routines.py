@@ -18,7 +18,7 @@ Their cores take tensors, not references, so a program of several operations is 
 routine that ``yield from``-s them in turn.
 
 >>> sorted(ROUTINES)
-['bilinear', 'truncate']
+['bilinear', 'nonlinear', 'truncate']
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ import torch
 
 from ppdl_nb import mpc
 from ppdl_nb.mpc import beaver
+from ppdl_nb.mpc import nonlinear as mpc_nonlinear
+from ppdl_nb.mpc.bits import pack_words, unpack_words
+from ppdl_nb.mpc.comparison import Dealt, Draw, Opening
 from ppdl_nb.mpc.dealer import expand_parts
 from ppdl_nb.tensors.spdz.state import PartySession, SPDZState
 from ppdl_nb.workers.core.codec import Ref
@@ -169,3 +172,53 @@ def truncate(p: Party, *, label: bytes, x: Ref, frac_bits: int) -> Routine:
     xe = p.entry(x, "x")
     z = yield from truncated(p, label, xe.obj, frac_bits, "truncate: open masked value")
     return z, open_policy([xe])
+
+
+def sub_label(label: bytes, what: str, k: int) -> bytes:
+    """The label of an op's ``k``-th dealer request (``what="d"``) or opening (``"o"``)."""
+    return label + f"/{what}{k}".encode()
+
+
+def drive(p: Party, label: bytes, protocol: Generator[Any, Any, Any]
+          ) -> Generator[Instruction, Any, Any]:
+    """Run a protocol of :mod:`ppdl_nb.mpc` (``comparison.compare`` and what is built on
+    it) as this routine's instructions: its k-th dealer request is ``label/dk``, its j-th
+    opening ``label/oj``; XOR-shared bits travel packed (a ``uint8`` opening is XORed)."""
+    value, draws, opens, drawn = None, 0, 0, b""
+    while True:
+        try:
+            step = protocol.send(value)
+        except StopIteration as end:
+            return end.value
+        if isinstance(step, Draw):
+            drawn, draws = sub_label(label, "d", draws), draws + 1
+            value = p.draw(drawn, step.kind, step.params)
+        elif isinstance(step, Dealt):
+            value = yield Derived(drawn)
+        elif isinstance(step, Opening) and step.combine == "xor":
+            shapes = [t.shape for t in step.shares]
+            flat = torch.cat([t.reshape(-1) for t in step.shares])
+            (packed,) = yield Open(sub_label(label, "o", opens), [pack_words(flat, step.width)],
+                                   step.what)
+            words = unpack_words(packed, flat.shape, step.width)
+            value = [w.reshape(sh) for w, sh in zip(
+                torch.split(words, [sh.numel() for sh in shapes]), shapes, strict=True)]
+            opens += 1
+        elif isinstance(step, Opening):
+            value = yield Open(sub_label(label, "o", opens), list(step.shares), step.what)
+            opens += 1
+        else:
+            raise TypeError(f"a protocol yielded {type(step).__name__}")
+
+
+@routine("nonlinear")
+def nonlinear(p: Party, *, label: bytes, fn: str, x: list[Ref], params: dict[str, Any]
+              ) -> Routine:
+    """A comparison-based op of :mod:`ppdl_nb.mpc.nonlinear` (``cmp``, ``relu``, ``max``,
+    ``max_pool2d``, ...) on shares ``x``: 4 rounds per comparison in sequence."""
+    if not isinstance(x, list) or not 1 <= len(x) <= 2:
+        raise TypeError("x must be a list of one or two references to shares")
+    entries = [p.entry(r, "x") for r in x]
+    protocol = mpc_nonlinear.party_op(fn, p.index, [e.obj for e in entries], params)
+    z = yield from drive(p, label, protocol)
+    return z, open_policy(entries)
