@@ -27,7 +27,7 @@ share of ``F(p, s)`` is a local XOR of its monomial shares (:func:`anf_table`,
 (3,)
 >>> p, s = torch.tensor([0, 1, 2, 3]), torch.tensor([1, 3, 2, 0])
 >>> word = monomial_word(t, s, higher_monomials(t, s))   # one party holds everything
->>> eval_table(0, t, p, word).flatten().tolist()
+>>> eval_table(0, t, p, word).tolist()
 [1, 1, 0, 0]
 """
 
@@ -179,11 +179,34 @@ def _parity(v: torch.Tensor, width: int) -> torch.Tensor:
     return out
 
 
+DIRECT_BITS = 20  # tables of public x word bits up to this size are looked up directly
+
+
+@functools.cache
+def _direct(table: AnfTable) -> tuple[torch.Tensor, torch.Tensor]:
+    """``F`` for every (public value, monomial word): outputs packed as the bits of one
+    byte, indexed by ``p << width | word`` (the constant terms apart, for party 0)."""
+    words = torch.arange(1 << table.width)
+    bits = _parity(table.masks.unsqueeze(1) & words.view(1, -1, 1), table.width)
+    codes = (bits << torch.arange(bits.shape[-1])).sum(-1)
+    const = (table.const << torch.arange(bits.shape[-1])).sum(-1)
+    return codes.flatten().to(torch.uint8), const
+
+
 def eval_table(party_index: int, table: AnfTable, p: torch.Tensor,
                word: torch.Tensor) -> torch.Tensor:
-    """LOCAL: this party's XOR shares ``(..., outputs)`` (int64 0/1) of ``F(p, s)``, from
-    the public ``p`` and its shares of the monomial word (:func:`monomial_word`)."""
-    v = _parity(table.masks[p] & word.unsqueeze(-1), table.width)
+    """LOCAL: this party's XOR shares of ``F(p, s)``, its outputs as the bits of one int64
+    per element (bit ``o``: output ``o``), from the public ``p`` and its shares of the
+    monomial word (:func:`monomial_word`)."""
+    k_p = table.masks.shape[0].bit_length() - 1
+    if k_p + table.width <= DIRECT_BITS:  # one lookup per element
+        codes, const = _direct(table)
+        out = codes.take((p << table.width) | word).to(torch.int64)
+    else:
+        bits = _parity(table.masks[p] & word.unsqueeze(-1), table.width)
+        out = bits[..., 0] if bits.shape[-1] == 1 else (
+            bits << torch.arange(bits.shape[-1])).sum(-1)
+        const = (table.const << torch.arange(table.const.shape[-1])).sum(-1)
     if party_index == 0:
-        v ^= table.const[p]
-    return v
+        out ^= const.take(p)
+    return out

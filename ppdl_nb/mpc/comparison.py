@@ -179,24 +179,25 @@ def _derive(test: str, products: int, secrets: list[torch.Tensor]) -> list[torch
 # ---- one party's protocol -----------------------------------------------------------------
 # where each child's (lt, eq) goes in its node's input word: lt0, lt1, lt2 -> bits 0-2,
 # eq1, eq2, eq3 -> bits 3-5, eq0 -> bit 6 (not at the root); lt3 is XORed in afterwards
-_PLACES = {("ge0", False): [1, 64, 2, 8, 4, 16, 0, 32], ("ge0", True): [1, 0, 2, 8, 4, 16, 0, 32],
-           ("eq0", False): [1, 2, 4, 8], ("eq0", True): [1, 2, 4, 8]}
+_LT_PLACES = torch.tensor([1, 2, 4, 0])
+_EQ_PLACES = {False: torch.tensor([64, 8, 16, 32]), True: torch.tensor([0, 8, 16, 32])}
+_AND_PLACES = torch.tensor([1, 2, 4, 8])
 
 
-def _children(test: str, out: torch.Tensor, root: bool) -> tuple[torch.Tensor, Any]:
-    """Group 4 children (dim -2) into a node's input word ``u``, and ``lt3``."""
-    places = torch.tensor(_PLACES[test, root])
-    u = (out.flatten(-2) * places).sum(-1)
-    return u, (out[..., 3, 0] if test == "ge0" else None)
+def _children(test: str, codes: torch.Tensor, root: bool) -> tuple[torch.Tensor, Any]:
+    """A node's input word ``u`` (and ``lt3``) from its 4 children's output codes (dim -1;
+    bit 0: lt, bit 1: eq; for ``eq0`` bit 0: eq)."""
+    if test == "eq0":
+        return (codes * _AND_PLACES).sum(-1), None
+    u = ((codes & 1) * _LT_PLACES).sum(-1) + ((codes >> 1) * _EQ_PLACES[root]).sum(-1)
+    return u, codes[..., 3] & 1
 
 
 def _level(party_index: int, table: AnfTable, d: torch.Tensor, mask: torch.Tensor,
            higher: torch.Tensor, lt3: Any) -> torch.Tensor:
-    """LOCAL: a tree level's outputs from its opened masked inputs ``d``."""
+    """LOCAL: a tree level's output codes from its opened masked inputs ``d``."""
     res = eval_table(party_index, table, d, monomial_word(table, mask, higher))
-    if lt3 is not None:
-        res[..., 0] ^= lt3
-    return res
+    return res if lt3 is None else res ^ lt3
 
 
 def _check(x: torch.Tensor, products: Sequence[torch.Tensor]) -> None:
@@ -225,12 +226,12 @@ def compare(party_index: int, x: torch.Tensor, *, test: str = "ge0",
     p = (c.unsqueeze(-1) >> _GROUP_SHIFTS) & 15
     if test == "ge0":
         p[..., -1] &= 7  # bit 63 is not compared: it enters as c_63 ^ r_63
-    out = eval_table(party_index, cir.leaf, p, leaf_w).unflatten(-2, (4, 4))
+    out = eval_table(party_index, cir.leaf, p, leaf_w).unflatten(-1, (4, 4))
     u, lt3 = _children(test, out, root=False)
     (d,) = yield Opening("xor", [u ^ mask_n], f"{test}: open masked level 1", cir.node.k_s)
     u, lt3 = _children(test, _level(party_index, cir.node, d, mask_n, node_h, lt3), root=True)
     (d,) = yield Opening("xor", [u ^ mask_r], f"{test}: open masked root", cir.root.k_s)
-    bit = _level(party_index, cir.root, d, mask_r, root_h, lt3)[..., 0]
+    bit = _level(party_index, cir.root, d, mask_r, root_h, lt3)
     if test == "ge0" and party_index == 0:  # ge0 = 1 ^ msb(x) = 1 ^ c_63 ^ r_63 ^ lt
         bit ^= (c >= 0).to(torch.int64)  # (r_63 is folded into the daBit: s = t ^ r_63)
     (e,) = yield Opening("xor", [bit ^ t], f"{test}: open masked bit", 1)
