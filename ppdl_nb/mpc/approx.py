@@ -4,8 +4,9 @@
 of each, measured by the tests, is in :mod:`.approx_table` and docs/MPC_APPROX.md.)
 
 Each function is written once, as a generator over a small *ops* interface, so that the
-same recipe runs with all parties in one process (:class:`~.sim_ops.SimOps`) and on real
-parties (ops whose protocol steps ``yield`` openings, as the SPDZ routines do). The ops:
+same recipe runs with all parties in one process (:class:`~.sim_ops.SimOps`) and as one
+party's protocol (:class:`~.approx_party.PartyOps`, whose steps ``yield`` dealer requests
+and openings, for workers). The ops:
 
 * local, no traffic: ``add(x, y)``, ``sub(x, y)``, ``neg(x)``, ``mul_int(x, k)`` (public
   integer), ``add_public(x, value, bits)`` (the real ``value`` encoded at ``bits``

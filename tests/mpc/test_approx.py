@@ -10,7 +10,7 @@ import pytest
 import torch
 from mpc_helpers import roundtrip
 
-from ppdl_nb.mpc import approx, approx_nn, approx_table
+from ppdl_nb.mpc import approx, approx_nn, approx_party, approx_table
 from ppdl_nb.mpc import simulate as sim
 from ppdl_nb.mpc.approx import ApproxConfig
 from ppdl_nb.mpc.sim_ops import SimOps, run_simulated
@@ -150,3 +150,38 @@ def test_with_comparison_sigmoid_takes_any_sign_and_softmax_any_spread():
     assert (sim.reveal(ys) - torch.sigmoid(x)).abs().max() < 1e-4
     ys, _ = run_simulated(approx_nn.softmax, sim.share_float(x, 3))
     assert (sim.reveal(ys) - torch.softmax(x, -1)).abs().max() < 1e-4
+
+
+# ---- one party's protocol (what workers run) ---------------------------------------------
+@pytest.mark.parametrize("n_parties", [2, 3])
+@pytest.mark.parametrize("row", approx_table.ACCURACY, ids=lambda r: f"{r.label}{r.lo:g}")
+def test_each_party_alone_computes_the_same(row, n_parties):
+    x = _inputs(row, seed=5)[:200]
+    xs = sim.share_float(x, n_parties)
+    params = {"comparison": bool(row.needs)}
+    traffic = sim.Traffic()
+    ys = sim.run_parties([approx_party.party_op(row.name, i, [xs[i]], params)
+                          for i in range(n_parties)], traffic)
+    assert traffic.rounds == row.rounds
+    err = (sim.reveal(ys) - REFERENCE[row.name](roundtrip(x))).abs()
+    assert float(err.max()) <= row.max_abs
+
+
+def test_the_dealer_requests_are_planned_from_shapes_alone():
+    params = {"config": {"reciprocal_iterations": 3}, "comparison": False}
+    plan = approx_party.requests("reciprocal", [[4]], params)
+    assert [k for k, _ in plan].count("mul") == 2 * 3 + 1  # Newton's 2 products, exp's t^3
+    assert all(p.get("shape", p.get("x_shape")) == [4] for _, p in plan)
+    seen = []
+    xs = sim.share_float(torch.tensor([0.5, 1.0, 7.0, 90.0]), 2)
+    sim.run_parties([approx_party._recording(approx_party.party_op(
+        "reciprocal", 0, [xs[0]], params), seen),
+        approx_party.party_op("reciprocal", 1, [xs[1]], params)])
+    assert seen == plan
+
+
+def test_party_op_refuses_what_it_does_not_know():
+    with pytest.raises(ValueError, match="no approximation"):
+        approx_party.party_op("gelu", 0, [torch.zeros(1, dtype=torch.int64)], {})
+    with pytest.raises(ValueError, match="one input"):
+        approx_party.party_op("exp", 0, [], {})
