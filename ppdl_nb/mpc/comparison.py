@@ -27,11 +27,12 @@ The protocol, party ``i`` holding ``x_i``; dealer request ``cmp`` with a uniform
 Equality ``[x == 0]`` is the same with ``[p == s]`` leaves over all 64 bits and AND nodes.
 
 Rounds: 4. Sent by each party to each peer per element: 8 bytes (``c``) + 35 bits
-(28 + 6 + 1; equality 16 + 4 + 1), packed across elements; 8 bytes more per product.
-Dealer, per element, to the last party: 240 bits of leaf monomials, 1 bit ``r_63``,
-88 + 15 bits of node monomials, 8 bytes for ``s`` and 8 per product (see
-``dealer_bytes("cmp", ...)``). Results are additive shares of integers 0/1 (not
-fixed-point): ``v * ge0`` needs no truncation.
+(28 + 6 + 1; equality 16 + 4 + 1), packed across elements: 12.4 bytes (equality 10.6);
+8 bytes more per product (ReLU: 20.4). Dealer, per element, to the last party only: the
+leaves' monomial words (16 x 15 bits, as int16), the nodes' and the root's (4 x 22 bits
+as int32, 15 bits as int16), ``s`` (8 bytes; ``r_63`` is folded into it) and 8 bytes per
+product: 58 bytes (ReLU 66, equality 50; ``dealer_bytes("cmp", ...)``). Results are
+additive shares of integers 0/1 (not fixed-point): ``v * ge0`` needs no truncation.
 
 A party runs :func:`compare` as a generator: it yields :class:`Draw` (its shares of a
 dealer request's random inputs come back), :class:`Dealt` (its shares of the derived
