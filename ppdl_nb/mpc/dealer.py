@@ -210,8 +210,9 @@ def deal(kind: str, seeds: Sequence[bytes], label: bytes, **params) -> list[torc
         for j, (acc, s) in enumerate(zip(bases, recipe.base_shapes, strict=True)):
             acc.append(_draw(prg, s, recipe.width(False, j)))
         if i < n - 1:
-            for j, (acc, s) in enumerate(zip(others, recipe.derived_shapes, strict=True)):
-                acc.append(_draw(prg, s, recipe.width(True, j)))
+            for acc, s in zip(others, recipe.derived_shapes, strict=True):
+                # whole words: the correction's unused high bits come out uniform too
+                acc.append(prg.int64(s))
     secrets = recipe.derive([xor_reconstruct(parts) if recipe.width(False, j) else _sum(parts)
                              for j, parts in enumerate(bases)])
     return [(v ^ xor_reconstruct(o) if recipe.width(True, j)

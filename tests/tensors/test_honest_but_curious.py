@@ -1,7 +1,8 @@
 """The honest-but-curious model, tested: each party's whole view of a run.
 
 alice secret-shares her private tensor with bob and charlie (dealer: dave); the notebook
-shares a tensor of its own; they multiply and matmul. We record every message each
+shares a tensor of its own; they multiply and matmul, compare and take a ReLU (secure
+comparison: its openings include XOR-shared bits, packed into bytes). We record every message each
 party receives (the notebook included) and what each holds at the end, then check:
 
 * nobody (notebook included) holds two shares of a secret; the notebook holds none;
@@ -30,13 +31,16 @@ from scipy import stats
 
 import ppdl_nb
 from ppdl_nb import mpc
+from ppdl_nb.mpc.bits import xor_reconstruct
+from ppdl_nb.mpc.comparison import cmp_spec
 from ppdl_nb.tensors.shared import session_for
 from ppdl_nb.tensors.spdz.state import spdz_state
 from ppdl_nb.workers.core import codec
 from ppdl_nb.workers.transport.virtual import VirtualNetwork
 
 NAMES = ("alice", "bob", "charlie", "dave")
-RINGS = {torch.int64: np.uint64, torch.int32: np.uint32, torch.int16: np.uint16}
+RINGS = {torch.int64: np.uint64, torch.int32: np.uint32, torch.int16: np.uint16,
+         torch.uint8: np.uint8}  # uint8: packed XOR-shared bits (masked openings)
 Y = torch.linspace(-3, 3, 64).reshape(8, 8)
 
 
@@ -54,6 +58,7 @@ def _structure(tree: Any, session: str) -> Any:
     """The view with ring values and random bytes blanked out; all else verbatim."""
     if isinstance(tree, torch.Tensor):
         if tree.dtype in RINGS:  # shares: int64, or int16/int32 for shares mod 2^16/2^32
+            # (or words of XOR-shared bits), uint8 for packed bits
             return ("ring", str(tree.dtype), tuple(tree.shape))
         return ("tensor", str(tree.dtype), tree.tolist())
     if isinstance(tree, bytes):
@@ -96,7 +101,7 @@ def run(secret: torch.Tensor, fused: bool, ahead: bool = False) -> dict[str, Any
     ys = ppdl_nb.share(Y, bob, charlie, dealer=dave)
     if ahead:  # offline phase: the dealer deals before the products run (one dry run)
         xs.child.session.deal_ahead(lambda: [xs * ys, xs @ ys], times=1)
-    products = [xs * ys, xs @ ys]
+    products = [xs * ys, xs @ ys, xs > ys, xs.relu()]
     session = xs.child.session
     held = {n: [e.obj for e in (w.owner.store.entry(i) for i in w.owner.store.ids())]
             for n, w in workers.items()}
@@ -126,12 +131,22 @@ def _triples(result: dict[str, Any]) -> list[torch.Tensor]:
             parts = [mpc.expand(kind, seeds[i], label, i, len(seeds),
                                 corr if i == len(seeds) - 1 else None, **params)
                      for i in range(len(seeds))]
-            opened = [mpc.reconstruct([p[j] for p in parts]) for j in range(len(parts[0]))]
+            xor = _xor_shared(kind, params)
+            opened = [xor_reconstruct([p[j] for p in parts]) if xor[j] else
+                      mpc.reconstruct([p[j] for p in parts]) for j in range(len(parts[0]))]
             if kind == "trunc":  # msb(r) is shared modulo 2^f
                 opened[2] &= (1 << params["frac_bits"]) - 1
                 assert set(opened[2].unique().tolist()) <= {0, 1}
             out.extend(opened)
     return out
+
+
+def _xor_shared(kind: str, params: dict[str, Any]) -> list[bool]:
+    """Which of a request's values are XOR-shared bit words (a comparison's)."""
+    if kind != "cmp":
+        return [False] * 8
+    bases, derived, _ = cmp_spec(**params)
+    return [width > 0 for _, width in (*bases, *derived)]
 
 
 @pytest.fixture(scope="module", params=[(False, False), (True, False), (True, True)],
@@ -172,6 +187,8 @@ def test_no_party_sees_a_triple_in_the_clear(runs):
 
 def test_views_are_indistinguishable_for_two_secrets(runs):
     first, second = runs
+    bits = [t for v in first["views"]["bob"] for t in _tensors(v) if t.dtype == torch.uint8]
+    assert sum(t.numel() for t in bits) >= 2 * (224 + 48 + 8)  # two comparisons' openings
     for party in ("me", "alice", "bob", "charlie", "dave"):
         if party == "alice":
             continue  # alice is the owner of the secret: her view contains it
