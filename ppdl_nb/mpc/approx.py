@@ -70,7 +70,7 @@ class ApproxConfig:
     exp_iterations: int = 8  # exp(x) = (1 + t + t^2/2 + t^3/6)^(2^n)
     exp_degree: int = 3  # Taylor terms of e^t; 1: CrypTen's (1 + t)^(2^n)
     exp_max: float = 20.0  # largest x given to exp (e^x < 2^30 keeps its squares exact)
-    reciprocal_iterations: int = 10  # Newton y <- y (2 - x y)
+    reciprocal_iterations: int = 10  # Newton y <- y (2 - x y); at most, if fewer will do
     reciprocal_range: tuple[float, float] = (0.01, 100.0)
     inv_sqrt_iterations: int = 5  # Newton y <- y (3 - x y^2) / 2
     inv_sqrt_range: tuple[float, float] = (0.1, 100.0)
@@ -187,6 +187,22 @@ def _newton_reciprocal(ops: Any, x: Any, y: Any, bits: tuple[int, int, int, int]
     return (yield from _rescale(ops, y, y_bits, out_bits))
 
 
+def _reciprocal_iterations(lo: float, hi: float, out_bits: int, cap: int) -> int:
+    """Newton steps from CrypTen's guess that bring ``1/x`` within a quarter unit of
+    ``out_bits`` on [lo, hi] (the error ``1 - x y`` squares each step), at most ``cap``."""
+    need = 0
+    for k in range(4001):
+        x = lo * (hi / lo) ** (k / 4000)
+        e0 = abs(1 - x * (3 * math.exp(1 - 2 * x) + 0.003))
+        target = 2.0 ** -(out_bits + 2) * min(1.0, x)  # relative, for an absolute bound
+        if e0 >= 1:
+            raise ValueError(f"reciprocal: CrypTen's initial guess diverges at {x:.3g}; "
+                             "narrow the range")
+        if e0 > target:
+            need = max(need, math.ceil(math.log2(math.log(target) / math.log(e0))))
+    return min(cap, need)
+
+
 def reciprocal(ops: Any, x: Any, cfg: ApproxConfig = DEFAULT, *,
                lo: float | None = None, hi: float | None = None,
                in_bits: int | None = None, out_bits: int | None = None,
@@ -195,13 +211,17 @@ def reciprocal(ops: Any, x: Any, cfg: ApproxConfig = DEFAULT, *,
     """Shares of ``1/x`` for ``lo <= x <= hi`` (``cfg.reciprocal_range``; ``x > 0``).
 
     Newton ``y <- y (2 - x y)`` from CrypTen's guess ``3 e^(1 - 2x) + 0.003``, or from the
-    linear guess ``initial = (c0, c1)``: ``c0 + c1 x`` (no rounds).
+    linear guess ``initial = (c0, c1)``: ``c0 + c1 x`` (no rounds). Without ``iterations``,
+    as many as the range needs, at most ``cfg.reciprocal_iterations``.
     """
     fb = ops.frac_bits
     lo, hi = cfg.reciprocal_range if lo is None else (lo, hi)
     in_bits = fb if in_bits is None else in_bits
     out_bits = fb if out_bits is None else out_bits
-    iterations = cfg.reciprocal_iterations if iterations is None else iterations
+    if iterations is None:
+        iterations = cfg.reciprocal_iterations
+        if initial is None:
+            iterations = _reciprocal_iterations(lo, hi, out_bits, iterations)
     if initial is None:
         y0_max = 3 * math.exp(1 - 2 * lo) + 0.003
     else:

@@ -77,9 +77,9 @@ ACCURACY: tuple[Accuracy, ...] = (
              ("sigmoid_max", "reciprocal_iterations") + _EXP),
     Accuracy("tanh", "ge0", -128.0, 128.0, 5e-5, 3e-4, 33, "2 sigmoid(2x) - 1",
              ("sigmoid_iterations",) + _EXP),
-    Accuracy("softmax", "", -2.0, 2.0, 4e-5, 1.3e-3, 84, "e^(x - mean) / sum",
+    Accuracy("softmax", "", -2.0, 2.0, 5e-5, 1.3e-3, 84, "e^(x - mean) / sum",
              ("softmax_spread", "reciprocal_iterations") + _EXP),
-    Accuracy("softmax", "max", -100.0, 100.0, 2.5e-5, 1.2e-3, 99, "e^(x - max) / sum",
+    Accuracy("softmax", "max", -100.0, 100.0, 2.5e-5, 1.2e-3, 79, "e^(x - max) / sum",
              ("reciprocal_iterations",) + _EXP),
 )
 
