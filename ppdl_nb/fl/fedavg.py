@@ -38,6 +38,7 @@ from torch import nn
 from ppdl_nb import training
 from ppdl_nb.dp.noise import gaussian_noise
 from ppdl_nb.dp.noise import generator as secure_generator
+from ppdl_nb.errors import TrainingInterrupted
 from ppdl_nb.fl.aggregation import RoundAborted, RoundUpdates, Strategy, resolve
 from ppdl_nb.fl.dataset import FederatedDataset
 from ppdl_nb.fl.engine import Engine, resolve_engine
@@ -66,7 +67,7 @@ def fit_federated(
     local_epochs: int = 1, batch_size: int = 32, lr: float = 0.1, loss: str = "cross_entropy",
     optimizer: str = "sgd", prox_mu: float = 0.0, fraction: float = 1.0, min_clients: int = 1,
     seed: int | None = None, callback: Callable[[dict[str, Any]], Any] | None = None,
-) -> FederatedRun:
+) -> FederatedRun:  # long: one round of FedAvg reads best as one loop body
     """Train a copy of ``model`` with FedAvg over ``data``'s clients; return it and a History.
 
     ``aggregation``: a strategy object (``SecAgg(threshold=4)``, ``Trusted(aggregator=w)``,
@@ -75,6 +76,8 @@ def fit_federated(
     ``engine``: where clients run (``"workers"``: on the workers that hold them).
     ``loss`` and ``optimizer`` name the clients' local training (:mod:`ppdl_nb.training`;
     ``"sgd"`` is plain SGD). ``callback(record)`` is called after every round.
+    An interrupt (Ctrl-C) raises :class:`~ppdl_nb.errors.TrainingInterrupted` whose
+    ``result`` is the run so far: the model after the last finished round, and its history.
     """
     _check(rounds, local_epochs, batch_size, fraction, min_clients, loss, optimizer)
     strategy, runner = resolve(aggregation), resolve_engine(engine)
@@ -87,38 +90,42 @@ def fit_federated(
     structure = module_to_spec(global_model)  # traced once; each round sends new weights
     training_options = {"epochs": local_epochs, "batch_size": batch_size, "lr": lr,
                         "loss": loss, "optimizer": optimizer, "prox_mu": prox_mu}
-    for rnd in range(1, rounds + 1):
-        start, before = time.perf_counter(), runner.bytes_seen(workers)
-        sampled = strategy.sample(data.clients, fraction, gen)
-        chosen = [c for c in sampled if alive[c.worker.name]]  # the dead cannot report
-        spec = {**structure, "state": {k: v.detach()
-                                       for k, v in global_model.state_dict().items()}}
-        label = f"{run_id}/{rnd}"
-        options = {"spec": spec, **training_options, **strategy.fit_options(label),
-                   "seed": None if seed is None else seed * 1_000_003 + rnd}
-        replies, events = runner.train(data.by_worker(chosen), options, round=rnd, alive=alive)
-        reported = _reported(replies, sampled, min_clients, alive, events, rnd)
-        updates = RoundUpdates(rnd, replies, {w.name: w for w in workers}, strategy.noise_std,
-                               events, label=label)
-        record: dict[str, Any] = {"clients": reported, "aggregation": strategy.describe()}
-        try:
-            total = _total(strategy, updates, global_model)
-        except RoundAborted as exc:
-            events.append(f"round aborted, model unchanged: {exc}")
-        else:
-            strategy.step(global_model, strategy.average(total, updates,
-                                                         fraction * len(data.clients)))
-            record.update(sampled=len(sampled), **_client_stats(replies))
-            if data.test is not None:
-                record.update(training.evaluate(global_model, *data.test, loss))
-            record.update(strategy.metrics(rnd, fraction))
-            record["bytes_moved"] = runner.bytes_seen(workers) - before
-        record["seconds"] = time.perf_counter() - start
-        history.append(rnd, **record)
-        for text in events:
-            history.event(rnd, text)
-        if callback is not None and "sampled" in record:
-            callback({"round": rnd, "rounds": rounds, **record})
+    try:
+        for rnd in range(1, rounds + 1):
+            start, before = time.perf_counter(), runner.bytes_seen(workers)
+            sampled = strategy.sample(data.clients, fraction, gen)
+            chosen = [c for c in sampled if alive[c.worker.name]]  # the dead cannot report
+            spec = {**structure, "state": {k: v.detach()
+                                           for k, v in global_model.state_dict().items()}}
+            label = f"{run_id}/{rnd}"
+            options = {"spec": spec, **training_options, **strategy.fit_options(label),
+                       "seed": None if seed is None else seed * 1_000_003 + rnd}
+            replies, events = runner.train(data.by_worker(chosen), options, round=rnd, alive=alive)
+            reported = _reported(replies, sampled, min_clients, alive, events, rnd)
+            updates = RoundUpdates(rnd, replies, {w.name: w for w in workers}, strategy.noise_std,
+                                   events, label=label)
+            record: dict[str, Any] = {"clients": reported, "aggregation": strategy.describe()}
+            try:
+                total = _total(strategy, updates, global_model)
+            except RoundAborted as exc:
+                events.append(f"round aborted, model unchanged: {exc}")
+            else:
+                strategy.step(global_model, strategy.average(total, updates,
+                                                             fraction * len(data.clients)))
+                record.update(sampled=len(sampled), **_client_stats(replies))
+                if data.test is not None:
+                    record.update(training.evaluate(global_model, *data.test, loss))
+                record.update(strategy.metrics(rnd, fraction))
+                record["bytes_moved"] = runner.bytes_seen(workers) - before
+            record["seconds"] = time.perf_counter() - start
+            history.append(rnd, **record)
+            for text in events:
+                history.event(rnd, text)
+            if callback is not None and "sampled" in record:
+                callback({"round": rnd, "rounds": rounds, **record})
+    except KeyboardInterrupt:  # the model moves only after a whole round is aggregated
+        done = FederatedRun(global_model, history)
+        raise TrainingInterrupted(f"round {len(history) + 1} of {rounds}", done) from None
     return FederatedRun(global_model, history)
 
 

@@ -225,3 +225,22 @@ def test_a_dp_round_that_samples_nobody_still_adds_its_noise(trio):
     assert empty  # at rate 0.01 over 6 clients, most rounds draw nobody
     assert run.history["clients"][empty[0]["round"] - 1] == 0
     assert not torch.equal(flat_weights(run.model), flat_weights(start))
+
+
+def test_an_interrupt_keeps_the_model_of_the_rounds_that_finished(trio):
+    from ppdl_nb.errors import TrainingInterrupted
+
+    fed, xs, ys = split(list(trio))
+
+    def ctrl_c_after_round_2(record):
+        if record["round"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted) as info:
+        fit_federated(model(), fed, rounds=5, batch_size=16, seed=SEED,
+                      callback=ctrl_c_after_round_2)
+    assert info.value.where == "round 3 of 5"
+    kept = info.value.result
+    two = fit_federated(model(), fed, rounds=2, batch_size=16, seed=SEED)
+    assert len(kept.history) == 2
+    torch.testing.assert_close(flat_weights(kept.model), flat_weights(two.model))
