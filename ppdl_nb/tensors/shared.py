@@ -28,12 +28,10 @@ from typing import Any
 import torch
 
 from ppdl_nb import mpc
-from ppdl_nb.mpc import nonlinear as mpc_nonlinear
 from ppdl_nb.tensors.chain import Link, chain_of, chain_text
 from ppdl_nb.tensors.pointer import PointerTensor, wrap_reply
 from ppdl_nb.tensors.shaped import Shaped
-from ppdl_nb.tensors.spdz.routines import sub_label
-from ppdl_nb.tensors.spdz.session import MPCSession, session_for
+from ppdl_nb.tensors.spdz.session import NONLINEAR, MPCSession, session_for
 from ppdl_nb.tensors.spdz.steps import reconstruct, share_from
 from ppdl_nb.workers.core import tracing
 from ppdl_nb.workers.core.codec import Ref
@@ -204,16 +202,16 @@ class SharedTensor(Shaped):
     def nonlinear(self, fn: str, *others: SharedTensor, **params: Any) -> SharedTensor:
         """Op ``fn`` of :mod:`ppdl_nb.mpc.nonlinear` (``cmp`` with ``op="lt"``, ``relu``,
         ``max`` with ``dim``, ``max_pool2d``, ...) on this and ``others``: the parties run
-        its comparisons (4 rounds each), the dealer deals their randomness. Tests give
+        its comparisons (4 rounds each), the dealer deals their randomness (now, or ahead
+        with ``session.deal_ahead``). Tests give
         integer 0/1 shares, values stay in their encoding; ``max`` stacks values and
         indices."""
         for o in others:
             self._check_same(o)
         inputs = [self, *others]
-        label = self.session.label()
-        plan = mpc_nonlinear.requests(fn, [list(t.shape) for t in inputs], params)
-        deal_now = [(sub_label(label, "d", k), kind, prm)
-                    for k, (kind, prm) in enumerate(plan)]
+        shapes = [list(t.shape) for t in inputs]
+        (label, _), deal_now = self.session.take(NONLINEAR + fn,
+                                                 {"shapes": shapes, "params": params}, 0)
 
         def args(i: int) -> dict[str, Any]:
             return {"label": label, "fn": fn, "params": params,

@@ -161,3 +161,17 @@ def test_kernel_workers(kernel_trio):
     values, indices = xs.flatten(1).max(1)
     assert same(values, X.flatten(1).max(1).values)
     assert same(indices, X.flatten(1).max(1).indices)
+
+
+@pytest.mark.parametrize("n", ["2", "3-fused"])
+def test_comparisons_dealt_ahead_run_without_the_dealer(n):
+    x = images(7, (2, 1, 4, 4))
+    xs, X = shared(x, n), q(x)
+    sess, dealer = xs.child.session, GROUPS[n][1].owner
+    # three ops (max-pool, relu, >), dealt for two more runs
+    assert sess.deal_ahead(lambda: [F.max_pool2d(xs, 2).relu(), xs > 1.0], times=2) == 6
+    before = dealer.counters.messages_in
+    for _ in range(2):
+        assert same(F.max_pool2d(xs, 2).relu(), F.max_pool2d(X, 2).relu())
+        assert same(xs > 1.0, X > 1.0)
+    assert dealer.counters.messages_in == before  # online: the parties only

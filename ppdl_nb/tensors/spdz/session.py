@@ -42,13 +42,15 @@ from typing import Any
 
 import torch
 
+from ppdl_nb.mpc import nonlinear as mpc_nonlinear
 from ppdl_nb.tensors.spdz import runner, steps
+from ppdl_nb.tensors.spdz.routines import sub_label
 from ppdl_nb.tensors.spdz.steps import Requests
 from ppdl_nb.workers.core import tracing
 from ppdl_nb.workers.core.concurrent import concurrently
 from ppdl_nb.workers.core.messages import Step
 
-__all__ = ["MPCSession", "session_for"]
+__all__ = ["NONLINEAR", "MPCSession", "session_for"]
 
 Labels = tuple[bytes, bytes | None]  # an operation's label, and its truncation's
 
@@ -136,10 +138,11 @@ class MPCSession:
 
     # ---- the offline phase ---------------------------------------------------------------
     def deal_ahead(self, fn: Callable[[], Any], *, times: int) -> int:
-        """Offline phase: run ``fn()`` once, noting the products (and truncations) it
-        makes among these parties; then have the dealer deal, and each party draw, the
-        randomness of ``times`` more runs of them. Later products of the same kind and
-        shapes use it and run without asking the dealer: only the parties' openings are
+        """Offline phase: run ``fn()`` once, noting the products (and truncations) and
+        comparison-based ops (ReLU, max, ...) it makes among these parties; then have
+        the dealer deal, and each party draw, the randomness of ``times`` more runs of
+        them. Later products (ops) of the same kind and shapes use it and run without
+        asking the dealer: only the parties' openings are
         left (SPDZ's online phase). Returns how many products were dealt ahead.
 
         Nothing about the data is dealt: only random masks for given shapes, each used
@@ -203,9 +206,17 @@ def _signature(kind: str, params: dict[str, Any], trunc_bits: int) -> str:
     return json.dumps([kind, params, trunc_bits], sort_keys=True)
 
 
+NONLINEAR = "nonlinear/"  # kind prefix of a comparison-based op (SharedTensor.nonlinear)
+
+
 def _requests(labels: Labels, kind: str, params: dict[str, Any], trunc_bits: int) -> Requests:
-    """The dealer's requests for one product (and its truncation)."""
+    """The dealer's requests for one product (and its truncation), or for one
+    comparison-based op (``NONLINEAR + name``: its plan, one sub-label per request)."""
     label, tlabel = labels
+    if kind.startswith(NONLINEAR):
+        plan = mpc_nonlinear.requests(kind[len(NONLINEAR):], params["shapes"],
+                                      params["params"])
+        return [(sub_label(label, "d", k), knd, prm) for k, (knd, prm) in enumerate(plan)]
     out = [(label, kind, params)]
     if tlabel is not None:
         out.append((tlabel, "trunc", {"shape": out_shape(kind, params),
