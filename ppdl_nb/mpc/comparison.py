@@ -40,11 +40,12 @@ values of the latest draw) and :class:`Opening` (its shares to open; the opened 
 come back), and returns its share of the result. ``simulate.run_parties`` runs it for
 all parties in one process; ``tensors.spdz`` runs it on workers.
 
->>> from ppdl_nb.mpc import simulate as sim
 >>> import torch
->>> xs = sim.share_float(torch.tensor([-2.0, 0.0, 3.5]), 3)
->>> [b.sum().item() for b in torch.stack([r[0] for r in sim.run_parties(
-...     [compare(i, xs[i]) for i in range(3)])]).unbind(1)]
+>>> from ppdl_nb.mpc import simulate as sim
+>>> from ppdl_nb.mpc.sharing import reconstruct
+>>> xs = sim.share_float(torch.tensor([-2.0, 0.0, 3.5]), 3)   # 3 parties
+>>> results = sim.run_parties([compare(i, xs[i]) for i in range(3)])
+>>> reconstruct([bit for bit, _ in results]).tolist()       # [x >= 0]
 [0, 1, 1]
 """
 
