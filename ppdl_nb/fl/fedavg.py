@@ -61,13 +61,13 @@ class FederatedRun:
         return f"FederatedRun({type(self.model).__name__}, {self.history!r})"
 
 
-def fit_federated(
+def fit_federated(  # long: one round of FedAvg reads best as one loop body
     model: nn.Module, data: FederatedDataset, *, rounds: int,
     aggregation: str | Strategy = "mean", engine: str | Engine = "workers",
     local_epochs: int = 1, batch_size: int = 32, lr: float = 0.1, loss: str = "cross_entropy",
     optimizer: str = "sgd", prox_mu: float = 0.0, fraction: float = 1.0, min_clients: int = 1,
     seed: int | None = None, callback: Callable[[dict[str, Any]], Any] | None = None,
-) -> FederatedRun:  # long: one round of FedAvg reads best as one loop body
+) -> FederatedRun:
     """Train a copy of ``model`` with FedAvg over ``data``'s clients; return it and a History.
 
     ``aggregation``: a strategy object (``SecAgg(threshold=4)``, ``Trusted(aggregator=w)``,

@@ -39,6 +39,7 @@ from ppdl_nb.errors import WorkerUnavailableError
 from ppdl_nb.workers.transport.channel_client import ChannelClient
 from ppdl_nb.workers.transport.kernel_boot import ENV, read_report
 from ppdl_nb.workers.transport.keys import KeyPair
+from ppdl_nb.workers.transport.oscalls import process_running
 from ppdl_nb.workers.transport.party import Siblings
 from ppdl_nb.workers.transport.runtime import DEFAULT_TIMEOUT, ChannelConnection
 
@@ -74,17 +75,6 @@ def _run_dir() -> str:
                        "display_name": "ppdl worker", "language": "python"}, f)
         atexit.register(shutil.rmtree, _RUN_DIR, True)
     return _RUN_DIR
-
-
-def _process_running(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie (a killed child not yet reaped)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc: ask the kernel manager only
-        return True
 
 
 @dataclass
@@ -211,7 +201,7 @@ class KernelProcess:
             return False
         if hasattr(process, "poll"):
             return process.poll() is None
-        return _process_running(process.pid) and self.km.is_alive()
+        return process_running(process.pid) and self.km.is_alive()
 
     def execute(self, code: str, *, timeout: float = 60.0) -> ExecResult:
         """Run ``code`` in the kernel's shell; collect what it prints and raises."""

@@ -24,7 +24,6 @@ True
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -34,9 +33,10 @@ from typing import Any
 
 from ipykernel.ipkernel import IPythonKernel
 
+from ppdl_nb.workers.transport import oscalls
+
 __all__ = ["ENV", "ClosedKernel", "read_report", "run_kernel", "write_report"]
 
-PR_SET_PDEATHSIG = 1
 #: environment variables the launcher sets for a worker kernel
 ENV = {
     "parent": "PPDL_NB_PARENT_PID",  # the launcher's pid: die with it
@@ -92,11 +92,7 @@ class ClosedKernel(IPythonKernel):
 def die_with_parent() -> None:
     """Be killed when the launcher dies; exit now if it already has."""
     parent = int(os.environ.get(ENV["parent"], "0"))
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass  # not Linux: shutdown and atexit still clean up
+    oscalls.die_with_parent(signal.SIGKILL)  # elsewhere: shutdown and atexit clean up
     if parent and os.getppid() != parent:
         sys.exit(1)  # the launcher died before we could register
 

@@ -13,7 +13,6 @@ dies with the process that started it (a real owner's worker is started by the o
 from __future__ import annotations
 
 import atexit
-import ctypes
 import os
 import selectors
 import signal
@@ -24,19 +23,17 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+from ppdl_nb.workers.transport import oscalls
+
 __all__ = ["ServedProcess", "owner_cli", "start_served"]
 
 #: the console script's code, run with this interpreter (no need for it to be on PATH)
 ENTRY = "from ppdl_nb.boot import serve_main; raise SystemExit(serve_main())"
 _STARTED: weakref.WeakSet[ServedProcess] = weakref.WeakSet()
-_PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:  # runs in the child, before exec
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass  # not Linux: atexit still stops it on a normal exit
+    oscalls.die_with_parent(signal.SIGTERM)  # elsewhere: atexit stops it on a normal exit
 
 
 @atexit.register
