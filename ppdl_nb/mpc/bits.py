@@ -68,14 +68,34 @@ def unpack_bits(packed: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
 
 
 def pack_words(words: torch.Tensor, width: int) -> torch.Tensor:
-    """The low ``width`` bits of each int64 word, packed 8 bits per byte."""
-    return pack_bits((words.unsqueeze(-1) >> torch.arange(width)) & 1)
+    """The low ``width`` bits of each int64 word, packed 8 bits per byte.
+
+    Up to 8 bits, 8 words at a time: their ``8 * width`` bits fill ``width`` bytes of an
+    int64 (``ceil(n / 8) * width`` bytes for ``n`` words)."""
+    flat = words.reshape(-1)
+    if width > 8:
+        return pack_bits((flat.unsqueeze(-1) >> torch.arange(width)) & 1)
+    pad = (-flat.numel()) % 8
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    groups = (flat.reshape(-1, 8) << (width * torch.arange(8))).sum(-1)
+    return groups.view(torch.uint8).reshape(-1, 8)[:, :width].reshape(-1)
 
 
 def unpack_words(packed: torch.Tensor, shape: Sequence[int], width: int) -> torch.Tensor:
     """Inverse of :func:`pack_words`: int64 words of ``shape``."""
-    bits = unpack_bits(packed, (*shape, width)).to(torch.int64)
-    return (bits << torch.arange(width)).sum(-1)
+    n = int(torch.Size(shape).numel())
+    if width > 8:
+        bits = unpack_bits(packed, (*shape, width)).to(torch.int64)
+        return (bits << torch.arange(width)).sum(-1)
+    groups = (n + 7) // 8
+    if packed.dtype != torch.uint8 or packed.shape != (groups * width,):
+        raise ValueError(f"{tuple(packed.shape)} packed bytes ({packed.dtype}) cannot hold "
+                         f"{n} words of {width} bits; expected {groups * width} uint8")
+    full = torch.zeros(groups, 8, dtype=torch.uint8)
+    full[:, :width] = packed.reshape(groups, width)
+    words = (full.view(torch.int64) >> (width * torch.arange(8))) & ((1 << width) - 1)
+    return words.reshape(-1)[:n].reshape(tuple(shape))
 
 
 def xor_reconstruct(shares: Sequence[torch.Tensor]) -> torch.Tensor:

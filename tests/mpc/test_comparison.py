@@ -117,8 +117,13 @@ def test_bits_pack_and_unpack():
     b = torch.tensor([1, 0, 1, 1, 0, 0, 0, 1, 1, 1], dtype=torch.uint8)
     assert pack_bits(b).tolist() == [0b10001101, 0b11]
     assert torch.equal(unpack_bits(pack_bits(b), (10,)), b)
-    w = torch.randint(0, 2**29, (5, 3))
-    assert torch.equal(unpack_words(pack_words(w, 29), (5, 3), 29), w)
+    for width, shape in [(29, (5, 3)), (7, (13,)), (1, (3, 3)), (6, (0,)), (8, (16,))]:
+        w = torch.randint(0, 2**width, shape)
+        packed = pack_words(w, width)
+        assert packed.dtype == torch.uint8 and packed.numel() <= (w.numel() + 7) // 8 * width
+        assert torch.equal(unpack_words(packed, shape, width), w)
+    with pytest.raises(ValueError, match="cannot hold"):
+        unpack_words(torch.zeros(3, dtype=torch.uint8), (9,), 7)
     with pytest.raises(ValueError, match="packed bytes"):
         unpack_bits(torch.zeros(3, dtype=torch.uint8), (10,))
 
