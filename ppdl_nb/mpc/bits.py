@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import torch
 
 __all__ = ["AnfTable", "anf_table", "eval_table", "higher_monomials", "monomial_word",
+           "monomials_of",
            "pack_bits", "pack_words", "unpack_bits", "unpack_words", "xor_reconstruct"]
 
 _SHIFTS = torch.arange(8, dtype=torch.uint8)
@@ -180,6 +181,16 @@ def higher_monomials(table: AnfTable, s: torch.Tensor) -> torch.Tensor:
 def monomial_word(table: AnfTable, s: torch.Tensor, higher: torch.Tensor) -> torch.Tensor:
     """A party's monomial word from its shares of ``s`` and of the higher monomials."""
     return s | (higher << table.k_s)
+
+
+@functools.cache
+def _word_lookup(k: int, higher: tuple[int, ...]) -> torch.Tensor:
+    return torch.arange(1 << k) | (_higher_lookup(k, higher) << k)
+
+
+def monomials_of(table: AnfTable, s: torch.Tensor) -> torch.Tensor:
+    """DEALER: the whole monomial word of secret values ``s`` (one lookup)."""
+    return _word_lookup(table.k_s, table.higher)[s]
 
 
 @functools.cache

@@ -58,7 +58,14 @@ from typing import Any
 
 import torch
 
-from ppdl_nb.mpc.bits import AnfTable, anf_table, eval_table, higher_monomials, monomial_word
+from ppdl_nb.mpc.bits import (
+    AnfTable,
+    anf_table,
+    eval_table,
+    higher_monomials,
+    monomial_word,
+    monomials_of,
+)
 from ppdl_nb.mpc.ring import check_ring
 
 __all__ = ["TESTS", "Dealt", "Draw", "Opening", "cmp_params", "cmp_spec", "compare"]
@@ -173,7 +180,7 @@ def _derive(test: str, products: int, secrets: list[torch.Tensor]) -> list[torch
     low = r & (2**63 - 1) if test == "ge0" else r
     nibbles = (low.unsqueeze(-1) >> _GROUP_SHIFTS) & 15
     s = t ^ (r < 0).to(torch.int64) if test == "ge0" else t
-    return [monomial_word(cir.leaf, nibbles, higher_monomials(cir.leaf, nibbles)),
+    return [monomials_of(cir.leaf, nibbles),
             higher_monomials(cir.node, mask_n), higher_monomials(cir.root, mask_r),
             s] + [aj * s for aj in a]
 
