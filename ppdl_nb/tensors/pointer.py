@@ -181,6 +181,30 @@ class ModulePointer(Pointer):
         self._check()
         return call_remote("module.parameters", (self,), {})
 
+    def get(self, *, into: torch.nn.Module | None = None) -> torch.nn.Module:
+        """Bring the model here. It is a new module of your class with the worker's
+        weights; the model you sent is untouched (PySyft 0.2 changed it in place). With
+        ``into=model`` the weights are loaded into ``model`` itself, which is returned.
+
+        >>> import ppdl_nb, torch
+        >>> net = torch.nn.Linear(2, 1)
+        >>> ptr = ppdl_nb.send(net, ppdl_nb.VirtualWorker("doc_get"))
+        >>> ptr.get(into=net) is net
+        True
+        """
+        if into is not None and not isinstance(into, torch.nn.Module):
+            raise TypeError(f"into= takes the torch.nn.Module to load the weights into, got "
+                            f"{type(into).__name__}")
+        model = super().get()
+        if into is None:
+            return model
+        try:
+            into.load_state_dict(model.state_dict())
+        except RuntimeError as exc:
+            raise ValueError(f"the fetched model does not fit into= ({exc}); pass a model "
+                             "of the same architecture, or leave into= out") from None
+        return into
+
     def _unwrap(self, reply: dict[str, Any]) -> torch.nn.Module:
         rebuilt = module_from_spec(reply["module"])
         if self._origin is None:

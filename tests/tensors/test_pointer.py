@@ -238,3 +238,33 @@ def test_in_place_methods_return_the_same_pointer(alice):
     assert x.add_(1) is x and x.mul_(2) is x
     torch.testing.assert_close(x.get(), (X + 1) * 2)
     assert len({send(X, alice), send(X, alice)}) == 2  # pointers hash by identity
+
+
+def test_a_model_comes_back_as_a_new_module_or_into_the_one_given(alice):
+    import copy
+
+    from ppdl_nb.tensors.optim import SGD
+
+    torch.manual_seed(0)
+    net, x = torch.nn.Linear(3, 2), torch.randn(4, 3)
+    before = copy.deepcopy(net)
+    expected = copy.deepcopy(net)  # one SGD step on the sum of outputs, locally
+    expected(x).sum().backward()
+    torch.optim.SGD(expected.parameters(), lr=0.5).step()
+
+    def trained_remotely():
+        ptr = ppdl_nb.send(net, alice)
+        SGD(ptr.parameters(), lr=0.5).zero_grad()
+        ptr(ppdl_nb.send(x, alice)).sum().backward()
+        SGD(ptr.parameters(), lr=0.5).step()
+        return ptr
+
+    plain = trained_remotely().get()
+    assert plain is not net and torch.equal(net.weight, before.weight)  # the sent one kept
+    torch.testing.assert_close(plain.weight, expected.weight)
+    assert trained_remotely().get(into=net) is net
+    torch.testing.assert_close(net.weight, expected.weight)
+    with pytest.raises(ValueError, match="does not fit into="):
+        ppdl_nb.send(torch.nn.Linear(4, 2), alice).get(into=net)
+    with pytest.raises(TypeError, match="into= takes the torch.nn.Module"):
+        ppdl_nb.send(net, alice).get(into="net")
