@@ -38,8 +38,10 @@ from ppdl_nb.plotting import draw
 
 __all__ = [
     "SCHEMES",
+    "TARGET_BINS",
     "heterogeneity",
     "label_counts",
+    "label_groups",
     "partition",
     "partition_summary",
     "plot_partition",
@@ -53,6 +55,7 @@ Scheme = Callable[..., list[torch.Tensor]]
 _SCHEMES: dict[str, Scheme] = {}
 SCHEMES = MappingProxyType(_SCHEMES)
 """The known schemes, by name (read-only; add one with :func:`register_scheme`)."""
+TARGET_BINS = 10  # quantile groups of a regression target for the non-IID schemes
 
 
 def register_scheme(name: str) -> Callable[[Scheme], Scheme]:
@@ -78,14 +81,37 @@ def _as_labels(labels: Any) -> torch.Tensor:
             raise TypeError(f"labels must be a 1-D integer tensor, got {type(labels).__name__}"
                             ) from exc
     dtype = labels.dtype
-    if dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
-        raise ValueError(f"labels must be integer class ids, got dtype {dtype}")
+    if dtype.is_complex or dtype == torch.bool:
+        raise ValueError(f"labels must be integer class ids (or real regression targets), "
+                         f"got dtype {dtype}")
     if labels.dim() != 1:
         raise ValueError(f"labels must be 1-D, got shape {tuple(labels.shape)}")
+    if dtype.is_floating_point:
+        return _target_bins(labels)
     labels = labels.detach().to("cpu", torch.int64)
     if labels.numel() and int(labels.min()) < 0:
         raise ValueError(f"labels must be non-negative class ids, found {int(labels.min())}")
     return labels
+
+
+def label_groups(labels: Any) -> torch.Tensor:
+    """The group of each row that the label-based schemes use: its class id, or for real
+    regression targets its quantile bin (0 .. TARGET_BINS - 1); checked as :func:`partition`
+    checks ``labels``."""
+    return _as_labels(labels)
+
+
+def _target_bins(targets: torch.Tensor, bins: int = TARGET_BINS) -> torch.Tensor:
+    """Regression targets as ``bins`` quantile groups (0 = smallest targets), so that the
+    label-based schemes split by target value: a client of ``"label"`` gets a few
+    contiguous ranges of the target, ``"dirichlet"`` skews how much of each range."""
+    targets = targets.detach().to("cpu", torch.float64)
+    if not bool(torch.isfinite(targets).all()):
+        raise ValueError("regression targets must be finite (found NaN or inf)")
+    if targets.numel() == 0:
+        return torch.zeros(0, dtype=torch.int64)
+    edges = torch.quantile(targets, torch.linspace(0, 1, bins + 1, dtype=torch.float64)[1:-1])
+    return torch.bucketize(targets, edges, right=True)
 
 
 def _check_int(name: str, value: Any, low: int) -> int:
@@ -102,8 +128,10 @@ def partition(labels: torch.Tensor, n_clients: int, *, scheme: str = "iid",
     """Split the rows of a dataset among ``n_clients``; one sorted index tensor per client.
 
     ``labels`` holds one non-negative integer class id per row (a tensor, or anything
-    ``torch.as_tensor`` takes). Every scheme returns disjoint index tensors that together
-    cover every row, and no client is left empty.
+    ``torch.as_tensor`` takes), or one real regression target per row: those are grouped
+    into ``TARGET_BINS`` quantile bins that the label-based schemes treat as classes.
+    Every scheme returns disjoint index tensors that together cover every row, and no
+    client is left empty.
 
     - ``"iid"``: a random permutation dealt out evenly; sizes differ by at most one.
     - ``"label"``: McMahan et al. (2017): rows sorted by label (ties in random order), cut

@@ -63,7 +63,7 @@ def load(worker: Worker, caller: str, *, dataset: str, n_clients: int, clients: 
     the loader of a named dataset acts as its owner.
     """
     from ppdl_nb.fl.dataset import public_split
-    from ppdl_nb.fl.partition import partition
+    from ppdl_nb.fl.partition import TARGET_BINS, label_groups, partition
 
     data = datasets.load_named(dataset)
     train_idx, _ = public_split(len(data.y), test_rows, seed)
@@ -73,7 +73,8 @@ def load(worker: Worker, caller: str, *, dataset: str, n_clients: int, clients: 
     x, y = data.x[train_idx], data.y[train_idx]
     parts = partition(y, n_clients, scheme=scheme, alpha=alpha,
                       shards_per_client=shards_per_client, seed=seed)
-    classes = int(data.y.max()) + 1
+    groups = label_groups(y)  # class ids, or a regression target's quantile bins
+    classes = TARGET_BINS if y.dtype.is_floating_point else int(data.y.max()) + 1
     policy = worker.private_policy(permits=["plain_updates"] if allow_plain_updates else [])
     out = []
     for cid in clients:
@@ -82,7 +83,7 @@ def load(worker: Worker, caller: str, *, dataset: str, n_clients: int, clients: 
         idx = parts[cid]
         xs, ys = x[idx].contiguous(), y[idx].contiguous()
         out.append({"client": cid, "rows": len(idx),
-                    "labels": torch.bincount(ys, minlength=classes).tolist(),
+                    "labels": torch.bincount(groups[idx], minlength=classes).tolist(),
                     "x": stored_result(worker, xs, policy=policy),
                     "y": stored_result(worker, ys, policy=policy)})
     return out

@@ -15,8 +15,10 @@ from hypothesis import strategies as st  # noqa: E402
 
 from ppdl_nb.fl.partition import (  # noqa: E402
     SCHEMES,
+    TARGET_BINS,
     heterogeneity,
     label_counts,
+    label_groups,
     partition,
     partition_summary,
     plot_partition,
@@ -167,7 +169,7 @@ def test_accepts_lists_and_other_int_dtypes():
     (LABELS, 3, {"shards_per_client": 0, "scheme": "label"}, "shards_per_client"),
     (LABELS[:10], 6, {"scheme": "label"}, "shards_per_client"),
     (LABELS, 3, {"scheme": "shards"}, "'dirichlet', 'iid', 'label'"),
-    (LABELS.float(), 3, {}, "integer"),
+    (torch.tensor([1.0, float("nan"), 2.0, 3.0]), 2, {}, "finite"),
     (LABELS > 3, 3, {}, "integer"),
     (LABELS.view(100, 10), 3, {}, "1-D"),
     (LABELS - 1, 3, {}, "non-negative"),
@@ -190,7 +192,7 @@ def test_wrong_types_raise_type_error(kw):
 @settings(max_examples=40, deadline=None)
 def test_malformed_labels_never_crash_oddly(shape, dtype):
     labels = torch.zeros(shape, dtype=dtype)
-    ok = len(shape) == 1 and dtype == torch.int64 and shape[0] >= 2
+    ok = len(shape) == 1 and dtype != torch.bool and shape[0] >= 2  # reals: regression
     if ok:
         assert len(partition(labels, 2, seed=0)) == 2
     else:
@@ -245,3 +247,34 @@ def test_partition_summary_text():
     assert lines[3].split() == ["carol", "0", "0", "-"]
     assert "heterogeneity" in lines[-1]
     assert partition_summary(counts).splitlines()[1].startswith("client 0")
+
+
+@pytest.mark.parametrize("scheme", ["iid", "label", "dirichlet"])
+def test_regression_targets_split_by_their_quantiles(scheme):
+    targets = torch.randn(500, generator=torch.Generator().manual_seed(0)) * 10 + 20
+    parts = partition(targets, 5, scheme=scheme, shards_per_client=1, seed=0)
+    _assert_disjoint_cover(parts, 500)
+    bins = label_groups(targets)
+    assert bins.unique().tolist() == list(range(TARGET_BINS))
+    assert torch.bincount(bins).min() >= 500 // TARGET_BINS - 1  # quantile bins: even
+    if scheme == "label":  # one shard each: every client holds one range of the target
+        for p in parts:
+            held = bins[p].unique()
+            assert len(held) <= 3 and int(held.max() - held.min()) == len(held) - 1
+
+
+def test_a_regression_dataset_trains_federated():
+    import ppdl_nb
+    from ppdl_nb.fl import FederatedDataset, fit_federated
+
+    workers = [ppdl_nb.VirtualWorker(n) for n in ("reg_a", "reg_b")]
+    fed = FederatedDataset.load("boston_housing", workers, clients_per_worker=2,
+                                scheme="label", test_rows=100, allow_plain_updates=True, seed=1)
+    assert all(len(c.labels) == TARGET_BINS for c in fed.clients)
+    assert fed.test[1].dtype == torch.float32
+    torch.manual_seed(0)
+    start = torch.nn.Linear(13, 1)
+    with torch.no_grad():
+        untrained = torch.nn.functional.mse_loss(start(fed.test[0]).squeeze(-1), fed.test[1])
+    run = fit_federated(start, fed, rounds=8, loss="mse", lr=1e-6, seed=0)
+    assert run.history["test_loss"][-1] < float(untrained) / 2
