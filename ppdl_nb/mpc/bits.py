@@ -39,9 +39,9 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["AnfTable", "anf_table", "eval_table", "higher_monomials", "monomial_word",
-           "monomials_of",
-           "pack_bits", "pack_words", "unpack_bits", "unpack_words", "xor_reconstruct"]
+__all__ = ["AnfTable", "anf_table", "direct_codes", "eval_table", "higher_monomials",
+           "monomial_word", "monomials_of", "pack_bits", "pack_words", "unpack_bits",
+           "unpack_words", "xor_reconstruct"]
 
 _SHIFTS = torch.arange(8, dtype=torch.uint8)
 
@@ -214,7 +214,7 @@ DIRECT_BITS = 20  # tables of public x word bits up to this size are looked up d
 
 
 @functools.cache
-def _direct(table: AnfTable) -> tuple[torch.Tensor, torch.Tensor]:
+def direct_codes(table: AnfTable) -> tuple[torch.Tensor, torch.Tensor]:
     """``F`` for every (public value, monomial word): outputs packed as the bits of one
     byte, indexed by ``p << width | word`` (the constant terms apart, for party 0)."""
     words = torch.arange(1 << table.width)
@@ -231,7 +231,7 @@ def eval_table(party_index: int, table: AnfTable, p: torch.Tensor,
     monomial word (:func:`monomial_word`)."""
     k_p = table.masks.shape[0].bit_length() - 1
     if k_p + table.width <= DIRECT_BITS:  # one lookup per element
-        codes, const = _direct(table)
+        codes, const = direct_codes(table)
         out = codes.take((p << table.width) | word).to(torch.int64)
     else:
         bits = _parity(table.masks[p] & word.unsqueeze(-1), table.width)

@@ -61,6 +61,7 @@ import torch
 from ppdl_nb.mpc.bits import (
     AnfTable,
     anf_table,
+    direct_codes,
     eval_table,
     higher_monomials,
     monomial_word,
@@ -187,18 +188,54 @@ def _derive(test: str, products: int, secrets: list[torch.Tensor]) -> list[torch
 
 # ---- one party's protocol -----------------------------------------------------------------
 # where each child's (lt, eq) goes in its node's input word: lt0, lt1, lt2 -> bits 0-2,
-# eq1, eq2, eq3 -> bits 3-5, eq0 -> bit 6 (not at the root); lt3 is XORed in afterwards
+# eq1, eq2, eq3 -> bits 3-5, eq0 -> bit 6 (not at the root); lt3 (bit 7 for the leaves)
+# is XORed into the node's lt afterwards. eq0 test: eq_j -> bit j.
+_PLACES = {"ge0": [(0, 6), (1, 3), (2, 4), (7, 5)], "eq0": [(0,), (1,), (2,), (3,)]}
 _LT_PLACES = torch.tensor([1, 2, 4, 0])
-_EQ_PLACES = {False: torch.tensor([64, 8, 16, 32]), True: torch.tensor([0, 8, 16, 32])}
+_EQ_PLACES = torch.tensor([0, 8, 16, 32])
 _AND_PLACES = torch.tensor([1, 2, 4, 8])
 
 
-def _children(test: str, codes: torch.Tensor, root: bool) -> tuple[torch.Tensor, Any]:
-    """A node's input word ``u`` (and ``lt3``) from its 4 children's output codes (dim -1;
-    bit 0: lt, bit 1: eq; for ``eq0`` bit 0: eq)."""
+@functools.cache
+def _leaf_tables(test: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The leaves' outputs already placed in their node's input word, for party 0 (the
+    constants folded in) and for the others: indexed by ``j << (4 + width) | p << width |
+    word`` for a group at child position ``j``."""
+    leaf = _circuit(test).leaf
+    codes, const = direct_codes(leaf)
+    codes = codes.to(torch.int64)
+    p_of = torch.arange(codes.numel()) >> leaf.width
+    out = []
+    for c in (codes ^ const[p_of], codes):
+        per_child = [sum(((c >> o) & 1) << place for o, place in enumerate(places))
+                     for places in _PLACES[test]]
+        out.append(torch.cat(per_child).to(torch.uint8))
+    return out[0], out[1]
+
+
+def _leaves(party_index: int, test: str, c: torch.Tensor, word: torch.Tensor
+            ) -> tuple[torch.Tensor, Any]:
+    """LOCAL: the level-1 nodes' input words (and ``lt3``) from the opened ``c`` and this
+    party's leaf monomial words: one table lookup per 4-bit group."""
+    width = _circuit(test).leaf.width
+    index = c.unsqueeze(-1) >> _GROUP_SHIFTS  # in place from here: (..., 16) int64 passes
+    index &= 15
+    if test == "ge0":
+        index[..., -1] &= 7  # bit 63 is not compared: it enters as c_63 ^ r_63
+    index <<= width
+    index |= word
+    index |= (torch.arange(GROUPS) % 4) << (4 + width)
+    table = _leaf_tables(test)[0 if party_index == 0 else 1]
+    u = table.take(index).unflatten(-1, (4, 4)).sum(-1)
+    return (u & 127, u >> 7) if test == "ge0" else (u, None)
+
+
+def _children(test: str, codes: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    """The root's input word ``u`` (and ``lt3``) from its 4 children's output codes (dim
+    -1; bit 0: lt, bit 1: eq; for ``eq0`` bit 0: eq)."""
     if test == "eq0":
         return (codes * _AND_PLACES).sum(-1), None
-    u = ((codes & 1) * _LT_PLACES).sum(-1) + ((codes >> 1) * _EQ_PLACES[root]).sum(-1)
+    u = ((codes & 1) * _LT_PLACES).sum(-1) + ((codes >> 1) * _EQ_PLACES).sum(-1)
     return u, codes[..., 3] & 1
 
 
@@ -232,13 +269,9 @@ def compare(party_index: int, x: torch.Tensor, *, test: str = "ge0",
     c, eps = opened[0], opened[1:]
     leaf_w, node_h, root_h, s_ring, *a_s = yield Dealt()
     cir = _circuit(test)
-    p = (c.unsqueeze(-1) >> _GROUP_SHIFTS) & 15
-    if test == "ge0":
-        p[..., -1] &= 7  # bit 63 is not compared: it enters as c_63 ^ r_63
-    out = eval_table(party_index, cir.leaf, p, leaf_w).unflatten(-1, (4, 4))
-    u, lt3 = _children(test, out, root=False)
+    u, lt3 = _leaves(party_index, test, c, leaf_w)
     (d,) = yield Opening("xor", [u ^ mask_n], f"{test}: open masked level 1", cir.node.k_s)
-    u, lt3 = _children(test, _level(party_index, cir.node, d, mask_n, node_h, lt3), root=True)
+    u, lt3 = _children(test, _level(party_index, cir.node, d, mask_n, node_h, lt3))
     (d,) = yield Opening("xor", [u ^ mask_r], f"{test}: open masked root", cir.root.k_s)
     bit = _level(party_index, cir.root, d, mask_r, root_h, lt3)
     if test == "ge0" and party_index == 0:  # ge0 = 1 ^ msb(x) = 1 ^ c_63 ^ r_63 ^ lt
