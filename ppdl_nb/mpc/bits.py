@@ -175,7 +175,7 @@ def _higher_lookup(k: int, higher: tuple[int, ...]) -> torch.Tensor:
 def higher_monomials(table: AnfTable, s: torch.Tensor) -> torch.Tensor:
     """DEALER: the word of ``table.higher`` monomials of secret values ``s`` (int64,
     ``k_s`` bits each): bit ``j`` is the product of the bits of ``s`` in ``higher[j]``."""
-    return _higher_lookup(table.k_s, table.higher)[s]
+    return _higher_lookup(table.k_s, table.higher).take(s)
 
 
 def monomial_word(table: AnfTable, s: torch.Tensor, higher: torch.Tensor) -> torch.Tensor:
@@ -190,7 +190,7 @@ def _word_lookup(k: int, higher: tuple[int, ...]) -> torch.Tensor:
 
 def monomials_of(table: AnfTable, s: torch.Tensor) -> torch.Tensor:
     """DEALER: the whole monomial word of secret values ``s`` (one lookup)."""
-    return _word_lookup(table.k_s, table.higher)[s]
+    return _word_lookup(table.k_s, table.higher).take(s)
 
 
 @functools.cache

@@ -179,7 +179,8 @@ def _derive(test: str, products: int, secrets: list[torch.Tensor]) -> list[torch
     mask_n, mask_r, t = secrets[1 + products:]
     cir = _circuit(test)
     low = r & (2**63 - 1) if test == "ge0" else r
-    nibbles = (low.unsqueeze(-1) >> _GROUP_SHIFTS) & 15
+    nibbles = low.unsqueeze(-1) >> _GROUP_SHIFTS
+    nibbles &= 15
     s = t ^ (r < 0).to(torch.int64) if test == "ge0" else t
     return [monomials_of(cir.leaf, nibbles),
             higher_monomials(cir.node, mask_n), higher_monomials(cir.root, mask_r),

@@ -96,9 +96,22 @@ def _word_dtype(width: int) -> torch.dtype:
             else torch.int16 if width > 8 else torch.uint8)
 
 
+def _words(prg: PRG, shape: Shape, width: int) -> torch.Tensor:
+    """Uniform words of the narrowest dtype holding ``width`` bits, as int64 (sign
+    extended: every bit that dtype holds is uniform)."""
+    dtype = _word_dtype(width)
+    if dtype == torch.int64:
+        return prg.int64(shape)
+    n = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+    raw = torch.frombuffer(bytearray(prg.random_bytes(n)), dtype=dtype) if n else \
+        torch.zeros(0, dtype=dtype)
+    return raw.to(torch.int64).reshape(shape)
+
+
 def _draw(prg: PRG, shape: Shape, width: int) -> torch.Tensor:
-    t = prg.int64(shape)
-    return t & ((1 << width) - 1) if width else t
+    if not width:
+        return prg.int64(shape)
+    return _words(prg, shape, width) & ((1 << width) - 1)
 
 
 def _shape(s: Sequence[int], name: str) -> Shape:
@@ -210,9 +223,10 @@ def deal(kind: str, seeds: Sequence[bytes], label: bytes, **params) -> list[torc
         for j, (acc, s) in enumerate(zip(bases, recipe.base_shapes, strict=True)):
             acc.append(_draw(prg, s, recipe.width(False, j)))
         if i < n - 1:
-            for acc, s in zip(others, recipe.derived_shapes, strict=True):
+            for j, (acc, s) in enumerate(zip(others, recipe.derived_shapes, strict=True)):
                 # whole words: the correction's unused high bits come out uniform too
-                acc.append(prg.int64(s))
+                w = recipe.width(True, j)
+                acc.append(_words(prg, s, w) if w else prg.int64(s))
     secrets = recipe.derive([xor_reconstruct(parts) if recipe.width(False, j) else _sum(parts)
                              for j, parts in enumerate(bases)])
     return [(v ^ xor_reconstruct(o) if recipe.width(True, j)
