@@ -176,6 +176,7 @@ for _name, _func in [("__lt__", torch.Tensor.__lt__), ("__le__", torch.Tensor.__
                      ("__pow__", torch.Tensor.__pow__), ("relu", torch.relu),
                      ("abs", torch.abs), ("sign", torch.sign), ("clamp", torch.clamp),
                      ("max", torch.max), ("amax", torch.amax), ("argmax", torch.argmax),
+                     ("min", torch.min), ("amin", torch.amin), ("argmin", torch.argmin),
                      ("mm", torch.mm)]:
     setattr(FixedPrecisionTensor, _name, _via(_func, _name))
 

@@ -1,8 +1,9 @@
 """Comparisons, ReLU, max and pooling on fixed-precision (and shared) tensors.
 
 The PySyft idioms: ``x < y``, ``x == y``, ``x.relu()``, ``F.relu(x)``, ``x.max()``,
-``x.max(dim)``, ``x.argmax(dim)``, ``F.max_pool2d``, ``F.avg_pool2d``, ``x.abs()``,
-``x.sign()``, ``x.clamp(lo, hi)``, ``torch.maximum``, ``x ** 2``. On a shared tensor they
+``x.max(dim)``, ``x.argmax(dim)`` (and ``min``, ``argmin``), ``F.max_pool2d``,
+``F.avg_pool2d``, ``x.abs()``, ``x.sign()``, ``x.clamp(lo, hi)``, ``F.hardtanh``,
+``F.relu6``, ``F.leaky_relu``, ``torch.maximum`` / ``minimum``, ``x ** 2``. On a shared tensor they
 run the secure comparison of :mod:`ppdl_nb.mpc.comparison` among the parties (4 rounds
 per comparison) and return a *shared* fixed-precision tensor, never a Python bool: tests
 give 0.0 / 1.0 (and indices as values), so they mix with values (``x * (x > 0)``). On a
@@ -154,6 +155,58 @@ def argmax(a: FixedPrecisionTensor, dim: Any = None, keepdim: bool = False
            ) -> FixedPrecisionTensor:
     """Indices (as fixed-precision values) of the first maximum, as ``torch.argmax``."""
     return _max_over(a, dim, keepdim and dim is not None).indices
+
+
+@implements(torch.min, T.min)
+def fp_min(a: Any, dim: Any = None, keepdim: bool = False) -> Any:
+    """``x.min()``, ``x.min(dim)`` (values, first indices), ``torch.min(x, y)``: the max
+    of ``-x``."""
+    if not isinstance(a, FixedPrecisionTensor) or isinstance(
+            dim, FixedPrecisionTensor | torch.Tensor | float):
+        return minimum(a, dim)
+    res = _max_over(-a, dim, keepdim)
+    return -res.values if dim is None else MaxResult(-res.values, res.indices)
+
+
+@implements(torch.minimum, T.minimum)
+def minimum(a: Any, b: Any) -> FixedPrecisionTensor:
+    a, b = _pair(a, b)
+    return -maximum(-a, -b)
+
+
+@implements(torch.amin, T.amin)
+def amin(a: FixedPrecisionTensor, dim: Any = None, keepdim: bool = False
+         ) -> FixedPrecisionTensor:
+    return -_max_over(-a, dim, keepdim and dim is not None).values
+
+
+@implements(torch.argmin, T.argmin)
+def argmin(a: FixedPrecisionTensor, dim: Any = None, keepdim: bool = False
+           ) -> FixedPrecisionTensor:
+    """Indices of the first minimum, as ``torch.argmin``."""
+    return _max_over(-a, dim, keepdim and dim is not None).indices
+
+
+@implements(F.hardtanh)
+def hardtanh(a: FixedPrecisionTensor, min_val: float = -1.0, max_val: float = 1.0,
+             inplace: bool = False) -> FixedPrecisionTensor:
+    if inplace:
+        raise TypeError("in-place hardtanh_ is not supported on fixed-precision tensors")
+    return clamp(a, min_val, max_val)
+
+
+@implements(F.relu6)
+def relu6(a: FixedPrecisionTensor, inplace: bool = False) -> FixedPrecisionTensor:
+    return hardtanh(a, 0.0, 6.0, inplace)
+
+
+@implements(F.leaky_relu)
+def leaky_relu(a: FixedPrecisionTensor, negative_slope: float = 0.01,
+               inplace: bool = False) -> FixedPrecisionTensor:
+    """``slope x + (1 - slope) relu(x)``: one comparison and public products."""
+    if inplace:
+        raise TypeError("in-place leaky_relu_ is not supported on fixed-precision tensors")
+    return a * float(negative_slope) + relu(a) * (1.0 - float(negative_slope))
 
 
 @implements(F.max_pool2d, F.max_pool2d_with_indices)

@@ -175,3 +175,19 @@ def test_comparisons_dealt_ahead_run_without_the_dealer(n):
         assert same(F.max_pool2d(xs, 2).relu(), F.max_pool2d(X, 2).relu())
         assert same(xs > 1.0, X > 1.0)
     assert dealer.counters.messages_in == before  # online: the parties only
+
+
+@pytest.mark.parametrize("n", ["2", "3-fused", "local"])
+def test_min_argmin_and_relu_variants(n):
+    x = images(8, (2, 3, 4))
+    X = q(x)
+    xs = ppdl_nb.fix_precision(x) if n == "local" else shared(x, n)
+    assert same(xs.min(), X.min()) and same(xs.argmin(), X.argmin())
+    values, indices = xs.min(1)
+    assert same(values, X.min(1).values) and same(indices, X.min(1).indices)
+    half = torch.full((4,), 0.5, dtype=torch.float64)  # a public side
+    assert same(torch.minimum(xs, half), torch.minimum(X, half))
+    assert same(F.hardtanh(xs), F.hardtanh(X)) and same(F.relu6(xs), F.relu6(X))
+    # the slope is encoded too: 0.1 is off by up to 2^-17, times |x| <= 20
+    torch.testing.assert_close(F.leaky_relu(xs, 0.1).get(), F.leaky_relu(X, 0.1),
+                               atol=20 * 2.0**-17 + 4 * ULP, rtol=0)
