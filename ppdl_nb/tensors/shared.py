@@ -203,9 +203,8 @@ class SharedTensor(Shaped):
         """Op ``fn`` of :mod:`ppdl_nb.mpc.nonlinear` (``cmp`` with ``op="lt"``, ``relu``,
         ``max`` with ``dim``, ``max_pool2d``, ...) on this and ``others``: the parties run
         its comparisons (4 rounds each), the dealer deals their randomness (now, or ahead
-        with ``session.deal_ahead``). Tests give
-        integer 0/1 shares, values stay in their encoding; ``max`` stacks values and
-        indices."""
+        with ``session.deal_ahead``). Tests give integer 0/1 shares, values stay in their
+        encoding; ``max`` stacks values and indices."""
         for o in others:
             self._check_same(o)
         inputs = [self, *others]
