@@ -35,7 +35,7 @@ from _common import parser, report  # noqa: E402
 import ppdl_nb  # noqa: E402
 
 CRYPTEN_ROWS = {"matmul": "matmul+trunc 256", "mul": "mul+trunc 100000",
-                "linear": "linear 784"}
+                "linear": "linear 784", "relu": "2PC relu 100000"}
 
 
 def make_workers(kind: str):
@@ -134,6 +134,7 @@ def main() -> None:
         ("mul", f"mul {elems} elements", lambda: u * v, lambda: su * sv),
         ("linear", f"linear 784-128-128-10, batch {batch}", lambda: chain(x, ws),
          lambda: chain(xs, wss)),
+        ("relu", f"relu {elems} elements", lambda: u.relu(), lambda: su.relu()),
     ]
     session = xs.child.session
     pids = [w.pid for w in (bob, charlie, dave) if getattr(w, "pid", None)]

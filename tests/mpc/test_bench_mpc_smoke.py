@@ -20,8 +20,9 @@ def test_quick_private_ops_benchmark_writes_json(tmp_path):
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(out.read_text())
     rows = {r["operation"].split()[0]: r for r in doc["rows"]}
-    assert set(rows) == {"matmul", "mul", "linear"}
+    assert set(rows) == {"matmul", "mul", "linear", "relu"}
     assert rows["matmul"]["rounds"] == 2 and rows["linear"]["rounds"] == 6
+    assert rows["relu"]["rounds"] == 4
     for row in rows.values():
         assert row["ours_ms"] > 0 and row["online_ms"] > 0 and row["dealer_bytes_sent"] > 0
     assert doc["protocol"] == "round by round"
