@@ -1,7 +1,8 @@
 """Chain diagrams: wrappers as boxes, pointers as arrows to worker-coloured boxes.
 
-The SVG is deterministic (no random ids, no dates), so a notebook that draws one
-compares equal under nbval, and it renders both in JupyterLab and in static HTML.
+The SVG is deterministic (no random ids, no dates). Jupyter shows it as a PNG rendered
+from that SVG (:func:`~ppdl_nb.viz.figures.svg_png`), which every notebook viewer shows
+and nbval does not compare as text; ``.svg()`` gives the SVG itself.
 
 >>> import torch
 >>> ChainDiagram.of(torch.ones(2)).svg().startswith("<svg")
@@ -15,6 +16,7 @@ from html import escape
 from typing import Any
 
 from ppdl_nb.tensors.chain import Link, chain_of, chain_text
+from ppdl_nb.viz.figures import have_png_renderer, svg_png
 
 __all__ = ["ChainDiagram", "worker_color"]
 
@@ -49,8 +51,11 @@ class ChainDiagram:
     def __repr__(self) -> str:
         return self.text or "\n".join(link.text() for link in self.links)
 
-    def _repr_svg_(self) -> str:
-        return self.svg()
+    def _repr_png_(self) -> tuple[bytes, dict[str, int]] | None:
+        return svg_png(self.svg())
+
+    def _repr_svg_(self) -> str | None:  # only where no PNG renderer is installed
+        return None if have_png_renderer() else self.svg()
 
     def svg(self) -> str:
         self._parts, self._width = [], 0.0

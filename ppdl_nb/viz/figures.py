@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["new_figure", "png_base64", "show_figures_in_ipython", "show_in"]
+__all__ = ["new_figure", "png_base64", "show_figures_in_ipython", "show_in", "svg_png",
+           "have_png_renderer"]
 
 _done = False
 
@@ -60,3 +61,34 @@ def show_in(out: Any, fig: Any, text: str) -> None:
     ``text`` is its plain-text form, for viewers without images."""
     out.outputs = ({"output_type": "display_data", "metadata": {},
                     "data": {"image/png": png_base64(fig), "text/plain": text}},)
+
+
+def have_png_renderer() -> bool:
+    """Whether :func:`svg_png` can render (the ``resvg-py`` package is installed)."""
+    import importlib.util
+
+    return importlib.util.find_spec("resvg_py") is not None
+
+
+def svg_png(svg: str, *, zoom: float = 2.0) -> tuple[bytes, dict[str, int]] | None:
+    """``svg`` as a PNG at ``zoom`` times its size, with the display size as metadata:
+    what a ``_repr_png_`` returns, so that stored notebooks carry pictures that any viewer
+    shows (and nbval does not compare as text). Fonts are matplotlib's DejaVu, so the
+    picture is the same on every machine. None without the ``resvg-py`` renderer."""
+    try:
+        import resvg_py
+    except ImportError:
+        return None
+    import os
+    import re
+
+    import matplotlib
+
+    fonts = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "fonts", "ttf")
+    png = resvg_py.svg_to_bytes(svg_string=svg, skip_system_fonts=True, font_dirs=[fonts],
+                                font_family="DejaVu Sans", sans_serif_family="DejaVu Sans",
+                                monospace_family="DejaVu Sans Mono", zoom=zoom,
+                                background="#ffffff")
+    size = re.search(r'<svg[^>]* width="([\d.]+)" height="([\d.]+)"', svg)
+    meta = {"width": round(float(size[1])), "height": round(float(size[2]))} if size else {}
+    return bytes(png), meta

@@ -17,6 +17,7 @@ from html import escape
 from typing import Any
 
 from ppdl_nb.viz.chain_diagram import worker_color
+from ppdl_nb.viz.figures import have_png_renderer, svg_png
 from ppdl_nb.viz.units import human_bytes
 from ppdl_nb.workers.core import tracing
 from ppdl_nb.workers.transport.party import local_party
@@ -61,8 +62,11 @@ class Trace:
                          f"in {human_bytes(row['bytes_received']):>9}")
         return "\n".join(lines)
 
-    def _repr_svg_(self) -> str:
-        return self.diagram()
+    def _repr_png_(self) -> tuple[bytes, dict[str, int]] | None:
+        return svg_png(self.diagram())
+
+    def _repr_svg_(self) -> str | None:  # only where no PNG renderer is installed
+        return None if have_png_renderer() else self.diagram()
 
     def diagram(self, *, max_messages: int = 60) -> str:
         """An SVG sequence diagram (deterministic: no times or ids in it)."""

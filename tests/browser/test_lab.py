@@ -62,7 +62,8 @@ def test_tutorial_runs_in_jupyterlab_with_dashboard_and_chain(tmp_path):
             page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
             dashboard = page.locator(".ppdl-dashboard").first
             dashboard.wait_for(state="visible", timeout=180_000)
-            chain = page.locator(".jp-RenderedSVG img[src*='ppdl-link']").first
+            chain = page.locator(".jp-CodeCell", has_text="%ppdl chain y").locator(
+                ".jp-RenderedImage img[src^='data:image/png']").first  # the chain, as a PNG
             chain.wait_for(state="visible", timeout=180_000)
             page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=180_000)
             # the live view catches up with charlie's restart within its refresh interval

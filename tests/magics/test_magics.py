@@ -37,9 +37,12 @@ def test_chain_of_a_pointer(ip, capsys):
     ip.run_line_magic("ppdl", "chain --text x")
     assert "PointerTensor me:" in capsys.readouterr().out
     diagram = ip.run_line_magic("ppdl", "chain x")
-    svg = diagram._repr_svg_()
+    svg = diagram.svg()
     assert svg.startswith("<svg") and "alice" in svg and "data on alice" in svg
-    assert diagram._repr_svg_() == svg  # deterministic
+    assert diagram.svg() == svg  # deterministic
+    png, size = diagram._repr_png_()  # what Jupyter shows and notebooks store
+    assert png.startswith(b"\x89PNG") and size["width"] > 300
+    assert diagram._repr_svg_() is None  # one picture per output, not two
 
 
 def test_chain_of_an_undefined_name_is_a_usage_error(ip):
