@@ -13,9 +13,14 @@ Nothing here sends a message: each function is one party's local step, and the l
   ``[x == 0]``), exact, 4 rounds; a party's protocol is a generator yielding ``Draw`` /
   ``Dealt`` / ``Opening``.
 * ``nonlinear``: ``<``, ``==``, ReLU, sign, abs, max / argmax, pooling, clamp on top.
+* ``approx`` / ``approx_nn``: exp, reciprocal, inverse square root, log; sigmoid, tanh,
+  softmax, each written once over an ops interface, with one :class:`ApproxConfig`
+  (accuracy table: docs/MPC_APPROX.md, checked by tests); ``approx_party`` runs them as
+  one party's protocol, ``sim_ops`` in one process.
 * ``simulate``: all parties in one process, for tests, benchmarks and teaching.
 """
 
+from ppdl_nb.mpc.approx import ApproxConfig
 from ppdl_nb.mpc.beaver import (
     beaver_conv2d_finish,
     beaver_matmul_finish,
@@ -45,6 +50,7 @@ from ppdl_nb.mpc.sharing import (
 from ppdl_nb.mpc.truncation import trunc_finish, trunc_open
 
 __all__ = [
+    "ApproxConfig",
     "DEFAULT_FRAC_BITS",
     "PRG",
     "Dealt",
