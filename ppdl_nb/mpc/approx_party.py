@@ -136,15 +136,15 @@ def party_op(name: str, party_index: int, inputs: list[torch.Tensor],
 
 
 def _recording(protocol: Proto, log: list[tuple[str, dict[str, Any]]]) -> Proto:
-    value = None
-    while True:
-        try:
-            step = protocol.send(value)
-        except StopIteration as end:
-            return end.value
-        if isinstance(step, Draw):
-            log.append((step.kind, dict(step.params)))
-        value = yield step
+    """``protocol`` unchanged, noting each dealer request it draws in ``log``."""
+    try:
+        step = next(protocol)
+        while True:
+            if isinstance(step, Draw):
+                log.append((step.kind, dict(step.params)))
+            step = protocol.send((yield step))
+    except StopIteration as end:
+        return end.value
 
 
 def requests(name: str, shapes: Sequence[Sequence[int]], params: dict[str, Any]

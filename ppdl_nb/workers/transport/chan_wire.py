@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
@@ -132,20 +133,16 @@ def _inline(lengths: Sequence[int]) -> list[bool]:
     return plan
 
 
-def seal(
-    key: bytes | AESGCM,
-    kind: bytes,
-    seq: int,
-    frames: Sequence[bytes | bytearray | memoryview],
-    *,
-    status: int = STATUS_OK,
-) -> list[list[bytes]]:
-    """Encrypt ``frames`` as message ``seq``; return the ZeroMQ messages to send, in order.
+def seal(key: bytes | AESGCM, kind: bytes, seq: int,
+         frames: Sequence[bytes | bytearray | memoryview], **options: Any
+         ) -> list[list[bytes]]:
+    """Encrypt ``frames`` as message ``seq``; return the ZeroMQ messages to send, in order
+    (``options``: those of :func:`seal_iter`).
 
     Prefer :func:`seal_iter` for big messages: it yields each chunk as soon as it is
     encrypted so sending overlaps encryption.
     """
-    return list(seal_iter(key, kind, seq, frames, status=status))
+    return list(seal_iter(key, kind, seq, frames, **options))
 
 
 def seal_iter(
