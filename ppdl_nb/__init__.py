@@ -22,6 +22,7 @@ from ppdl_nb.errors import WorkerMismatchError, WorkerUnavailableError
 from ppdl_nb.tensors.chain import chain_of
 from ppdl_nb.tensors.fixed import FixedPrecisionTensor, fix_precision, share
 from ppdl_nb.tensors.pointer import ModulePointer, PointerTensor, send
+from ppdl_nb.tensors.private_model import encrypt
 from ppdl_nb.tensors.shared import SharedTensor
 from ppdl_nb.viz.trace import trace
 from ppdl_nb.workers.transport.virtual import VirtualWorker
@@ -60,6 +61,7 @@ __all__ = [
     "WorkerUnavailableError",
     "chain_of",
     "connect",
+    "encrypt",
     "fix_precision",
     "launch",
     "send",

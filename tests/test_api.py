@@ -17,6 +17,7 @@ PINNED = [
     "WorkerUnavailableError",
     "chain_of",
     "connect",
+    "encrypt",
     "fix_precision",
     "launch",
     "send",
