@@ -11,6 +11,8 @@ patched) and registers its own link with :func:`chain_of`.
   comparison among the parties when it is shared).
 * :mod:`.shared`: :class:`SharedTensor` (SPDZ), driving the party routines of
   :mod:`.spdz` (one generator per operation, run by one runner on every party).
+* :mod:`.private_model`: :func:`~ppdl_nb.tensors.private_model.encrypt` (``ppdl_nb.encrypt``):
+  a torch model with secret-shared weights, run layer by layer on shared inputs.
 * :mod:`.chain`: :func:`chain_of`, :func:`chain_text`, :class:`Link`.
 
 >>> import torch, ppdl_nb.tensors as tensors

@@ -8,7 +8,9 @@ worker when ``owner`` is given (the folded model travels there first as an allow
 graph, :func:`~ppdl_nb.workers.core.modules.module_to_spec`, never a pickle), else from
 the notebook. Calling it on a shared input runs every layer with the shared-tensor ops
 (Beaver products with exact truncation, the secure comparison for ReLU and max-pooling)
-and returns a shared output that only the readers the owners allowed may open.
+and returns a shared output that only the readers the owners allowed may open. Inference
+has eval semantics whatever ``model.training`` says: BatchNorm uses its running
+statistics, Dropout is left out.
 
 **What it is not yet.** The notebook drives the forward layer by layer: one request per
 op per party (kernel workers run each op's rounds peer to peer, but every op starts from
