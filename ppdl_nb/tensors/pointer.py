@@ -288,7 +288,7 @@ def send(obj: Any, worker: Any, *, private: bool = False, allow: tuple[str, ...]
         return obj.send(worker)
     if isinstance(obj, torch.nn.Module):
         reply = worker.request({"kind": "store_module", "spec": module_to_spec(obj),
-                                "private": private})
+                                "private": private, "allow": list(allow)})
         origin = None if isinstance(obj, RebuiltModule) else obj
         return wrap_reply(worker, reply, worker.context, origin)
     if not isinstance(obj, torch.Tensor):
