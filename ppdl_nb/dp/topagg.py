@@ -27,7 +27,14 @@ noise_std^2)``, data-independent. All of TopAgg's parameters are keyword-only.
 Speed: the top-k selection is the cost (``torch.topk`` sorts; a DataLens query keeps
 thousands of coordinates per teacher). :func:`top_k_indices` finds each row's k-th
 largest magnitude with numpy's introselect (``np.partition``, linear time), keeps the
-entries at or above it and breaks rare ties by position, without sorting.
+entries at or above it and breaks rare ties by position, without sorting. For float32
+contributions :meth:`TopAgg.votes` needs no index lists at all: with a row's k-th
+magnitude ``thr`` above ``scale`` (no kept sign is random), a kept positive entry is one
+whose float bits are ``>= thr`` as int32 and a kept negative one whose bits are
+``>= 2^31 + thr`` as uint32, so a column's vote is a difference of two column counts;
+other cases (zeros, ties, kept entries inside ``(-scale, scale)``) take a general mask
+path. The (n, d) work arrays are reused across queries (fresh ones cost more in page
+faults than the selection).
 
 Use as the aggregation step of DP-SGD: rows of ``contributions`` are per-example
 (or per-teacher) gradients flattened to (n, d); the output times a learning rate
@@ -50,6 +57,7 @@ torch.Size([3])
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,6 +131,104 @@ def top_k_indices(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.from_numpy(cols)
 
 
+_WORK = threading.local()
+
+
+def _buffers(n: int, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Reused (n, d) work arrays: two int32, two bool. Fresh 10 MB arrays per query cost
+    more in page faults than the selection itself (measured: 2x the query)."""
+    buf = getattr(_WORK, "buf", None)
+    if buf is None or buf[0].shape != (n, d):
+        buf = (np.empty((n, d), np.int32), np.empty((n, d), np.int32),
+               np.empty((n, d), np.bool_), np.empty((n, d), np.bool_))
+        _WORK.buf = buf
+    return buf
+
+
+def _dense_votes(xb: np.ndarray, k: int, scale: float, part: np.ndarray, pos: np.ndarray,
+                 neg: np.ndarray) -> np.ndarray | None:
+    """The common case in two comparisons on the raw bits: the k-th largest |x| of each row
+    (``thr``, by introselect on ``|x|``'s bits) is above ``scale`` (no kept entry draws a
+    sign) and unique (no ties). A kept positive has bits ``>= thr`` as int32, a kept
+    negative has bits ``>= 2^31 + thr`` as uint32 (the sign bit set). None if the case
+    does not hold (the caller takes the general path)."""
+    n, d = xb.shape
+    np.bitwise_and(xb, np.int32(0x7FFFFFFF), out=part)
+    part.partition(d - k, axis=1)
+    thr = part[:, d - k:d - k + 1].copy()
+    s_bits = np.array([min(scale, 3.0e38)], np.float32).view(np.int32)[0]
+    if (thr < s_bits).any() or (thr >= 0x7F800000).any():  # a draw, or inf/NaN: general
+        return None
+    np.greater_equal(xb, thr, out=pos)
+    np.greater_equal(xb.view(np.uint32), thr.view(np.uint32) + np.uint32(0x80000000), out=neg)
+    acc = np.int16 if n < 2**15 else np.int64
+    p_cnt = pos.view(np.int8).sum(0, dtype=acc)
+    n_cnt = neg.view(np.int8).sum(0, dtype=acc)
+    if int(p_cnt.sum(dtype=np.int64)) + int(n_cnt.sum(dtype=np.int64)) != n * k:
+        return None  # ties at a threshold
+    return (p_cnt - n_cnt).astype(np.int32)
+
+
+def _votes_f32(x: torch.Tensor, k: int, scale: float, gen: torch.Generator) -> torch.Tensor:
+    """:meth:`TopAgg.votes` for float32 rows without index lists: the same kept set as
+    :func:`top_k_indices` (the k-th largest magnitude by introselect on the bit patterns,
+    ties at it kept by position), then each column's vote is (kept positives) - (kept
+    negatives), read off boolean masks. Only kept entries with ``|x| < scale`` need a
+    random draw, and there are none unless a row's k-th magnitude is below ``scale``."""
+    n, d = x.shape
+    k = min(k, d)
+    xb = x.detach().contiguous().numpy().view(np.int32)
+    a, part, keep, neg = _buffers(n, d)
+    if k < d and xb[:, :: max(1, d // 64)].all():  # a cheap look: no zeros, dense rows
+        v = _dense_votes(xb, k, scale, part, keep, neg)
+        if v is not None:
+            return torch.from_numpy(v).to(x.dtype)
+    np.bitwise_and(xb, np.int32(0x7FFFFFFF), out=a)  # |x| as bits: int order = float order
+    nonzero_per_row = np.count_nonzero(a, axis=1) if k < d else None
+    if k == d:
+        keep.fill(True)
+        thr = np.full((n, 1), np.iinfo(np.int32).min, np.int32)
+    elif (nonzero_per_row == k).all():  # e.g. DataLens's per-sample top-k: exactly k kept
+        np.not_equal(a, 0, out=keep)
+        np.copyto(part, a)
+        np.copyto(part, np.iinfo(np.int32).max, where=~keep)
+        thr = part.min(1, keepdims=True)  # each row's smallest kept |x|
+    else:
+        if (nonzero_per_row < d).any():  # zeros: distinct values below every non-zero,
+            np.copyto(a, -1 - np.arange(d, dtype=np.int32), where=a == 0)  # earlier first
+        np.copyto(part, a)
+        part.partition(d - k, axis=1)
+        thr = part[:, d - k:d - k + 1].copy()
+        np.greater_equal(a, thr, out=keep)
+        if np.count_nonzero(keep) != n * k:  # ties at a threshold: keep the first ones
+            extra = keep.sum(1) - k
+            for r in np.flatnonzero(extra):
+                tied = np.flatnonzero(a[r] == thr[r, 0])
+                keep[r, tied[len(tied) - extra[r]:]] = False
+    # Kept entries with |x| < scale draw their sign; all others are sign(x). thr is each
+    # row's smallest kept |x| (as bits, zeros negative), so only rows with thr < scale
+    # can hold one.
+    s_bits = np.array([scale], np.float32).view(np.int32)[0] if scale < 3.4e38 else None
+    unsure_rows = (np.arange(n) if s_bits is None
+                   else np.flatnonzero(thr[:, 0] < s_bits))
+    draws: list[tuple[np.ndarray, np.ndarray]] = []
+    for r in unsure_rows:
+        cols = np.flatnonzero(keep[r] & ((a[r] < s_bits) if s_bits is not None else True))
+        if len(cols):
+            keep[r, cols] = False
+            draws.append((cols, x[r].detach().numpy()[cols]))
+    np.less(xb, 0, out=neg)
+    np.logical_and(neg, keep, out=neg)
+    v = keep.view(np.int8).sum(0, dtype=np.int32) - 2 * neg.view(np.int8).sum(0, dtype=np.int32)
+    out = torch.from_numpy(v).to(x.dtype)
+    if draws:
+        cols = torch.from_numpy(np.concatenate([c for c, _ in draws]))
+        vals = torch.from_numpy(np.concatenate([xv for _, xv in draws]))
+        u = torch.rand(len(vals), generator=gen, dtype=x.dtype).mul_(2 * scale).sub_(scale)
+        out.index_add_(0, cols, (vals > u).to(x.dtype).mul_(2).sub_(1))
+    return out
+
+
 def stochastic_sign(x: torch.Tensor, scale: float, gen: torch.Generator) -> torch.Tensor:
     """+1 with probability (1 + x/scale)/2 after clipping to [-scale, scale], else -1."""
     # u < (1 + clip(x/c)) / 2  <=>  x > c (2u - 1) for u in [0, 1): no clip needed. Where
@@ -186,8 +292,11 @@ class TopAgg:
         """Each row compressed to top-k stochastic signs, summed: (d,).
 
         Only the k selected entries per row are quantised (the rest are zero anyway), so
-        the cost is O(n k) random draws, not O(n d).
+        the cost is O(n k) random draws, not O(n d). float32 contributions take
+        :func:`_votes_f32` (the same votes in distribution, no index lists).
         """
+        if contributions.dtype == torch.float32 and contributions.shape[1] > 0:
+            return _votes_f32(contributions, self.k, self.scale, gen)
         d = contributions.shape[1]
         idx = top_k_indices(contributions, self.k)
         signs = stochastic_sign(contributions.gather(1, idx), self.scale, gen)
