@@ -8,6 +8,7 @@ process of the same user can open it, so it can send anything but cannot prove a
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -27,15 +28,29 @@ def _keys():
     return notebook_keys()
 
 
-def _stranger(endpoint: str, ctx=None):
+def _stranger(endpoint: str, ctx=None, *, forge: bytes | None = None):
+    """A socket to ``endpoint``; ``forge``: a public key it presents to the gate as the
+    notebook's (``"me"``), with a tag it cannot make."""
+    import os
+
     import zmq
 
     from ppdl_nb.workers.transport.chan_socket import context
 
     sock = (ctx or context()).socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDTIMEO, 0)  # a stranger's frames may never leave: do not wait
+    if forge is not None:
+        sock.plain_username, sock.plain_password = b"me", forge + os.urandom(56)
     sock.connect(endpoint)
     return sock
+
+
+def _send(sock, frames) -> None:
+    import zmq
+
+    with contextlib.suppress(zmq.Again):
+        sock.send_multipart(frames)
 
 
 def _still_serves(worker) -> None:
@@ -78,14 +93,16 @@ def test_a_stranger_flooding_without_reading_does_not_stall_the_worker(kernels):
     from ppdl_nb.workers.transport import chan_wire as wire
 
     alice, _ = kernels
-    stranger = _stranger(alice.endpoint)
+    strangers = [_stranger(alice.endpoint), _stranger(alice.endpoint, forge=_keys().public)]
     try:
         for seq in range(1, 2001):  # refusals it never reads
-            stranger.send_multipart([wire.prefix(wire.KIND_REQUEST, seq), b"x" * 64])
+            for stranger in strangers:
+                _send(stranger, [wire.prefix(wire.KIND_REQUEST, seq), b"x" * 64])
         for _ in range(3):
             _still_serves(alice)
     finally:
-        stranger.close()
+        for stranger in strangers:
+            stranger.close()
 
 
 def test_hellos_with_the_notebooks_public_key_do_not_evict_its_session(kernels):
@@ -101,9 +118,9 @@ def test_hellos_with_the_notebooks_public_key_do_not_evict_its_session(kernels):
     strangers = []
     try:
         for _ in range(300):  # each its own connection, as a table-filling attack would
-            s = _stranger(alice.endpoint, ctx)
-            s.send_multipart([wire.prefix(wire.KIND_HELLO, 0), b"me", _keys().public,
-                              KeyPair.generate().public, bytes(32)])
+            s = _stranger(alice.endpoint, ctx, forge=_keys().public)
+            _send(s, [wire.prefix(wire.KIND_HELLO, 0), b"me", _keys().public,
+                      KeyPair.generate().public, bytes(32)])
             strangers.append(s)
         _still_serves(alice)
         assert alice.channel._session is session, "the notebook's session was replaced"
@@ -119,8 +136,8 @@ def test_an_oversized_frame_from_a_stranger_is_dropped(kernels):
     alice, _ = kernels
     stranger = _stranger(alice.endpoint)
     try:
-        stranger.send_multipart([wire.prefix(wire.KIND_REQUEST, 1),
-                                 bytes(getattr(wire, "MAX_FRAME_BYTES", 1 << 26) + 1)])
+        _send(stranger, [wire.prefix(wire.KIND_REQUEST, 1),
+                         bytes(getattr(wire, "MAX_FRAME_BYTES", 1 << 26) + 1)])
         _still_serves(alice)
     finally:
         stranger.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -39,8 +40,9 @@ def serve(root: Path, name: str, *, listen: str = "127.0.0.1:0",
 
 def stranger(endpoint: str, public_hex: str, seconds: float, hellos: int) -> None:
     """A stranger on the network: ``hellos`` handshakes carrying someone's PUBLIC key (it
-    lacks the secret), each on its own TCP connection, then request frames as fast as it
-    can for ``seconds``, never reading a refusal. Prints "flooding", then frames sent."""
+    lacks the secret), each on its own TCP connection, then as fast as it can for
+    ``seconds``: request frames, never reading a refusal, and a new connection with a
+    forged proof for the gate each time. Prints "flooding", then how many it tried."""
     import zmq
 
     from ppdl_nb.workers.transport import chan_wire as wire
@@ -51,9 +53,12 @@ def stranger(endpoint: str, public_hex: str, seconds: float, hellos: int) -> Non
     for _ in range(hellos):
         s = ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
+        s.plain_username = b"me"  # a proof for the gate it cannot make: forged
+        s.plain_password = bytes.fromhex(public_hex) + os.urandom(56)
         s.connect(endpoint)
-        s.send_multipart([wire.prefix(wire.KIND_HELLO, 0), b"me", bytes.fromhex(public_hex),
-                          os.urandom(32), os.urandom(32), wire.PROTOCOL])
+        with contextlib.suppress(zmq.Again):
+            s.send_multipart([wire.prefix(wire.KIND_HELLO, 0), b"me", bytes.fromhex(public_hex),
+                              os.urandom(32), os.urandom(32), wire.PROTOCOL], flags=zmq.NOBLOCK)
         socks.append(s)
     flood = ctx.socket(zmq.DEALER)
     flood.setsockopt(zmq.LINGER, 0)
@@ -62,12 +67,20 @@ def stranger(endpoint: str, public_hex: str, seconds: float, hellos: int) -> Non
     socks.append(flood)
     print("flooding", flush=True)
     sent, end = 0, time.monotonic() + seconds
-    while time.monotonic() < end:
+    while time.monotonic() < end:  # frames on one connection, and a new forged one each
+        with contextlib.suppress(zmq.Again):
+            flood.send_multipart([wire.prefix(wire.KIND_REQUEST, sent + 1), b"x" * 64],
+                                 flags=zmq.NOBLOCK)
         try:
-            flood.send_multipart([wire.prefix(wire.KIND_REQUEST, sent + 1), b"x" * 64])
-            sent += 1
-        except zmq.Again:
+            churn = ctx.socket(zmq.DEALER)
+        except zmq.ZMQError:  # closed sockets not reaped yet: at the socket limit
             continue
+        churn.setsockopt(zmq.LINGER, 0)
+        churn.plain_username = b"me"
+        churn.plain_password = bytes.fromhex(public_hex) + os.urandom(56)
+        churn.connect(endpoint)
+        churn.close()
+        sent += 1
     print(sent, flush=True)
     for s in socks:
         s.close(linger=0)

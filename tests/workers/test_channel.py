@@ -105,29 +105,57 @@ def test_a_dead_server_gives_a_timeout_not_a_hang():
 
 # -- availability and identity (issue 12: classes 5-7) -----------------------------------
 
-def _stranger(endpoint, ctx=None):
+def _stranger(endpoint, ctx=None, *, forge: tuple[bytes, bytes] | None = None):
+    """A socket to ``endpoint``; ``forge=(name, public key)``: it presents a forged proof
+    (someone else's public key, a tag it cannot make) to the server's gate."""
+    import os
+
     import zmq
 
     from ppdl_nb.workers.transport.chan_socket import context
 
     sock = (ctx or context()).socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    if forge is not None:
+        sock.plain_username, sock.plain_password = forge[0], forge[1] + os.urandom(56)
     sock.connect(endpoint)
     return sock
 
 
-def test_a_stranger_that_never_reads_its_refusals_does_not_stall_the_server():
+def _flood(sock, frames, count: int) -> int:
+    """Send up to ``count`` copies without waiting; how many were queued."""
+    import zmq
+
+    for i in range(count):
+        try:
+            sock.send_multipart(frames, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            return i
+    return count
+
+
+def test_a_strangers_frames_never_reach_the_server_and_it_keeps_serving():
     from ppdl_nb.workers.transport import chan_wire as wire
 
+    served = []
     server_keys, client_keys = KeyPair.generate(), KeyPair.generate()
-    with ChannelServer(server_keys, None, echo, {"nb": client_keys.public}) as server:
-        stranger = _stranger(server.endpoint)
-        for seq in range(1, 3001):  # far more refusals than any queue holds; never read
-            stranger.send_multipart([wire.prefix(wire.KIND_REQUEST, seq), b"x" * 64])
-        assert chan_wait(lambda: server.refused >= 3000, 20)
+
+    def counting(frames, peer):
+        served.append(peer)
+        return echo(frames, peer)
+
+    with ChannelServer(server_keys, None, counting, {"nb": client_keys.public}) as server:
+        stranger = _stranger(server.endpoint)  # no proof at all: libzmq drops it
+        forger = _stranger(server.endpoint, forge=(b"nb", client_keys.public))
+        for sock in (stranger, forger):
+            _flood(sock, [wire.prefix(wire.KIND_REQUEST, 1), b"x" * 64], 3000)
+        assert chan_wait(lambda: server.refused >= 1)  # the forger's proof was checked
         with ChannelClient(client_keys, server.endpoint, server_keys.public, "nb") as c:
             assert bytes(c.request([b"ok"], timeout=2)[1]) == b"ok"
+        assert served == ["nb"]  # nothing of the strangers' reached the handler
+        assert server.sessions == ["nb"]
         stranger.close()
+        forger.close()
 
 
 def test_hellos_with_the_notebooks_public_key_neither_make_nor_evict_sessions():
@@ -145,11 +173,11 @@ def test_hellos_with_the_notebooks_public_key_neither_make_nor_evict_sessions():
             session = c._session
             strangers = []
             for _ in range(1100):  # each its own connection, as a table-filling attack
-                s = _stranger(server.endpoint, ctx)
-                s.send_multipart([wire.prefix(wire.KIND_HELLO, 0), b"nb", client_keys.public,
-                                  KeyPair.generate().public, bytes(32)])
+                s = _stranger(server.endpoint, ctx, forge=(b"nb", client_keys.public))
+                _flood(s, [wire.prefix(wire.KIND_HELLO, 0), b"nb", client_keys.public,
+                           KeyPair.generate().public, bytes(32)], 1)
                 strangers.append(s)
-            assert chan_wait(lambda: server.refused >= 1100, 20)
+            assert chan_wait(lambda: server.refused >= 1100, 20)  # each proof checked
             assert server.sessions == ["nb"]  # only the proven one
             assert bytes(c.request([b"again"], timeout=5)[1]) == b"again"
             assert c._session is session

@@ -70,7 +70,7 @@ def test_a_wrong_fingerprint_or_an_unknown_notebook_is_refused_clearly(root, ali
 
 def test_an_incompatible_protocol_version_is_refused_with_a_clear_message(alice, monkeypatch):
     monkeypatch.setattr(wire, "PROTOCOL", b"ppdl-nb/9.0")
-    with pytest.raises(ConnectionRefusedError, match=r"ppdl-nb/9\.0.*ppdl-nb/2\..*same "
+    with pytest.raises(ConnectionRefusedError, match=r"ppdl-nb/9\.0.*ppdl-nb/3\..*same "
                                                      r"ppdl-nb release"):
         connect(alice.address, fingerprint=alice.fingerprint)
 

@@ -83,17 +83,21 @@ def test_a_hello_of_another_version_or_a_garbled_one_gets_a_refusal_and_the_serv
     import zmq
 
     from ppdl_nb.workers.transport import chan_wire as wire
+    from ppdl_nb.workers.transport.chan_gate import gate_client
     from ppdl_nb.workers.transport.channel import ChannelClient, ChannelServer
+    from ppdl_nb.workers.transport.keys import hello_key
 
     server_keys, nb = KeyPair.generate(), KeyPair.generate()
     with ChannelServer(server_keys, None, lambda f, p: f, {"me": nb.public}) as server:
         ctx = zmq.Context()
         try:
-            for version, code in ((b"ppdl-nb/3.0", wire.REFUSED_VERSION),
+            for version, code in ((b"ppdl-nb/4.0", wire.REFUSED_VERSION),
                                   (b"\xff" * 100_000, wire.REFUSED_VERSION),
-                                  (b"ppdl-nb/2.7", None)):  # same major: on to the key check
+                                  (b"ppdl-nb/3.7", None)):  # same major: on to the key check
                 s = ctx.socket(zmq.DEALER)
                 s.setsockopt(zmq.LINGER, 0)
+                gate_client(s, hello_key(nb, server_keys.public), nb.public,
+                            server_keys.public, "me")  # past the gate: the hello decides
                 s.connect(server.endpoint)
                 s.send_multipart([wire.prefix(wire.KIND_HELLO, 0), b"me", nb.public,
                                   KeyPair.generate().public, bytes(32), version])

@@ -72,7 +72,7 @@ MAGIC = b"PPDL\x01"
 KIND_HELLO, KIND_WELCOME, KIND_REFUSED = b"H", b"W", b"X"
 KIND_REQUEST, KIND_REPLY, KIND_CHUNK = b"Q", b"R", b"C"
 #: what a hello and a welcome carry: peers of another major version refuse each other
-PROTOCOL = b"ppdl-nb/2.0"
+PROTOCOL = b"ppdl-nb/3.0"
 #: refusal codes (third frame of a refusal; older peers read only the reason)
 REFUSED_VERSION, REFUSED_NO_SESSION = b"version", b"session"
 STATUS_OK, STATUS_ERROR = 0, 1

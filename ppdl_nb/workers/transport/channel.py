@@ -10,15 +10,16 @@ docs/ARCHITECTURE.md, "Channel"): a hello proves the client's static key (an HMA
 the two static secrets can make, :func:`.keys.hello_tag`) before the server keeps
 anything; a connection becomes a session only once its first request authenticates;
 the allowlist (:class:`.chan_socket.Allowlist`: one key is one name, fixed once known)
-is the one place that says who may connect; libzmq drops frames over
-``MAX_FRAME_BYTES``; a stranger's frames get one refusal, never a blocking send.
+is the one place that says who may connect, and libzmq enforces it before any frame
+reaches Python (:mod:`.chan_gate`: ZAP admits a connection only with a proof made with
+an allowed key, so a stranger's flood dies in libzmq); libzmq drops frames over
+``MAX_FRAME_BYTES``; a refusal is never a blocking send.
 
-A server (a worker) accepts only clients whose public key it was told
-(``allowed_peers`` or :meth:`ChannelServer.allow`); a client accepts only the server
-whose public key it was given. The name the handler gets is the allowlist's name for
-the key the client proved, never a name taken from a request. Every connection gets
-its own keys, one per direction; replayed, reordered or tampered messages are refused
-and the server keeps serving.
+A server accepts only clients whose public key it was told (``allowed_peers`` or
+:meth:`ChannelServer.allow`), a client only the server whose key it was given. The
+handler gets the allowlist's name for the proven key, never a name from a request. Each
+connection has its own keys, one per direction; replayed, reordered or tampered
+messages are refused and the server keeps serving.
 
 >>> server_keys, client_keys = KeyPair.generate(), KeyPair.generate()
 >>> echo = lambda frames, peer: [b"hello " + peer.encode(), *frames]
@@ -54,6 +55,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ppdl_nb.errors import error_message, wire_type
 from ppdl_nb.workers.transport import chan_wire as wire
+from ppdl_nb.workers.transport.chan_gate import ADMITTED, check_proof, gate_server, ungate_server
 from ppdl_nb.workers.transport.chan_socket import (
     MAX_MESSAGE_BYTES,
     Allowlist,
@@ -77,7 +79,6 @@ Handler = Callable[[list, str], Sequence]
 MAX_QUEUED = 256  # complete requests waiting for a handler thread
 _MAX_SESSIONS = 1024  # proven connections; only key holders can add one
 _MAX_PENDING = 64  # handshakes whose first request has not come yet
-_MAX_TOLD = 4096  # connections told "no session" once; later frames are dropped unread
 _POLL_MS = 50
 _BUSY_POLL_MS = 2  # while replies wait for a slow reader
 
@@ -114,7 +115,6 @@ class ChannelServer:
             self.allow(peer, key)
         self._sessions: OrderedDict[bytes, Session] = OrderedDict()
         self._pending: OrderedDict[bytes, Session] = OrderedDict()
-        self._told: OrderedDict[bytes, None] = OrderedDict()
         self.refused = 0  # messages refused (bad auth, replay, unknown peer, ...)
         self.served = 0
         self._sock = configure(context().socket(zmq.ROUTER))
@@ -122,10 +122,12 @@ class ChannelServer:
         endpoint = endpoint or private_endpoint(name)
         if endpoint.startswith("tcp://"):
             tcp_options(self._sock)
+        self._gate = gate_server(self._sock, self._admit)
         try:
             self._sock.bind(endpoint)
         except zmq.ZMQError as exc:
             self._sock.close()
+            ungate_server(self._gate)
             raise ConnectionError(
                 f"channel server {name!r} cannot listen on {endpoint}: {exc}; "
                 "pass endpoint=None for a private ipc path"
@@ -174,6 +176,7 @@ class ChannelServer:
     def close(self) -> None:
         """Stop serving, close the socket and remove the ipc file. Idempotent."""
         self._stop.set()
+        ungate_server(self._gate)
         if self._jobs is not None:
             for _ in self._handlers:
                 self._jobs.put(None)  # unbounded for these: every handler must wake
@@ -194,6 +197,15 @@ class ChannelServer:
         state = "closed" if self._stop.is_set() else "serving"
         peers = self.allowlist.names()
         return f"ChannelServer({self.name!r}, {self.endpoint}, {state}, peers={peers})"
+
+    def _admit(self, username: bytes, proof: bytes) -> int:
+        """The gate's check (ZAP thread): may this connection deliver frames at all?"""
+        status = check_proof(proof, username.decode(errors="replace"), self.keypair.public,
+                             self.allowlist.lookup)
+        if status != ADMITTED:
+            with self._lock:
+                self.refused += 1
+        return status
 
     # -- the serving loop (background thread only) ---------------------------------------
 
@@ -275,13 +287,7 @@ class ChannelServer:
             self._hello(ident, body)
             return
         session = self._sessions.get(ident) or self._pending.get(ident)
-        if session is None:
-            if ident in self._told:  # told once; a stranger's flood is dropped unread
-                self.refused += 1
-                return
-            self._told[ident] = None
-            if len(self._told) > _MAX_TOLD:
-                self._told.popitem(last=False)
+        if session is None:  # only admitted keys get here (the gate): tell them why
             self._refuse(ident, seq, "no session with this server (it may have restarted): "
                          "connect again", wire.REFUSED_NO_SESSION)
             return

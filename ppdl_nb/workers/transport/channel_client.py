@@ -21,9 +21,11 @@ from collections.abc import Callable, Sequence
 import zmq
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from zmq.utils.monitor import recv_monitor_message
 
 from ppdl_nb.errors import RemoteError, remote_exception
 from ppdl_nb.workers.transport import chan_wire as wire
+from ppdl_nb.workers.transport.chan_gate import OTHER_KEY, gate_client
 from ppdl_nb.workers.transport.chan_socket import (
     MAX_MESSAGE_BYTES,
     Session,
@@ -43,6 +45,7 @@ from ppdl_nb.workers.transport.keys import (
 __all__ = ["ChannelClient", "SessionLost"]
 
 _ALIVE_POLL_MS = 200
+_GATE_POLL_MS = 20  # during a handshake: how soon the gate's refusal is noticed
 
 
 class SessionLost(PermissionError):
@@ -51,18 +54,31 @@ class SessionLost(PermissionError):
 
 
 class _Watch:
-    """Connection events of one TCP socket: was its connection lost since it was made?"""
+    """Connection events of one socket: did the server's gate refuse us (any transport),
+    was a TCP connection lost since it was made?"""
 
-    def __init__(self, sock: zmq.Socket) -> None:
-        self._events = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-        self._sock = sock
+    def __init__(self, sock: zmq.Socket, *, tcp: bool) -> None:
+        mask = zmq.EVENT_HANDSHAKE_FAILED_AUTH | (zmq.EVENT_DISCONNECTED if tcp else 0)
+        self._events = sock.get_monitor_socket(mask)
+        self._sock, self.tcp = sock, tcp
+        self._lost, self.refused = False, 0  # refused: the gate's status code
+
+    def _drain(self) -> None:
+        while self._events.poll(0):
+            event = recv_monitor_message(self._events)
+            if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self.refused = int(event["value"])
+            else:
+                self._lost = True
 
     def lost(self) -> bool:
-        lost = False
-        while self._events.poll(0):
-            self._events.recv_multipart()
-            lost = True
+        self._drain()
+        lost, self._lost = self._lost, False
         return lost
+
+    def gate_refused(self) -> int:
+        self._drain()
+        return self.refused
 
     def close(self) -> None:
         try:
@@ -105,7 +121,7 @@ class ChannelClient:
         self._hello_key = hello_key(keypair, self.server_public_key)
         self.alive: Callable[[], bool] | None = None  # set by owners of the peer's process
         self.connect_timeout: float | None = None  # at most this long for a handshake
-        self._watch: _Watch | None = None  # TCP only: notices a lost connection
+        self._watch: _Watch | None = None  # the gate's refusal; a lost TCP connection
         self.handshakes = 0  # sessions made so far (more than one: it reconnected)
 
     def connect(self, timeout: float = 10.0) -> None:
@@ -194,19 +210,24 @@ class ChannelClient:
         self._sock, self._session, self._watch = None, None, None
 
     def _recv(self, deadline: float, timeout: float) -> list:
-        watched = self.alive is not None or self._watch is not None
+        watch = self._watch
+        handshake = self._session is None
+        watched = self.alive is not None or watch is not None
         while True:
             left = _ms_left(deadline)
             if left <= 0:
                 raise self._timeout(timeout)
-            if self._watch is not None and self._watch.lost():
+            if handshake and watch is not None and watch.gate_refused():
+                raise self._gate_refusal(watch.refused)
+            if watch is not None and watch.tcp and watch.lost():
                 raise ConnectionError(
                     f"the connection to {self.peer} ({self.endpoint}) was lost (no heartbeat "
                     "for 3 s, or it closed): the network is down or the peer stopped. A "
                     "request in flight may or may not have run; objects it holds are kept "
                     "while it runs. Try again when it is reachable")
             # wake up now and then to notice a peer process that died mid-request
-            if self._sock.poll(min(left, _ALIVE_POLL_MS) if watched else left):
+            wait = min(left, _GATE_POLL_MS if handshake else _ALIVE_POLL_MS)
+            if self._sock.poll(wait if watched else left):
                 return self._sock.recv_multipart(copy=False)
             if self.alive is not None and not self.alive():
                 raise ConnectionError(f"{self.peer} died while handling a request")
@@ -215,17 +236,8 @@ class ChannelClient:
         if self._session is not None:
             return self._session
         self._reset()
-        sock = configure(context().socket(zmq.DEALER))
-        if self.endpoint.startswith("tcp://"):
-            tcp_options(sock)
-            self._watch = _Watch(sock)
-        sock.connect(self.endpoint)
-        self._sock = sock
-        mine = KeyPair.generate()
-        tag = hello_tag(self._hello_key, self.keypair.public, self.server_public_key,
-                        self.name, mine.public)
-        sock.send_multipart([wire.prefix(wire.KIND_HELLO, 0), self.name.encode(),
-                             self.keypair.public, mine.public, tag, wire.PROTOCOL])
+        tcp = self.endpoint.startswith("tcp://")
+        mine = self._hello(tcp, deadline)
         if self.connect_timeout is not None and deadline - time.monotonic() > \
                 self.connect_timeout:
             deadline, timeout = time.monotonic() + self.connect_timeout, self.connect_timeout
@@ -233,7 +245,7 @@ class ChannelClient:
             try:
                 msg = self._recv(deadline, timeout)
             except TimeoutError:
-                if self._watch is None:
+                if not tcp:
                     raise
                 raise ConnectionError(  # TCP: nobody answered, which is not a slow request
                     f"{self.peer} did not answer a handshake at {self.endpoint} within "
@@ -260,7 +272,46 @@ class ChannelClient:
             ) from None
         self._session, self._seq = session, 0
         self.handshakes += 1
+        if not tcp:  # an ipc connection is not lost while both ends live: stop watching
+            self._watch.close()
+            self._watch = None
         return session
+
+    def _hello(self, tcp: bool, deadline: float) -> KeyPair:
+        """Connect through the server's gate and send a hello; returns its ephemeral key."""
+        sock = configure(context().socket(zmq.DEALER))
+        gate_client(sock, self._hello_key, self.keypair.public, self.server_public_key,
+                    self.name)
+        if tcp:
+            tcp_options(sock)
+        self._watch = _Watch(sock, tcp=tcp)
+        sock.connect(self.endpoint)
+        self._sock = sock
+        mine = KeyPair.generate()
+        tag = hello_tag(self._hello_key, self.keypair.public, self.server_public_key,
+                        self.name, mine.public)
+        sock.setsockopt(zmq.SNDTIMEO, _ms_left(deadline))  # the gate may refuse us first
+        try:
+            sock.send_multipart([wire.prefix(wire.KIND_HELLO, 0), self.name.encode(),
+                                 self.keypair.public, mine.public, tag, wire.PROTOCOL])
+        except zmq.Again:
+            if self._watch.gate_refused():
+                raise self._gate_refusal(self._watch.refused) from None
+            raise
+        return mine
+
+    def _gate_refusal(self, status: int) -> PermissionError:
+        if status == OTHER_KEY:
+            return PermissionError(
+                f"{self.peer} at {self.endpoint} refused the connection: it knows client "
+                f"{self.name!r} but under another key of its own, so it did not prove its key "
+                f"{self.server_public_key.hex()[:16]}...: wrong server key or fingerprint, "
+                "or another process listens there. Refusing to talk to it")
+        return PermissionError(
+            f"{self.peer} refused the connection: client {self.name!r} with this public key "
+            f"({self.keypair.public.hex()[:16]}...) is not known to {self.peer} (or this "
+            "clock is more than 5 minutes off its clock). Tell it the client's public key "
+            "first (server.allow; `ppdl-worker allow FINGERPRINT` for a served worker)")
 
     def _await_reply(self, session: Session, seq: int, deadline: float, timeout: float
                      ) -> list:
