@@ -261,3 +261,15 @@ def test_a_stored_identity_is_made_once_kept_private_and_refused_if_not(tmp_path
     path.write_bytes(b"short")
     with pytest.raises(ValueError, match="not a key file"):
         KeyPair.load_or_create(path)
+
+
+def test_the_gate_spends_at_most_its_refusal_budget_per_second():
+    import time
+
+    from ppdl_nb.workers.transport.chan_gate import _RefusalBudget
+
+    budget = _RefusalBudget(rate=2000.0, burst=50.0)
+    t0 = time.monotonic()
+    for _ in range(250):  # 50 from the burst, then 200 at 2000 a second: >= 0.1 s
+        budget.spend()
+    assert time.monotonic() - t0 >= 0.095

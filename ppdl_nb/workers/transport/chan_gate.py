@@ -126,7 +126,28 @@ def _handler(ctx: zmq.Context) -> tuple[zmq.Context, dict[bytes, Check]]:
         return entry
 
 
+class _RefusalBudget:
+    """At most ``rate`` refusals a second on average (bursts of ``burst``): beyond that
+    the ZAP thread sleeps (without the GIL), so a stranger making connection after
+    connection with forged proofs cannot take the process's CPU; libzmq holds or drops
+    its pending handshakes meanwhile. Established sessions are never checked again."""
+
+    def __init__(self, rate: float = 2000.0, burst: float = 200.0) -> None:
+        self.rate, self.burst = rate, burst
+        self._tokens, self._at = burst, time.monotonic()
+
+    def spend(self) -> None:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens < 1:
+            time.sleep((1 - self._tokens) / self.rate)
+            self._tokens, self._at = 1.0, time.monotonic()
+        self._tokens -= 1
+
+
 def _serve(sock: zmq.Socket, checks: dict[bytes, Check]) -> None:
+    budget = _RefusalBudget()
     while True:
         try:
             version, request_id, domain, _addr, _ident, mechanism, *creds = \
@@ -147,3 +168,5 @@ def _serve(sock: zmq.Socket, checks: dict[bytes, Check]) -> None:
         ok = status == ADMITTED
         sock.send_multipart([version, request_id, str(status).encode(),
                              b"OK" if ok else b"refused", creds[0] if ok else b"", b""])
+        if not ok:
+            budget.spend()
