@@ -17,7 +17,7 @@ def pytest_collectstart(collector):
         )
 
 
-def pytest_collection_modifyitems(items):
+def pytest_collection_modifyitems(config, items):
     if os.environ.get("PPDL_NB_SOLUTIONS") != "1":
         return
     for item in items:
@@ -26,3 +26,19 @@ def pytest_collection_modifyitems(items):
             if cell is not None else None
         if solution:
             cell.source = solution
+    # this run is for the checks: the cells after a tutorial's last check ran in the
+    # first run already (its shutdown cell still runs, to stop the workers it launched)
+    last = {}
+    for i, item in enumerate(items):
+        if "check(" in _source(item):
+            last[str(item.fspath)] = i
+    kept = [item for i, item in enumerate(items)
+            if i <= last.get(str(item.fspath), len(items)) or "shutdown" in _source(item)]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
+
+
+def _source(item) -> str:
+    cell = getattr(item, "cell", None)
+    return "".join(cell.get("source", "")) if cell is not None else ""
