@@ -26,7 +26,7 @@ from torch import nn
 
 from ppdl_nb.dp.audit import loss_threshold_attack
 from ppdl_nb.dp.fit import FitResult, fit_private, plan_epsilon
-from ppdl_nb.viz.figures import new_figure, show_in
+from ppdl_nb.viz.figures import new_figure, png_base64, show_in
 
 __all__ = ["DPTuner"]
 
@@ -81,10 +81,26 @@ class DPTuner:
         self.widget = widgets.HBox([controls, widgets.VBox([self.live, self.chart])])
         self.widget.add_class("ppdl-tuner")
         self.last_update_ms = 0.0
+        self._handle: Any = None  # the display, updated with a picture after each run
         self._on_change()
 
     def _ipython_display_(self) -> None:
-        display(self.widget)
+        self._handle = display(self._bundle(), raw=True, display_id=True)
+
+    def _bundle(self) -> dict[str, Any]:
+        """The widget view, a fixed plain-text line and, after a run, a PNG of the last
+        curve and the chart: JupyterLab draws the widgets; a viewer without their state
+        (a preview, nbconvert HTML) shows the picture."""
+        bundle = dict(self.widget._repr_mimebundle_())
+        bundle["text/plain"] = ("DP tuner: privacy parameters, Train and Audit (widgets); "
+                                "after a run, the last curve and the privacy-utility chart")
+        if self.runs:
+            fig = new_figure(figsize=(9.2, 2.6))
+            left, right = fig.subplots(1, 2)
+            self._plot_curve(left, self.runs[-1].history)
+            self._plot_chart(right)
+            bundle["image/png"] = png_base64(fig)
+        return bundle
 
     # ---- privacy accounting on every move ------------------------------------------------
     @property
@@ -155,39 +171,47 @@ class DPTuner:
         self.status.value = (f"done: ε = {result.epsilon:.3g}, accuracy "
                              f"{last.get('accuracy', float('nan')):.3f}")
         self._draw_chart()
+        if self._handle is not None:
+            self._handle.update(self._bundle(), raw=True)  # the stored picture
         return result
 
     def _on_epoch(self, record: dict[str, float]) -> None:
         self._history.append(record)
         self.progress.value = int(record["epoch"])
+        fig = new_figure(figsize=(4.6, 2.6))
+        self._plot_curve(fig.add_subplot(), self._history)
+        show_in(self.live, fig, f"epoch {int(record['epoch'])}: loss {record['loss']:.3g}, "
+                                f"ε {record['epsilon']:.3g}")
+
+    @staticmethod
+    def _plot_curve(ax: Any, history: list[dict[str, float]]) -> None:
         from matplotlib.ticker import MaxNLocator
 
-        fig = new_figure(figsize=(4.6, 2.6))
-        ax = fig.add_subplot()
-        epochs = [r["epoch"] for r in self._history]
-        ax.plot(epochs, [r["loss"] for r in self._history], "o-", label="train loss")
-        if "accuracy" in record:
+        epochs = [r["epoch"] for r in history]
+        ax.plot(epochs, [r["loss"] for r in history], "o-", label="train loss")
+        if "accuracy" in history[-1]:
             ax2 = ax.twinx()
-            ax2.plot(epochs, [r["accuracy"] for r in self._history], "s-", color="#59a14f",
+            ax2.plot(epochs, [r["accuracy"] for r in history], "s-", color="#59a14f",
                      label="test accuracy")
             ax2.set_ylim(0, 1)
             ax2.set_ylabel("accuracy")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("loss")
-        ax.set_title(f"ε so far: {record['epsilon']:.3g}")
-        show_in(self.live, fig, f"epoch {int(record['epoch'])}: loss {record['loss']:.3g}, "
-                                f"ε {record['epsilon']:.3g}")
+        ax.set_title(f"ε so far: {history[-1]['epsilon']:.3g}")
 
-    def _draw_chart(self) -> None:
-        fig = new_figure(figsize=(4.6, 2.6))
-        ax = fig.add_subplot()
+    def _plot_chart(self, ax: Any) -> list[tuple[float, float]]:
         points = [(r.epsilon, r.history[-1].get("accuracy", float("nan"))) for r in self.runs]
         ax.plot([p[0] for p in points], [p[1] for p in points], "o", color="#4e79a7")
         ax.set_xscale("log")
         ax.set_xlabel("ε (log scale)")
         ax.set_ylabel("test accuracy")
         ax.set_title("privacy-utility trade-off")
+        return points
+
+    def _draw_chart(self) -> None:
+        fig = new_figure(figsize=(4.6, 2.6))
+        points = self._plot_chart(fig.add_subplot())
         show_in(self.chart, fig, f"privacy-utility: {len(points)} runs, (ε, accuracy) "
                                  + ", ".join(f"({e:.3g}, {a:.3f})" for e, a in points))
 

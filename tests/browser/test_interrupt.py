@@ -5,19 +5,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-from pathlib import Path
 
-import nbformat
 import pytest
 
-from .lab import CHROMIUM, CHROMIUM_ARGS, have_browser, jupyter_lab
+from .conftest import ARTIFACTS, IDLE
 
-pytestmark = pytest.mark.skipif(not have_browser(),
-                                reason="needs Debian's chromium and the playwright package")
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
-IDLE = "Python 3 (ipykernel) | Idle"
 CELLS = [
     "%load_ext ppdl_nb\nfrom ppdl_nb.datasets import load_digits\nd = load_digits()",
     "%%ppdl train dp --noise-multiplier 1 --epochs 100000 --batch-size 64 --lr 0.2\n"
@@ -44,41 +36,23 @@ if os.environ.get("PPDL_NB_BROWSER_ALL") == "1":
 
 
 @pytest.mark.parametrize(("cells", "running", "stopped"), CASES)
-def test_the_stop_button_interrupts_training_at_once(tmp_path, cells, running, stopped):
-    from playwright.sync_api import sync_playwright
-
-    root = tmp_path / "notebooks"
-    root.mkdir()
-    ARTIFACTS.mkdir(exist_ok=True)
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    nbformat.write(nb, root / "stop.ipynb")
-    with jupyter_lab(root, tmp_path / "home") as server, sync_playwright() as pw:
-        base, token = server.split("|")
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                     headless=True)
-        page = browser.new_page(viewport={"width": 1500, "height": 1100})
-        try:
-            page.goto(f"{base}/lab/tree/stop.ipynb?token={token}")
-            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
-            page.get_by_text(IDLE).wait_for(timeout=90_000)
-            page.get_by_role("menuitem", name="Run", exact=True).click()
-            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-            page.get_by_text(running).first.wait_for(timeout=180_000)  # training, live
-            page.get_by_role("menuitem", name="Kernel", exact=True).click()
-            page.get_by_role("menuitem", name="Interrupt Kernel").click()
-            said = page.get_by_text(stopped)
-            said.first.wait_for(timeout=30_000)  # the first interrupt is enough
-            page.get_by_text(IDLE).wait_for(timeout=60_000)
-            assert ", after " in said.first.inner_text()
-            errors = page.locator(".jp-OutputArea-output[data-mime-type="
-                                  "'application/vnd.jupyter.stderr']")
-            assert errors.count() == 0, errors.first.inner_text()
-            assert page.get_by_text("KeyboardInterrupt").count() == 0
-        except Exception:
-            page.screenshot(path=str(ARTIFACTS / "lab-interrupt-failure.png"))
-            raise
-        finally:
-            browser.close()
-    shutil.rmtree(tmp_path / "home", ignore_errors=True)
+def test_the_stop_button_interrupts_training_at_once(lab, cells, running, stopped):
+    page = lab.open(lab.write(f"stop_{len(stopped)}.ipynb", cells))
+    try:
+        lab.run_all(page)
+        page.get_by_text(running).first.wait_for(timeout=180_000)  # training, live
+        page.get_by_role("menuitem", name="Kernel", exact=True).click()
+        page.get_by_role("menuitem", name="Interrupt Kernel").click()
+        said = page.get_by_text(stopped)
+        said.first.wait_for(timeout=30_000)  # the first interrupt is enough
+        page.get_by_text(IDLE).wait_for(timeout=60_000)
+        assert ", after " in said.first.inner_text()
+        errors = page.locator(".jp-OutputArea-output[data-mime-type="
+                              "'application/vnd.jupyter.stderr']")
+        assert errors.count() == 0, errors.first.inner_text()
+        assert page.get_by_text("KeyboardInterrupt").count() == 0
+    except Exception:
+        page.screenshot(path=str(ARTIFACTS / "lab-interrupt-failure.png"))
+        raise
+    finally:
+        lab.close(page)

@@ -66,3 +66,30 @@ def test_the_train_button_draws_the_live_curve_and_the_chart_from_its_thread(tun
     # the label says what the sliders (and so this run) spend
     assert run.epsilon == pytest.approx(tuner.epsilon, rel=1e-6)
     assert f"ε = {tuner.epsilon:.3g}" in tuner.epsilon_label.value
+
+
+def test_after_a_run_its_display_carries_a_picture_for_viewers_without_widgets(monkeypatch):
+    import ppdl_nb.viz.tuner as tuner_module
+
+    shown = []
+
+    class Handle:
+        def update(self, bundle, raw=False):
+            shown.append(bundle)
+
+    def fake_display(bundle, raw=False, display_id=False):
+        shown.append(bundle)
+        return Handle()
+
+    monkeypatch.setattr(tuner_module, "display", fake_display)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(200, 4, generator=g)
+    y = (x[:, 0] > 0).long()
+    tuner = DPTuner(lambda: torch.nn.Linear(4, 2), (x[:150], y[:150], x[150:], y[150:]))
+    tuner._ipython_display_()
+    tuner.epochs.value = 2
+    tuner.train(wait=True)
+    first, after = shown
+    assert "application/vnd.jupyter.widget-view+json" in first and "image/png" not in first
+    assert after["image/png"] and "application/vnd.jupyter.widget-view+json" in after
+    assert first["text/plain"] == after["text/plain"]  # fixed: nbval compares it
