@@ -53,7 +53,24 @@ class WorkerDashboard:
     def _ipython_display_(self) -> None:
         from IPython.display import display
 
-        display(self.widget)
+        display(self._bundle(), raw=True)
+
+    def _bundle(self) -> dict[str, Any]:
+        """The widget, plus the table as it is now in HTML, for viewers without widget
+        state (a preview, nbconvert): they show a snapshot instead of ``VBox(...)``."""
+        from html import escape
+
+        rows = ["".join(f"<td>{escape(str(c.value))}</td>"
+                        for c in self._cells[id(w)][:8]) for w in self.workers()
+                if id(w) in self._cells]
+        head = "".join(f"<th>{c}</th>" for c in COLUMNS[:8])
+        bundle = dict(self.widget._repr_mimebundle_())
+        bundle["text/html"] = (f"<b>ppdl workers</b><table><tr>{head}</tr>"
+                               + "".join(f"<tr>{r}</tr>" for r in rows) + "</table>")
+        bundle["text/plain"] = "ppdl workers: " + ", ".join(
+            f"{w.name} ({self._cells[id(w)][3].value})" for w in self.workers()
+            if id(w) in self._cells)
+        return bundle
 
     # ---- rows ----------------------------------------------------------------------------
     def _row(self, worker: Any) -> list[widgets.Widget]:

@@ -99,7 +99,14 @@ class EpsilonGrids:
         self.image.value = self.pngs[change["new"]]
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        return self.widget._repr_mimebundle_(**kwargs)
+        """The widget, plus the first grid as a PNG for viewers without widget state."""
+        import base64
+
+        bundle = dict(self.widget._repr_mimebundle_(**kwargs))
+        bundle["image/png"] = base64.b64encode(self.pngs[self.epsilons[0]]).decode()
+        shown = ", ".join(f"{e:g}" for e in self.epsilons)
+        bundle["text/plain"] = f"sample grids at epsilon {shown} (a slider; the first shown)"
+        return bundle
 
 
 @register_plot("synth.utility")

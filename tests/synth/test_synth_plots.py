@@ -3,6 +3,7 @@ the privacy-utility chart with its ceilings, and the leakage table."""
 
 from __future__ import annotations
 
+import base64
 import math
 
 import pytest
@@ -35,6 +36,9 @@ def test_the_slider_shows_the_grid_of_the_chosen_epsilon():
     assert slider.slider.value == 1.0 and slider.image.value == slider.pngs[1.0]
     slider.slider.value = 10.0
     assert slider.image.value == slider.pngs[10.0] != slider.pngs[1.0]
+    bundle = slider._repr_mimebundle_()  # viewers without widget state see the first grid
+    assert base64.b64decode(bundle["image/png"]) == slider.pngs[1.0]
+    assert "application/vnd.jupyter.widget-view+json" in bundle
     with pytest.raises(ValueError, match="no grids"):
         EpsilonGrids({})
 

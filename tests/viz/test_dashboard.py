@@ -35,6 +35,10 @@ def test_rows_follow_what_each_worker_holds():
     dash.refresh()
     assert _values(dash, "dash_a")[4:6] == ["1", "2.0 KiB"]
     assert int(_values(dash, "dash_a")[6]) >= 1  # messages in: the send
+    bundle = dash._bundle()  # a snapshot for viewers without the widgets' state
+    assert "<td>dash_a</td><td>virtual</td>" in bundle["text/html"]
+    assert "<td>2.0 KiB</td>" in bundle["text/html"]
+    assert bundle["text/plain"] == "ppdl workers: dash_a (running), dash_b (running)"
     del ptr
     dash.refresh()
     assert _values(dash, "dash_a")[4] == "0"  # the pointer's deletion reached the worker
