@@ -248,6 +248,9 @@ def main() -> None:
     if "flower" in engines and not FLOWER_VENV.exists():
         print(f"Flower rows skipped: no .venv-flower. Make it with: {MAKE_FLOWER}")
         engines.remove("flower")
+    import torch
+
+    torch.set_num_threads(1)  # as in every child: the JSON's "threads" then says so
     rounds_at, seeds_at = _at(args.rounds_at), _at(args.seeds_at)
     _, y, _, _ = load_split()
     rows, runs = [], {}
