@@ -290,15 +290,18 @@ class ChannelClient:
         mine = KeyPair.generate()
         tag = hello_tag(self._hello_key, self.keypair.public, self.server_public_key,
                         self.name, mine.public)
-        sock.setsockopt(zmq.SNDTIMEO, _ms_left(deadline))  # the gate may refuse us first
-        try:
-            sock.send_multipart([wire.prefix(wire.KIND_HELLO, 0), self.name.encode(),
-                                 self.keypair.public, mine.public, tag, wire.PROTOCOL])
-        except zmq.Again:
-            if self._watch.gate_refused():
-                raise self._gate_refusal(self._watch.refused) from None
-            raise
-        return mine
+        hello = [wire.prefix(wire.KIND_HELLO, 0), self.name.encode(), self.keypair.public,
+                 mine.public, tag, wire.PROTOCOL]
+        while True:  # the gate may refuse us before the hello is queued: then it cannot be
+            sock.setsockopt(zmq.SNDTIMEO, min(_GATE_POLL_MS, _ms_left(deadline)))
+            try:
+                sock.send_multipart(hello)
+                return mine
+            except zmq.Again:
+                if self._watch.gate_refused():
+                    raise self._gate_refusal(self._watch.refused) from None
+                if _ms_left(deadline) <= 0:
+                    raise
 
     def _gate_refusal(self, status: int) -> PermissionError:
         if status == OTHER_KEY:
