@@ -45,10 +45,11 @@ from torch.nn import functional as F
 
 from ppdl_nb.dp.accounting import Accountant, check_delta, noise_multiplier_for
 from ppdl_nb.dp.topagg import TopAgg, top_k_indices
-from ppdl_nb.synth.models import ConditionalGenerator, TeacherBank
+from ppdl_nb.synth.models import BasisGenerator, ConditionalGenerator, TeacherBank, dct_basis
 
-__all__ = ["DataLensResult", "generator_step", "make_shards", "per_sample_top_k",
-           "teacher_gradients", "teacher_step", "train_datalens"]
+__all__ = ["DataLensResult", "centroid_gradients", "centroid_teachers", "generator_step",
+           "make_shards", "per_sample_top_k", "teacher_gradients", "teacher_step",
+           "train_datalens"]
 
 
 def make_shards(x: torch.Tensor, y: torch.Tensor, *, teachers: int, seed: int = 0
@@ -97,6 +98,35 @@ def teacher_gradients(bank: TeacherBank, fake: torch.Tensor, fake_y: torch.Tenso
     loss = F.binary_cross_entropy_with_logits(out, torch.ones_like(out), reduction="sum")
     (grad,) = torch.autograd.grad(loss, probe)
     return grad.reshape(t, -1)
+
+
+def centroid_teachers(xs: torch.Tensor, ys: torch.Tensor, *, classes: int
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centroid teachers fitted on their shards (``xs``: ``(T, s, dim)``): each teacher's
+    class means ``(T, classes, dim)`` and which classes its shard holds ``(T, classes)``.
+
+    A centroid teacher is the fixed-form discriminator ``D_t(x, y) = exp(-|x - mu_ty|^2 / 2)``
+    fitted in closed form on shard ``t`` (``mu_ty``: the mean of its records of class
+    ``y``); it reads nothing but its own shard, like a trained teacher.
+
+    >>> mu, has = centroid_teachers(torch.tensor([[[1.0], [3.0]]]), torch.tensor([[0, 0]]),
+    ...                             classes=2)
+    >>> mu.tolist(), has.tolist()
+    ([[[2.0], [0.0]]], [[True, False]])
+    """
+    onehot = F.one_hot(ys, classes).to(xs.dtype)  # (T, s, C)
+    count = onehot.sum(1)
+    mu = torch.einsum("tsc,tsd->tcd", onehot, xs) / count.clamp_min(1)[..., None]
+    return mu, count > 0
+
+
+def centroid_gradients(mu: torch.Tensor, has: torch.Tensor, fake: torch.Tensor,
+                       fake_y: torch.Tensor) -> torch.Tensor:
+    """Each centroid teacher's gradient of its generator loss ``-log D_t(fake)``, i.e.
+    ``fake - mu_{t, y}``, flattened ``(T, B * dim)``; zero (no opinion) on the samples of a
+    class its shard does not hold."""
+    g = (fake.detach()[None] - mu[:, fake_y]) * has[:, fake_y][..., None].to(fake.dtype)
+    return g.reshape(mu.shape[0], -1)
 
 
 def per_sample_top_k(grads: torch.Tensor, *, batch_size: int, k_per_sample: int
@@ -156,6 +186,7 @@ def train_datalens(  # long: the training loop reads best in one piece
     threshold_sigmas: float = 1.0, teacher_steps: int = 1, lr: float = 1e-3,
     teacher_lr: float = 1e-3, z_dim: int = 32, hidden: int = 256, teacher_hidden: int = 32,
     output: str = "sigmoid", per_sample: bool = True, seed: int = 0,
+    basis: int | None = None, teacher: str = "gan",
 ) -> DataLensResult:
     """Train a conditional generator with DataLens at ``(epsilon, delta)``.
 
@@ -166,11 +197,32 @@ def train_datalens(  # long: the training loop reads best in one piece
     queries spend ``epsilon`` at ``delta``; the threshold is ``threshold_sigmas`` noise
     stds. ``epsilon=float("inf")`` trains the same pipeline without noise (a diagnostic,
     not a release).
+
+    ``basis=m`` (square images only) votes on the ``m`` lowest-frequency coefficients of
+    the fixed 2-D DCT (:func:`ppdl_nb.synth.models.dct_basis`, public, data-independent)
+    instead of on pixels: each record is projected onto it, the teachers and the votes
+    live in ``R^m`` per sample, and the generator (a
+    :class:`~ppdl_nb.synth.models.BasisGenerator`) outputs coefficients, released as
+    images ``clamp(basis @ c, 0, 1)``. ``teacher="gan"`` trains ``T`` discriminators
+    (:class:`~ppdl_nb.synth.models.TeacherBank`) against the generator;
+    ``teacher="centroid"`` uses closed-form centroid teachers
+    (:func:`centroid_teachers`): the generator then learns class means, not an adversarial
+    game. Neither changes the accounting: each teacher's vote vector still has ``k``
+    entries of +-1 and depends on its own shard only.
     """
     if epsilon <= 0:
         raise ValueError(f"epsilon must be positive, got {epsilon}.")
+    if teacher not in ("gan", "centroid"):
+        raise ValueError(f"teacher must be 'gan' or 'centroid', got {teacher!r}.")
     check_delta(delta, len(x))
     torch.manual_seed(seed)
+    proj = None
+    if basis is not None:  # vote on coefficients of a fixed, public low-frequency basis
+        side = math.isqrt(x.shape[1])
+        if side * side != x.shape[1]:
+            raise ValueError(f"basis= needs square images; got {x.shape[1]} values a sample.")
+        proj = dct_basis(side, basis)
+        x = x @ proj  # each record's own coefficients: per-record post-processing
     xs, ys = make_shards(x, y, teachers=teachers, seed=seed)
     dim = x.shape[1]
     k = min(k_per_sample * batch_size, batch_size * dim)
@@ -180,19 +232,30 @@ def train_datalens(  # long: the training loop reads best in one piece
     noise_std = max(z * sens, 1e-12)
     agg = TopAgg(k=k, scale=1e-8, noise_std=noise_std, threshold=threshold_sigmas * z * sens,
                  adjacency="teacher", accountant=acc if z > 0 else None)
-    gen = ConditionalGenerator(dim=dim, classes=classes, z_dim=z_dim, hidden=hidden,
-                               output=output)
-    bank = TeacherBank(teachers=teachers, dim=dim, classes=classes, hidden=teacher_hidden)
+    if proj is None:
+        gen = ConditionalGenerator(dim=dim, classes=classes, z_dim=z_dim, hidden=hidden,
+                                   output=output)
+        make = gen.sample
+    else:
+        gen = BasisGenerator(basis=proj, classes=classes, z_dim=z_dim, hidden=hidden)
+        make = gen.coefficients
     g_opt = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.5, 0.999))
-    t_opt = torch.optim.Adam(bank.parameters(), lr=teacher_lr, betas=(0.5, 0.999))
+    if teacher == "gan":
+        bank = TeacherBank(teachers=teachers, dim=dim, classes=classes, hidden=teacher_hidden)
+        t_opt = torch.optim.Adam(bank.parameters(), lr=teacher_lr, betas=(0.5, 0.999))
+    else:
+        mu, has = centroid_teachers(xs, ys, classes=classes)
     history: list[dict[str, float]] = []
     for step in range(steps):
         fy = torch.randint(0, classes, (batch_size,))
-        fake = gen.sample(fy)
+        fake = make(fy)
         d_loss = 0.0
-        for _ in range(teacher_steps):
-            d_loss = teacher_step(bank, t_opt, xs, ys, fake, fy)
-        grads = teacher_gradients(bank, fake, fy)
+        if teacher == "gan":
+            for _ in range(teacher_steps):
+                d_loss = teacher_step(bank, t_opt, xs, ys, fake, fy)
+            grads = teacher_gradients(bank, fake, fy)
+        else:
+            grads = centroid_gradients(mu, has, fake, fy)
         if per_sample:
             grads = per_sample_top_k(grads, batch_size=batch_size, k_per_sample=k_per_sample)
         direction = agg(grads)  # the only thing that reaches the generator

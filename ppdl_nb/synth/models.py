@@ -28,7 +28,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["ConditionalGenerator", "TeacherBank", "accuracy", "fit_classifier", "mlp_classifier"]
+__all__ = ["BasisGenerator", "ConditionalGenerator", "TeacherBank", "accuracy", "dct_basis",
+           "fit_classifier", "mlp_classifier"]
 
 
 class ConditionalGenerator(nn.Module):
@@ -76,6 +77,53 @@ class ConditionalGenerator(nn.Module):
         x = self.sample(y, generator=g)
         self.train(was_training)
         return x, y
+
+
+def dct_basis(side: int, coefficients: int) -> torch.Tensor:
+    """The ``coefficients`` lowest-frequency atoms of the orthonormal 2-D DCT-II of a
+    ``side x side`` image, as columns of a ``(side^2, coefficients)`` matrix: fixed, public,
+    independent of any data. Atoms are ordered by ``u + v`` (then ``u``), so the first
+    ones are the coarse shape of a digit.
+
+    >>> b = dct_basis(8, 10)
+    >>> tuple(b.shape), bool(torch.allclose(b.T @ b, torch.eye(10), atol=1e-5))
+    ((64, 10), True)
+    """
+    if not 1 <= coefficients <= side * side:
+        raise ValueError(f"coefficients must be in [1, {side * side}], got {coefficients}.")
+    n = torch.arange(side, dtype=torch.float64)
+    c = torch.cos(math.pi * (n[None, :] + 0.5) * n[:, None] / side)  # (freq, position)
+    c *= math.sqrt(2 / side)
+    c[0] /= math.sqrt(2)
+    order = sorted(((u, v) for u in range(side) for v in range(side)),
+                   key=lambda t: (t[0] + t[1], t[0]))[:coefficients]
+    atoms = [torch.outer(c[u], c[v]).reshape(-1) for u, v in order]
+    return torch.stack(atoms, 1).to(torch.float32)
+
+
+class BasisGenerator(ConditionalGenerator):
+    """A :class:`ConditionalGenerator` whose network outputs ``m`` coefficients of a fixed
+    basis (``basis``: ``(dim, m)``, e.g. :func:`dct_basis`); a sample is
+    ``clamp(basis @ c, 0, 1)``. :meth:`coefficients` is what a method trains through;
+    ``sample`` and ``release`` give images, like every generator here."""
+
+    def __init__(self, *, basis: torch.Tensor, classes: int, z_dim: int = 32,
+                 hidden: int = 256) -> None:
+        super().__init__(dim=basis.shape[1], classes=classes, z_dim=z_dim, hidden=hidden,
+                         output="linear")
+        self.register_buffer("basis", basis.detach().clone())
+        self.image_dim = basis.shape[0]
+
+    def coefficients(self, y: torch.Tensor) -> torch.Tensor:
+        """The network's ``(len(y), m)`` coefficients (gradients flow)."""
+        return super().sample(y)
+
+    def decode(self, c: torch.Tensor) -> torch.Tensor:
+        return (c @ self.basis.T).clamp(0.0, 1.0)
+
+    def sample(self, y: torch.Tensor, *, generator: torch.Generator | None = None
+               ) -> torch.Tensor:
+        return self.decode(super().sample(y, generator=generator))
 
 
 class TeacherBank(nn.Module):

@@ -10,8 +10,14 @@ import torch
 
 from ppdl_nb.dp import TopAgg, epsilon, fixed_seed
 from ppdl_nb.synth import datalens
-from ppdl_nb.synth.datalens import make_shards, teacher_gradients, train_datalens
-from ppdl_nb.synth.models import TeacherBank
+from ppdl_nb.synth.datalens import (
+    centroid_gradients,
+    centroid_teachers,
+    make_shards,
+    teacher_gradients,
+    train_datalens,
+)
+from ppdl_nb.synth.models import BasisGenerator, TeacherBank, dct_basis
 from ppdl_nb.synth.owners import owner_noise_std, owner_query, secure_sum
 
 
@@ -94,6 +100,39 @@ def test_ledger_is_one_teacher_adjacent_gaussian_per_step():
     assert res.epsilon == pytest.approx(
         epsilon(noise_multiplier=res.noise_multiplier, sample_rate=1.0, steps=5, delta=1e-5))
     assert 0.98 * 2.0 <= res.epsilon <= 2.0
+
+
+def test_centroid_teachers_read_their_own_shard_only_and_vote_in_a_public_basis():
+    x, y = _data(n=60, dim=16)
+    xs, ys = make_shards(x, y, teachers=4)
+    mu, has = centroid_teachers(xs, ys, classes=3)
+    fake, fy = torch.rand(5, 16), torch.tensor([0, 1, 2, 0, 1])
+    g = centroid_gradients(mu, has, fake, fy)
+    xs2 = xs.clone()
+    xs2[2, 0] += 1.0  # one record of shard 2 changes: only teacher 2's gradient moves
+    g2 = centroid_gradients(*centroid_teachers(xs2, ys, classes=3), fake, fy)
+    assert g.shape == (4, 5 * 16)
+    assert all(torch.equal(g[t], g2[t]) for t in (0, 1, 3)) and not torch.equal(g[2], g2[2])
+    # the basis is fixed before any data: orthonormal low-frequency DCT atoms
+    b = dct_basis(4, 6)
+    assert torch.allclose(b.T @ b, torch.eye(6), atol=1e-6)
+    assert torch.allclose(b[:, 0], torch.full((16,), 0.25))  # the constant atom first
+    # the ledger is unchanged: k = batch x k_per_sample coordinates, 2 sqrt(k) per teacher
+    res = train_datalens(x, y, classes=3, epsilon=2.0, delta=1e-5, teachers=4, steps=5,
+                         batch_size=8, k_per_sample=2, basis=6, teacher="centroid",
+                         z_dim=8, hidden=16)
+    assert res.aggregator.k == 16 and res.aggregator.adjacency == "teacher"
+    assert res.aggregator.noise_std == pytest.approx(res.noise_multiplier * 2 * math.sqrt(16))
+    assert res.accountant.steps == 5 and 0.98 * 2.0 <= res.epsilon <= 2.0
+    assert isinstance(res.generator, BasisGenerator)
+    xr, yr = res.generator.release(7)
+    assert xr.shape == (7, 16) and float(xr.min()) >= 0.0 and float(xr.max()) <= 1.0
+    with pytest.raises(ValueError, match="square"):
+        train_datalens(torch.rand(60, 6), y, classes=3, epsilon=2.0, delta=1e-5, teachers=4,
+                       steps=1, basis=4)
+    with pytest.raises(ValueError, match="teacher"):
+        train_datalens(x, y, classes=3, epsilon=2.0, delta=1e-5, teachers=4, steps=1,
+                       teacher="oracle")
 
 
 def test_owners_share_the_noise_and_only_the_total_is_opened():
