@@ -16,9 +16,10 @@ from ppdl_nb.dp.fit import fit_private
 from ppdl_nb.training import evaluate
 from ppdl_nb.viz.dp_plots import plot_roc
 
+torch.set_default_dtype(torch.float64)  # the same numbers on every CPU (float32 rounds per CPU)
 _ = torch.manual_seed(0)
 data = load_digits()
-x, y = data.x, data.y
+x, y = data.x.double(), data.y
 members, non_members = (x[:200], y[:200]), (x[200:400], y[200:400])
 # %% [markdown]
 # A model with many parameters for few examples, trained long without privacy, memorises:
