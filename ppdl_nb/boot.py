@@ -37,6 +37,7 @@ _STEP_HOMES: dict[str, tuple[str, ...]] = {
     "ppdl_nb.fl.secagg_steps": ("secagg.keys", "secagg.masked", "secagg.share", "secagg.unmask"),
     "ppdl_nb.synth.worker_steps": ("synth.close", "synth.load", "synth.partial", "synth.setup", "synth.take_share", "synth.vote"),  # noqa: E501
     "ppdl_nb.tensors.spdz.comm": ("mpc.abort", "mpc.corrections", "mpc.deliver"),
+    "ppdl_nb.tensors.spdz.links": ("mpc.link",),
     "ppdl_nb.tensors.spdz.runner": ("mpc.resume", "mpc.run"),
     "ppdl_nb.tensors.spdz.steps": (
         "mpc.deal", "mpc.dealer_setup", "mpc.histogram", "mpc.join", "mpc.prepare",

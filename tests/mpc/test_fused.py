@@ -8,6 +8,7 @@ peers at once instead of leaving them waiting.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -65,6 +66,26 @@ def test_kernel_workers_fuse_and_compute_right(kernel_trio):
     from_me = sorted(r["kind"] for r in t.records if r["src"] == "me")
     assert from_me == ["mpc.deal", "mpc.run", "mpc.run"]  # one request each
     assert not any(r["dst"] == "me" for r in t.records)
+
+
+def test_kernel_parties_send_their_openings_on_data_links(kernel_trio):
+    alice, bob, charlie = kernel_trio
+    x = ppdl_nb.share(torch.ones(2, 2), alice, bob, dealer=charlie)
+    torch.testing.assert_close((x @ x).get(), torch.full((2, 2), 2.0, dtype=torch.float64))
+    probe = ("from ppdl_nb.workers.transport import runtime\n"
+             "print(sorted(type(v).__name__ for v in "
+             "runtime.current().state['mpc'].out_links.values()))")
+    for party in (alice, bob):
+        assert party.execute(probe).stdout.strip() == "['OutLink']"
+
+
+def test_only_a_peer_in_the_session_may_open_a_data_link(kernel_trio):
+    alice, bob, charlie = kernel_trio
+    sess = session_for([alice, bob], charlie)
+    with pytest.raises(PermissionError, match="not a peer"):  # the notebook is no party
+        alice.step("mpc.link", session=sess.id, link=os.urandom(16), key=os.urandom(32))
+    x = ppdl_nb.share(torch.ones(3), alice, bob, dealer=charlie)
+    torch.testing.assert_close((x * x).get(), torch.ones(3, dtype=torch.float64))
 
 
 def test_kernel_failure_on_one_party_stops_the_other_at_once(kernel_trio):

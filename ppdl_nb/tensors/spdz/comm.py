@@ -21,6 +21,7 @@ import torch
 from ppdl_nb.mpc.bits import xor_reconstruct
 from ppdl_nb.mpc.dealer import check_correction
 from ppdl_nb.mpc.ring import check_ring
+from ppdl_nb.tensors.spdz.links import out_link, send_on_link, wait_for_peers
 from ppdl_nb.tensors.spdz.routines import Derived, Instruction, Open
 from ppdl_nb.tensors.spdz.state import PartySession, Pending, SPDZState, spdz_state
 from ppdl_nb.workers.core import tracing
@@ -99,14 +100,7 @@ def single_threaded() -> Iterator[None]:
 def deliver(worker: Worker, caller: str, *, session: str, label: bytes, sender: int,
             value: list[torch.Tensor]) -> None:
     """PARTY: receive a peer's shares of one round's openings."""
-    state = spdz_state(worker)
-    sess = state.session(worker.name, session)
-    if not isinstance(sender, int) or not 0 <= sender < sess.n or sess.parties[sender] != caller:
-        raise PermissionError(f"{caller} cannot deliver the opening of party {sender!r}")
-    pend = state.pending_for(label)
-    if sender in pend.openings:
-        raise ValueError(f"{caller} already delivered its opening for this label")
-    pend.openings[sender] = value
+    spdz_state(worker).file_opening(worker.name, caller, session, label, sender, value)
     worker.notify()
 
 
@@ -163,8 +157,12 @@ def send_opening(worker: Worker, state: SPDZState, session: PartySession, step: 
     state.pending_for(step.label).openings[session.index] = step.shares
     with tracing.round_label(step.round):
         for name in session.peers:
-            out.send(name, deliver, session=session.id, label=step.label,
-                     sender=session.index, value=step.shares)
+            link = out_link(worker, state, session, name) if out.background else None
+            if link is not None:
+                send_on_link(worker, link, name, session, step.label, step.shares)
+            else:
+                out.send(name, deliver, session=session.id, label=step.label,
+                         sender=session.index, value=step.shares)
 
 
 def receive(worker: Worker, state: SPDZState, session: PartySession, step: Instruction,
@@ -180,8 +178,9 @@ def receive(worker: Worker, state: SPDZState, session: PartySession, step: Instr
         what = "the dealer's correction"
     else:
         raise TypeError(f"a routine yielded {type(step).__name__}, not Open or Derived")
-    if wait and not worker.wait_until(lambda: pend.aborted is not None or ready(),
-                                      WAIT_TIMEOUT):
+    done = lambda: pend.aborted is not None or ready()  # noqa: E731
+    if wait and not (wait_for_peers(worker, done, WAIT_TIMEOUT) if isinstance(step, Open)
+                     else worker.wait_until(done, WAIT_TIMEOUT)):
         raise TimeoutError(f"{worker.name} waited {WAIT_TIMEOUT:g} s for {what}; did every "
                            "party and the dealer get its request?")
     if pend.aborted is not None:

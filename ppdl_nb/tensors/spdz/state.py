@@ -92,6 +92,7 @@ class SPDZState:
     dealing: dict[str, DealerSession] = field(default_factory=dict)
     pending: dict[bytes, Pending] = field(default_factory=dict)
     running: dict[bytes, Running] = field(default_factory=dict)
+    out_links: dict[tuple[str, str], Any] = field(default_factory=dict)  # (session, peer)
 
     def session(self, worker: str, session: str) -> PartySession:
         try:
@@ -112,6 +113,20 @@ class SPDZState:
         if pend is None:
             pend = self.pending[label] = Pending()
         return pend
+
+    def file_opening(self, worker: str, caller: str, session: str, label: Any, sender: Any,
+                     value: Any) -> None:
+        """Keep peer ``caller``'s shares of one round's openings (``sender``: its index)."""
+        sess = self.session(worker, session)
+        if not isinstance(sender, int) or not 0 <= sender < sess.n or (
+                sess.parties[sender] != caller):
+            raise PermissionError(f"{caller} cannot deliver the opening of party {sender!r}")
+        if not isinstance(label, bytes):
+            raise TypeError("an opening's label is bytes")
+        pend = self.pending_for(label)
+        if sender in pend.openings:
+            raise ValueError(f"{caller} already delivered its opening for this label")
+        pend.openings[sender] = value
 
     def dealers(self) -> set[str]:
         return {s.dealer for s in self.sessions.values()}

@@ -33,6 +33,8 @@ __all__ = [
     "Ref",
     "decode",
     "encode",
+    "decode_tensors",
+    "encode_tensors",
     "frames_nbytes",
     "join_frames",
     "register_type",
@@ -156,6 +158,49 @@ def encode(message: Any) -> list[bytes | memoryview]:
     except (OverflowError, ValueError, TypeError, RecursionError) as exc:
         raise CodecError(f"cannot encode message: {type(exc).__name__}: {exc}") from None
     return [header, *buffers]
+
+
+def encode_tensors(head: Any, tensors: Sequence[torch.Tensor]) -> list[bytes | memoryview]:
+    """The lean form of :func:`encode` for a hot path (a protocol round): plain msgpack
+    values in ``head`` (no tensors, no extension types) and a list of tensors, each a raw
+    buffer. :func:`decode_tensors` reads it back with the same checks as :func:`decode`.
+
+    >>> head, ts = decode_tensors(encode_tensors([b"r/1", 0], [torch.arange(3)]))
+    >>> head, ts[0].tolist()
+    ([b'r/1', 0], [0, 1, 2])
+    """
+    metas = []
+    for t in tensors:
+        if not isinstance(t, torch.Tensor) or t.dtype not in _DTYPE_NAMES:
+            raise CodecError(f"encode_tensors carries tensors of dtypes {sorted(DTYPES)}")
+        metas.append([_DTYPE_NAMES[t.dtype], list(t.shape)])
+    try:
+        header = msgpack.packb([head, metas], use_bin_type=True, strict_types=True)
+    except (OverflowError, ValueError, TypeError) as exc:
+        raise CodecError(f"cannot encode message: {type(exc).__name__}: {exc}") from None
+    return [header, *(_tensor_bytes(t) for t in tensors)]
+
+
+def decode_tensors(frames: Sequence[Any], *, owned: bool = False,
+                   max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[Any, list[torch.Tensor]]:
+    """Inverse of :func:`encode_tensors`: ``(head, tensors)``; :class:`CodecError` if
+    malformed (``owned``: as in :func:`decode`)."""
+    if not isinstance(frames, list | tuple) or not 1 <= len(frames) <= MAX_FRAMES:
+        raise CodecError("a message must be a non-empty list of frames (header first)")
+    views = [memoryview(f).cast("B") for f in frames]
+    if sum(v.nbytes for v in views) > max_bytes or views[0].nbytes > MAX_HEADER_BYTES:
+        raise CodecError(f"message exceeds the limit of {max_bytes} bytes")
+    try:
+        parsed = msgpack.unpackb(views[0], raw=False, strict_map_key=True, use_list=True)
+    except Exception as exc:
+        raise CodecError(f"malformed message header: {type(exc).__name__}: {exc}") from None
+    if not (isinstance(parsed, list) and len(parsed) == 2 and isinstance(parsed[1], list)
+            and len(parsed[1]) == len(views) - 1):
+        raise CodecError("header must be [head, [[dtype, shape], ...]], one per buffer")
+    used: set[int] = set()
+    tensors = [_decode_tensor(meta[:2] + [i] if isinstance(meta, list) else meta, views,
+                              used, owned) for i, meta in enumerate(parsed[1], start=1)]
+    return parsed[0], tensors
 
 
 def frames_nbytes(frames: Sequence[Any]) -> int:

@@ -14,9 +14,10 @@ with everything it held.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -222,6 +223,21 @@ class Worker:
         concurrently (kernel workers; virtual workers called from several threads)."""
         with self._changed:
             return self._changed.wait_for(predicate, timeout)
+
+    def locked(self) -> threading.Condition:
+        """The worker's lock (as a condition), for a transport thread that changes what a
+        waiting handler waits for; call :meth:`notify` inside it."""
+        return self._changed
+
+    @contextlib.contextmanager
+    def unlocked(self) -> Iterator[None]:
+        """Inside a handler: release the worker's lock (however deeply held) for a block
+        that waits on a socket, as :meth:`wait_until` does for a condition."""
+        saved = self._lock._release_save()  # what Condition.wait uses on an RLock
+        try:
+            yield
+        finally:
+            self._lock._acquire_restore(saved)
 
     def notify(self) -> None:
         """Wake the handlers waiting in :meth:`wait_until` to check their condition."""

@@ -32,6 +32,7 @@ from ppdl_nb.errors import WorkerUnavailableError
 from ppdl_nb.workers.core.messages import message
 from ppdl_nb.workers.core.state import state_dir
 from ppdl_nb.workers.core.worker import Worker
+from ppdl_nb.workers.transport import datalink
 from ppdl_nb.workers.transport.channel import ChannelServer
 from ppdl_nb.workers.transport.channel_client import ChannelClient
 from ppdl_nb.workers.transport.client import WorkerClient
@@ -110,6 +111,8 @@ class WorkerRuntime:
         allowed = {} if notebook_key is None else {"me": parse_public_key(notebook_key)}
         self.server = ChannelServer(self.keys, endpoint, self._handle, allowed, name=name,
                                     threads=HANDLER_THREADS)
+        if self.server.endpoint.startswith("ipc://"):  # peers on this machine: data links
+            datalink.attach(self.worker.state, name)
 
     def _handle(self, frames: list[Any], caller: str) -> list[Any]:
         return self.worker.handle(frames, caller, owned=True)  # fresh receive buffers
@@ -172,6 +175,7 @@ class WorkerRuntime:
     def close(self) -> None:
         for link in self._links.values():
             link.close()
+        datalink.close(self.worker.state)
         self.server.close()
 
 
