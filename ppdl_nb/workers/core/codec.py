@@ -205,7 +205,10 @@ def decode_tensors(frames: Sequence[Any], *, owned: bool = False,
 
 def frames_nbytes(frames: Sequence[Any]) -> int:
     """Total size in bytes of a list of frames."""
-    return sum(memoryview(f).nbytes for f in frames)
+    total = 0
+    for f in frames:
+        total += len(f) if type(f) is bytes else memoryview(f).nbytes
+    return total
 
 
 # long: one closure over the frames keeps this hot path free of per-message objects

@@ -55,13 +55,14 @@ class WorkerClient:
                 message = {**message, "gc": self._take_deletes()}
             frames = codec.encode(message)
             self.requests += 1
-            self.bytes_sent += codec.frames_nbytes(frames)
+            sent = codec.frames_nbytes(frames)
+            self.bytes_sent += sent
             sent_at = time.time()
             reply_frames = self._roundtrip(frames, timeout)
             received = codec.frames_nbytes(reply_frames)
             self.bytes_received += received
-            tracing.record(self.caller, self.name, tracing.label_of(message),
-                           codec.frames_nbytes(frames), received, sent_at)
+            tracing.record(self.caller, self.name, tracing.label_of(message), sent, received,
+                           sent_at)
         reply = codec.decode(reply_frames, context=self.context, owned=self.owns_replies)
         if not isinstance(reply, dict) or "ok" not in reply:
             raise ConnectionError(f"worker {self.name} sent a reply that is not a ppdl reply")
