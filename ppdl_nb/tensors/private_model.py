@@ -12,10 +12,10 @@ and returns a shared output that only the readers the owners allowed may open. I
 has eval semantics whatever ``model.training`` says: BatchNorm uses its running
 statistics, Dropout is left out.
 
-**What it is not yet.** The notebook drives the forward layer by layer: one request per
-op per party (kernel workers run each op's rounds peer to peer, but every op starts from
-the notebook). The issue's goal, a model the parties run as *one program* (one request,
-openings of independent ops batched, a vanished party aborting the program), is not built.
+A forward runs as **one program** (:mod:`ppdl_nb.tensors.private_program`): one request
+to each party and one to the dealer; the parties run every layer peer to peer. With
+``model(x, program=False)`` the notebook drives it layer by layer instead (one request per
+op per party). Not built yet: batching the openings of independent ops into one round.
 
 Each forward keeps per-layer figures in ``model.last_forward``: ``rounds`` (the
 session's opening rounds), ``bytes`` (the requests the parties and the dealer received,
@@ -50,6 +50,7 @@ from torch import nn
 from ppdl_nb import mpc
 from ppdl_nb.tensors.fixed import FixedPrecisionTensor, share
 from ppdl_nb.tensors.pointer import wrap_reply
+from ppdl_nb.tensors.private_program import run_program
 from ppdl_nb.workers.core.modules import module_to_spec
 
 __all__ = ["PrivateModel", "encrypt", "fold_layers"]
@@ -192,7 +193,11 @@ class PrivateModel:
         return (f"PrivateModel({names}; weights {where} among "
                 f"{', '.join(p.name for p in self.parties)}, dealer {self.dealer.name})")
 
-    def __call__(self, x: FixedPrecisionTensor) -> FixedPrecisionTensor:
+    def __call__(self, x: FixedPrecisionTensor, *, program: bool = True
+                 ) -> FixedPrecisionTensor:
+        """The private forward: as one program the parties run (one request each, the
+        dealer dealing for the whole forward), or with ``program=False`` layer by layer,
+        the notebook starting each op (per-layer bytes then include the dealer's)."""
         if not (isinstance(x, FixedPrecisionTensor) and x.shared):
             raise TypeError("a private model takes a shared input: ppdl_nb.share(x, *parties, "
                             f"dealer=...) among {[p.name for p in self.parties]}, not "
@@ -201,6 +206,9 @@ class PrivateModel:
         if names != [p.name for p in self.parties]:
             raise ValueError(f"the input is shared among {names}, the model among "
                              f"{[p.name for p in self.parties]}; share both among the same")
+        if program:
+            x, self.last_forward = run_program(self.layers, self.weights, x)
+            return x
         session, stats = x.child.session, []
         for layer, weights in zip(self.layers, self.weights, strict=True):
             rounds, sent, t0 = session.rounds, self._sent(), time.perf_counter()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from ppdl_nb.tensors.spdz import program as _program  # noqa: F401  (registers "program")
 from ppdl_nb.tensors.spdz.comm import (
     Outbox,
     abort_peers,
@@ -92,8 +93,10 @@ def _advance(worker: Worker, state: SPDZState, key: bytes, task: Running, *, wai
         reply["round"] = task.waiting.round
         return reply
     forget(state, task.labels)
-    share, policy = finished
+    share, policy, *extra = finished  # a program adds its per-step figures
     reply["result"] = stored_result(worker, share, True, policy)
+    if extra:
+        reply["extra"] = extra[0]
     return reply
 
 
