@@ -2,6 +2,7 @@
 
     python benchmarks/bench_synth.py [--json PATH] [--quick] [--seeds 3] [--epsilons 1 10]
                                      [--grids DIR] [--no-digits] [--no-tabular]
+                                     [--tabular-only] [--no-anonymeter]
                                      [--methods datalens merf gan gan-nonprivate dpsgd real]
 
 Protocol (fixed before the runs):
@@ -27,7 +28,11 @@ Protocol (fixed before the runs):
   file is absent), half train / half control; tabular DP-MERF at epsilon 1 and 10 and
   without noise, a non-private GAN, and a copy of the training rows, each attacked by
   membership inference, singling out, linkability and attribute inference (the label),
-  each with a 95% interval.
+  each with a 95% interval; the same three risks also by anonymeter itself (1.1.0, in the
+  side venv ``.venv-anonymeter``, via ``benchmarks/anonymeter_risks.py``) on the same
+  tables with the same attack sizes (``ATTACKS``), side by side. Without that venv the
+  anonymeter columns are skipped and the command to make it is printed:
+  ``python3.11 -m venv .venv-anonymeter && .venv-anonymeter/bin/pip install anonymeter==1.1.0``.
 
 ``--quick`` (a smoke test, ~20 s; its figures mean nothing): one seed, epsilon 10, 600
 MNIST training digits, a few dozen steps per method, 1,000 released samples, a shorter
@@ -50,6 +55,7 @@ from _common import parser, report  # noqa: E402
 
 from ppdl_nb.datasets import load_breast_cancer, load_csv, load_digits, load_mnist_5k  # noqa: E402
 from ppdl_nb.dp import make_private, noise_multiplier_for  # noqa: E402
+from ppdl_nb.synth.anonymeter_io import MAKE_VENV, run_anonymeter, side_python  # noqa: E402
 from ppdl_nb.synth.datalens import train_datalens  # noqa: E402
 from ppdl_nb.synth.dpgan import train_gan  # noqa: E402
 from ppdl_nb.synth.leakage import (  # noqa: E402
@@ -75,6 +81,10 @@ QUICK = {"datalens_steps": 10, "datalens_teachers": 50, "merf_steps": 40, "merf_
          "bootstrap": 20, "tab_steps": 50, "tab_gan_steps": 20}
 METHODS = {"DataLens": "datalens", "DP-MERF": "merf", "DP-SGD GAN": "gan"}
 ALL_METHODS = ["datalens", "merf", "gan", "gan-nonprivate", "dpsgd", "real"]
+# leakage attacks, both sides: 500 attacks (singling-out predicates; linkability and
+# inference attack min(500, rows) records), 3 columns per predicate, link halves [:d//2]
+ATTACKS = {"n_attacks": 500, "n_cols": 3, "seed": 0}
+ROOT = Path(__file__).resolve().parents[1]
 PIMA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pima-indians-diabetes.csv"
 
 
@@ -178,7 +188,24 @@ def utility(name: str, data, n_train: int, args, grids: dict) -> list[dict]:  # 
     return rows
 
 
-def leakage(args) -> list[dict]:  # long: one row per release, in one place
+def anonymeter_side(train, control, releases: dict, names: list[str], args) -> dict:
+    """anonymeter's figures for every release (one process in the side venv), or {} with
+    a note on how to make the venv when it is absent."""
+    py = side_python(ROOT)
+    if py is None or args.no_anonymeter:
+        if py is None:
+            print(f"anonymeter columns skipped: {ROOT / '.venv-anonymeter'} is absent; make "
+                  f"it (from the repository root) with\n  {MAKE_VENV}")
+        return {}
+    t0 = time.perf_counter()
+    doc = run_anonymeter(py, ROOT / "benchmarks" / "anonymeter_risks.py", train, control,
+                         {k: rel for k, (rel, _) in releases.items()}, names,
+                         secret=names[-1], split=len(names) // 2, **ATTACKS)
+    doc["_meta"]["wall_s"] = time.perf_counter() - t0
+    return doc
+
+
+def leakage(args) -> tuple[list[dict], dict]:  # long: one row per release, in one place
     if PIMA.is_file() and not args.quick:
         data, name, ints = load_csv(PIMA, target="target"), "pima", [0, 7]
     else:
@@ -209,6 +236,8 @@ def leakage(args) -> list[dict]:  # long: one row per release, in one place
     releases["copy of the training rows"] = (train.clone(), math.inf)
     rows = []
     label_col = train.shape[1] - 1
+    an = anonymeter_side(train, control, releases, [*data.feature_names, "target"], args)
+    n, k, seed = ATTACKS["n_attacks"], ATTACKS["n_cols"], ATTACKS["seed"]
 
     def fmt(r) -> str:
         return f"{r.risk:.3f} [{r.risk_ci[0]:.3f}, {r.risk_ci[1]:.3f}]"
@@ -216,13 +245,21 @@ def leakage(args) -> list[dict]:  # long: one row per release, in one place
     for label, (rel, eps) in releases.items():
         m = dcr_membership(rel, train, control, bootstrap=QUICK["bootstrap"] if args.quick
                            else 200)
-        rows.append({"data": name, "release": label, "epsilon": eps,
-                     "mia_auc": f"{m.auc:.3f} [{m.auc_ci[0]:.3f}, {m.auc_ci[1]:.3f}]",
-                     "singling_out": fmt(singling_out_risk(rel, train, control)),
-                     "linkability": fmt(linkability_risk(rel, train, control)),
-                     "inference(label)": fmt(inference_risk(rel, train, control,
-                                                            secret=label_col))})
-    return rows
+        row = {"data": name, "release": label, "epsilon": eps,
+               "mia_auc": f"{m.auc:.3f} [{m.auc_ci[0]:.3f}, {m.auc_ci[1]:.3f}]"}
+        risks = {"singling_out": singling_out_risk(rel, train, control, attacks=n,
+                                                   columns=k, seed=seed),
+                 "linkability": linkability_risk(rel, train, control, attacks=n, seed=seed),
+                 "inference": inference_risk(rel, train, control, secret=label_col,
+                                             attacks=n, seed=seed)}
+        for key, r in risks.items():
+            col = "inference(label)" if key == "inference" else key
+            row[col] = fmt(r)
+            if an:
+                a = an[label][key]
+                row[f"anonymeter {col}"] = f"{a['risk']:.3f} [{a['ci'][0]:.3f}, {a['ci'][1]:.3f}]"
+        rows.append(row)
+    return rows, an
 
 
 def save_grids(grids: dict, folder: str) -> None:
@@ -251,27 +288,35 @@ def main() -> None:
     p.add_argument("--grids", metavar="DIR", help="save sample grids (PNG) here")
     p.add_argument("--no-digits", action="store_true", help="skip sklearn's 8x8 digits")
     p.add_argument("--no-tabular", action="store_true", help="skip the leakage tables")
+    p.add_argument("--tabular-only", action="store_true",
+                   help="only the leakage tables (no digits, no utility rows)")
+    p.add_argument("--no-anonymeter", action="store_true",
+                   help="skip anonymeter's columns even when .venv-anonymeter exists")
     p.add_argument("--methods", nargs="+", choices=ALL_METHODS, default=ALL_METHODS,
                    help="utility rows to run (default: all)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     grids: dict = {}
-    rows = utility("mnist_5k", load_mnist_5k(), 600 if args.quick else 4000, args, grids)
-    if not args.no_digits and not args.quick:
+    rows = [] if args.tabular_only else utility(
+        "mnist_5k", load_mnist_5k(), 600 if args.quick else 4000, args, grids)
+    if not args.no_digits and not args.quick and not args.tabular_only:
         rows += utility("sklearn_digits", load_digits(), 1400, args, grids)
-    leak = [] if args.no_tabular else leakage(args)
+    leak, anon = ([], {}) if args.no_tabular else leakage(args)
     if args.grids:
         save_grids(grids, args.grids)
     extra = {"datalens": DATALENS, "merf": MERF, "gan": GAN, "dpsgd": DPSGD, "delta": DELTA,
              "epsilons": args.epsilons, "seeds": 1 if args.quick else args.seeds,
-             "leakage": leak, "wall_s": time.perf_counter() - t0}
-    report("Classifier trained on synthetic digits, tested on real held-out digits "
-           f"(median of {extra['seeds']} seed(s), delta {DELTA})", rows, args, extra)
+             "leakage": leak, "attacks": ATTACKS, "anonymeter": anon or "skipped",
+             "wall_s": time.perf_counter() - t0}
+    if rows or not leak:
+        report("Classifier trained on synthetic digits, tested on real held-out digits "
+               f"(median of {extra['seeds']} seed(s), delta {DELTA})", rows, args, extra)
     if leak:
         print("\nWhat the tabular releases leak (risk = excess over the control records, "
-              "95% interval)")
-        report("leakage", leak, type(args)(json=None, quick=args.quick))
+              "95% interval; leakage.py, and anonymeter where its venv exists)")
+        report("leakage", leak, args if not rows else type(args)(json=None, quick=args.quick),
+               extra if not rows else None)
     print(f"\nwall time {extra['wall_s']:.0f} s")
 
 

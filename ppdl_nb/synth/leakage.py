@@ -16,8 +16,14 @@ any statistic of the population reveals.
   PETS 2023) does: an attack on training records and the same attack on control records,
   ``risk = (rate_main - rate_control) / (1 - rate_control)``, each rate with a Wilson 95%
   interval. anonymeter itself pins ``numpy<1.27`` and cannot share this environment
-  (numpy 2.4); these functions follow its definitions and are tested on releases whose
-  answer is known (a copy of the training set, and independent noise).
+  (numpy 2.x); these functions follow its definitions and are tested on releases whose
+  answer is known (a copy of the training set, and independent noise). anonymeter proper
+  runs beside them in ``.venv-anonymeter`` (:mod:`ppdl_nb.synth.anonymeter_io`,
+  ``benchmarks/anonymeter_risks.py``); docs/SYNTH.md compares the two. Where they differ:
+  anonymeter keeps only singling-out predicates that single out a record *of the
+  release* (a stronger attacker: a copy scores 0.995 there, 0.44 here), measures
+  neighbours in Gower distance, and its risk interval is the delta-method one clamped to
+  [0, 1], narrower than the corners of the Wilson intervals used here.
 
 All inputs are float arrays or tensors of standardised columns; rows are records.
 
