@@ -8,6 +8,8 @@ program is refused with a clear error on every party instead of leaving one wait
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
@@ -15,6 +17,7 @@ import torch
 from torch import nn
 
 import ppdl_nb
+from ppdl_nb.errors import WorkerUnavailableError
 from ppdl_nb.tensors.private_model import encrypt
 from ppdl_nb.tensors.shared import session_for
 from ppdl_nb.workers.core.codec import Ref
@@ -84,3 +87,26 @@ def test_a_malformed_program_is_refused_on_every_party(kernel_trio, bad, message
     assert time.monotonic() - start < 20
     y = ppdl_nb.share(torch.full((2,), 3.0), alice, bob, dealer=charlie)  # still serving
     torch.testing.assert_close((y * y).get(), torch.full((2,), 9.0, dtype=torch.float64))
+
+
+def test_a_party_that_vanished_stops_the_program_within_seconds_and_the_others_serve():
+    group = ppdl_nb.launch("gone_a", "gone_b", "gone_d")
+    try:
+        a, b, d = group
+        model, x = mlp(2), images(4, seed=3)
+        pm = encrypt(model, parties=(a, b), dealer=d)
+        shared = ppdl_nb.share(x, a, b, dealer=d)
+        check(pm(shared).get(), model(x).detach())  # the data links are up
+        os.kill(b.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while b.process.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        start = time.monotonic()
+        with pytest.raises((ConnectionError, WorkerUnavailableError)) as err:
+            pm(shared)
+        assert time.monotonic() - start < 15  # not a party's 60 s wait
+        assert "gone_b" in str(err.value)
+        y = ppdl_nb.send(torch.ones(2), a)
+        torch.testing.assert_close((y + 1).get(), torch.full((2,), 2.0))
+    finally:
+        group.shutdown()

@@ -3,6 +3,9 @@ while the server keeps serving."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -93,14 +96,34 @@ def test_handler_errors_come_back_and_the_server_keeps_serving():
             assert bytes(c.request([b"ok"], timeout=10)[0]) == b"ok"
 
 
-def test_a_dead_server_gives_a_timeout_not_a_hang():
+def test_a_dead_local_server_is_reported_at_once_not_after_the_timeout():
     server_keys, client_keys = KeyPair.generate(), KeyPair.generate()
     server = ChannelServer(server_keys, None, echo, {"nb": client_keys.public})
     endpoint = server.endpoint
     server.close()
+    start = time.monotonic()
     with ChannelClient(client_keys, endpoint, server_keys.public, "nb") as c:
-        with pytest.raises(TimeoutError, match="no reply"):
-            c.request([b"anyone?"], timeout=0.5)
+        with pytest.raises(ConnectionError, match="nobody listens"):
+            c.request([b"anyone?"], timeout=30)
+    assert time.monotonic() - start < 5
+
+
+def test_a_server_that_dies_mid_request_is_reported_at_once():
+    server_keys, client_keys = KeyPair.generate(), KeyPair.generate()
+    entered = threading.Event()
+
+    def stuck(frames, peer):
+        entered.set()
+        time.sleep(30)  # a handler that will never answer: its process goes away
+        return frames
+
+    server = ChannelServer(server_keys, None, stuck, {"nb": client_keys.public}, threads=2)
+    threading.Thread(target=lambda: (entered.wait(10), server.close()), daemon=True).start()
+    start = time.monotonic()
+    with ChannelClient(client_keys, server.endpoint, server_keys.public, "nb") as c:
+        with pytest.raises(ConnectionError, match="closed its connection"):
+            c.request([b"hello"], timeout=30)
+    assert time.monotonic() - start < 10
 
 
 # -- availability and identity (issue 12: classes 5-7) -----------------------------------
@@ -264,8 +287,6 @@ def test_a_stored_identity_is_made_once_kept_private_and_refused_if_not(tmp_path
 
 
 def test_the_gate_spends_at_most_its_refusal_budget_per_second():
-    import time
-
     from ppdl_nb.workers.transport.chan_gate import _RefusalBudget
 
     budget = _RefusalBudget(rate=2000.0, burst=50.0)

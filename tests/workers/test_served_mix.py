@@ -22,14 +22,17 @@ def mix(tmp_path_factory):
                   for n in ("mx_alice", "mx_charlie")}
         procs = [serve(root, n) for n in states]
         (bob,) = group = launch("mx_bob")
+        served = []
         try:
             for state in states.values():  # the owners allow the notebook's bob too
                 state.allow(bob.public_key, "mx_bob", role="peer")
-            served = [connect(p.address, fingerprint=p.fingerprint) for p in procs]
+            served.extend(connect(p.address, fingerprint=p.fingerprint) for p in procs)
             wait_until(lambda: _introduced(served, bob), 10)  # allowlists reread in <1 s
             yield served[0], bob, served[1]
         finally:
             group.shutdown()
+            for w in served:  # later tests' trace() reaches every open connection
+                w.shutdown()
             for p in procs:
                 p.stop()
 

@@ -179,7 +179,8 @@ def receive(worker: Worker, state: SPDZState, session: PartySession, step: Instr
     else:
         raise TypeError(f"a routine yielded {type(step).__name__}, not Open or Derived")
     done = lambda: pend.aborted is not None or ready()  # noqa: E731
-    if wait and not (wait_for_peers(worker, done, WAIT_TIMEOUT) if isinstance(step, Open)
+    if wait and not (wait_for_peers(worker, state, session, done, WAIT_TIMEOUT)
+                     if isinstance(step, Open)
                      else worker.wait_until(done, WAIT_TIMEOUT)):
         raise TimeoutError(f"{worker.name} waited {WAIT_TIMEOUT:g} s for {what}; did every "
                            "party and the dealer get its request?")

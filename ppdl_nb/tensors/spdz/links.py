@@ -114,10 +114,13 @@ def send_on_link(worker: Worker, out: OutLink, peer: str, session: PartySession,
     tracing.record(worker.name, peer, "mpc.deliver", out.bytes_sent - before, 0)
 
 
-def wait_for_peers(worker: Worker, ready: Callable[[], bool], timeout: float) -> bool:
+def wait_for_peers(worker: Worker, state: SPDZState, session: PartySession,
+                   ready: Callable[[], bool], timeout: float) -> bool:
     """Inside a handler: wait until ``ready()`` (peers' openings, or an abort), reading
     this worker's data links itself with the worker unlocked; without data links, as
-    :meth:`Worker.wait_until`. Whether it became ready within ``timeout`` seconds."""
+    :meth:`Worker.wait_until`. Whether it became ready within ``timeout`` seconds; a
+    ``ConnectionError`` as soon as a peer's link shows that peer gone (a party whose
+    process died cannot say so itself)."""
     links = links_of(worker.state)
     if links is None:
         return worker.wait_until(ready, timeout)
@@ -130,4 +133,17 @@ def wait_for_peers(worker: Worker, ready: Callable[[], bool], timeout: float) ->
             read = links.pump(min(left, _SLICE))
         if not read:  # another routine is reading: it files ours too, and notifies
             worker.wait_until(ready, min(left, _SLICE))
+        gone = _vanished(state, session)
+        if gone is not None and not ready():
+            raise ConnectionError(f"{gone} vanished (its data link closed) while "
+                                  f"{worker.name} waited for its openings; restart it "
+                                  "and share the inputs again")
     return True
+
+
+def _vanished(state: SPDZState, session: PartySession) -> str | None:
+    for peer in session.peers:
+        out = state.out_links.get((session.id, peer))
+        if out is not None and out.lost():
+            return peer
+    return None

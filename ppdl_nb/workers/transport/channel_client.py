@@ -54,20 +54,26 @@ class SessionLost(PermissionError):
 
 
 class _Watch:
-    """Connection events of one socket: did the server's gate refuse us (any transport),
-    was a TCP connection lost since it was made?"""
+    """Connection events of one socket: did the server's gate refuse us, was the
+    connection lost since it was made (TCP: also no heartbeat; ipc: the server's process
+    closed it, so a reply in flight will never come)?"""
 
     def __init__(self, sock: zmq.Socket, *, tcp: bool) -> None:
-        mask = zmq.EVENT_HANDSHAKE_FAILED_AUTH | (zmq.EVENT_DISCONNECTED if tcp else 0)
+        mask = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_DISCONNECTED
+        if not tcp:  # on this machine a refused connect means nobody listens there
+            mask |= zmq.EVENT_CONNECT_RETRIED
         self._events = sock.get_monitor_socket(mask)
         self._sock, self.tcp = sock, tcp
         self._lost, self.refused = False, 0  # refused: the gate's status code
+        self.nobody_listens = False
 
     def _drain(self) -> None:
         while self._events.poll(0):
             event = recv_monitor_message(self._events)
             if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 self.refused = int(event["value"])
+            elif event["event"] == zmq.EVENT_CONNECT_RETRIED:
+                self.nobody_listens = True
             else:
                 self._lost = True
 
@@ -219,6 +225,13 @@ class ChannelClient:
                 raise self._timeout(timeout)
             if handshake and watch is not None and watch.gate_refused():
                 raise self._gate_refusal(watch.refused)
+            if handshake and watch is not None and watch.nobody_listens:
+                raise ConnectionError(f"nobody listens at {self.endpoint}: {self.peer} is "
+                                      "not running (its process stopped)")
+            if watch is not None and not watch.tcp and not handshake and watch.lost():
+                raise ConnectionError(
+                    f"{self.peer} closed its connection while handling a request (its "
+                    "process stopped, or it restarted); the request may or may not have run")
             if watch is not None and watch.tcp and watch.lost():
                 raise ConnectionError(
                     f"the connection to {self.peer} ({self.endpoint}) was lost (no heartbeat "
@@ -272,9 +285,6 @@ class ChannelClient:
             ) from None
         self._session, self._seq = session, 0
         self.handshakes += 1
-        if not tcp:  # an ipc connection is not lost while both ends live: stop watching
-            self._watch.close()
-            self._watch = None
         return session
 
     def _hello(self, tcp: bool, deadline: float) -> KeyPair:

@@ -39,6 +39,7 @@ from typing import Any
 
 import zmq
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from zmq.utils.monitor import recv_monitor_message
 
 from ppdl_nb.workers.transport.chan_socket import context, private_endpoint
 from ppdl_nb.workers.transport.chan_wire import (
@@ -202,8 +203,21 @@ class OutLink:
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
         self._sock.setsockopt(zmq.SNDHWM, 0)  # rounds are small; a full pipe is a bug
+        self._monitor = self._sock.get_monitor_socket(
+            zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self._connected = self._gone = False
         self._sock.connect(endpoint)
         self.bytes_sent = 0
+
+    def lost(self) -> bool:
+        """Whether the receiver went away after the link was up (its process died or it
+        closed the link): on one machine a closed ``ipc`` connection means just that."""
+        with self._lock:
+            while not self._gone and self._monitor.poll(0):
+                event = recv_monitor_message(self._monitor)["event"]
+                self._connected |= event == zmq.EVENT_CONNECTED
+                self._gone = self._connected and event == zmq.EVENT_DISCONNECTED
+            return self._gone
 
     def send(self, frames: Sequence[Any]) -> None:
         """Seal and send one message (a list of byte frames)."""
@@ -221,4 +235,6 @@ class OutLink:
 
     def close(self) -> None:
         with self._lock:
+            self._sock.disable_monitor()
+            self._monitor.close(linger=0)
             self._sock.close(linger=0)
