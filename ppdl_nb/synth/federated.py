@@ -7,7 +7,9 @@ reference the worker path is tested against) and across workers
 * :class:`OwnerTeachers` - what one data owner holds: its own records cut into disjoint
   shards, one teacher discriminator per shard, and the step that turns a generated batch
   into the owner's *noisy* vote sum (its teachers' top-k sign votes plus its part,
-  ``N(0, sigma^2 / m)``, of the Gaussian noise);
+  ``N(0, sigma^2 / m)``, of the Gaussian noise); optionally on ``basis=m`` DCT
+  coefficients and with closed-form ``teacher="centroid"`` teachers, as in
+  :func:`ppdl_nb.synth.datalens.train_datalens`;
 * :func:`train_across` - the model owner's loop: sample a batch, get the noisy total of
   every owner's vote sum (from a ``vote`` function: in one process, or from the workers
   through secure aggregation), threshold it, step the generator along it, nothing else;
@@ -36,19 +38,56 @@ from ppdl_nb.dp.accounting import Accountant, check_delta, noise_multiplier_for
 from ppdl_nb.dp.noise import generator
 from ppdl_nb.dp.topagg import TopAgg
 from ppdl_nb.synth.datalens import (
+    centroid_gradients,
+    centroid_teachers,
     generator_step,
     make_shards,
     per_sample_top_k,
     teacher_gradients,
     teacher_step,
 )
-from ppdl_nb.synth.models import ConditionalGenerator, TeacherBank
+from ppdl_nb.synth.models import BasisGenerator, ConditionalGenerator, TeacherBank, dct_basis
 from ppdl_nb.synth.owners import owner_noise_std, secure_sum
 
-__all__ = ["AcrossResult", "OwnerTeachers", "calibrate_owners", "owner_epsilon",
-           "train_across", "train_datalens_owners"]
+__all__ = ["AcrossResult", "OwnerTeachers", "TEACHERS", "calibrate_owners", "check_options",
+           "owner_epsilon", "project", "train_across", "train_datalens_owners"]
 
 Vote = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+#: the teacher models an owner may hold (see :func:`ppdl_nb.synth.datalens.train_datalens`)
+TEACHERS = ("gan", "centroid")
+
+
+def check_options(*, basis: int | None, teacher: str, image_dim: int) -> int:
+    """ValueError unless ``teacher`` is one of :data:`TEACHERS` and ``basis`` is None or an
+    integer in ``[1, image_dim]`` for square images of ``image_dim`` values; returns the
+    dimension the votes live in (``basis``, or ``image_dim`` without one).
+
+    >>> check_options(basis=16, teacher="centroid", image_dim=64)
+    16
+    >>> check_options(basis=None, teacher="gan", image_dim=13)
+    13
+    """
+    if not isinstance(teacher, str) or teacher not in TEACHERS:
+        raise ValueError(f"teacher must be one of {list(TEACHERS)}, got {teacher!r}")
+    if basis is None:
+        return image_dim
+    side = math.isqrt(image_dim)
+    if isinstance(basis, bool) or not isinstance(basis, int) or not 1 <= basis <= image_dim:
+        raise ValueError(f"basis must be None (vote on the {image_dim} values) or an integer "
+                         f"number of DCT coefficients in [1, {image_dim}], got {basis!r}")
+    if side * side != image_dim:
+        raise ValueError(f"basis= needs square images; got {image_dim} values a sample")
+    return basis
+
+
+def project(x: torch.Tensor, basis: int | None) -> torch.Tensor:
+    """Each record's own ``basis`` lowest DCT coefficients (``x`` itself if None): the basis
+    is public and built here from ``basis`` and the image side, so projecting is
+    post-processing of each record alone."""
+    if basis is None:
+        return x
+    return x @ dct_basis(math.isqrt(x.shape[1]), basis)
 
 
 def owner_epsilon(*, noise_std: float, k: int, owners: int, steps: int, delta: float) -> float:
@@ -97,19 +136,30 @@ class OwnerTeachers:
     sample as stochastic signs, sums them over the owner's teachers, and adds this
     owner's noise part ``N(0, noise_std^2 / owners)``; one fresh DP generator
     (:func:`ppdl_nb.dp.noise.generator`) per call draws the signs and the noise.
+
+    ``basis=m`` and ``teacher="centroid"`` mean what they mean in
+    :func:`ppdl_nb.synth.datalens.train_datalens`: the owner projects each of its records
+    onto the ``m`` lowest DCT coefficients (a basis it builds itself) and the batch it
+    votes on is ``(batch_size, m)`` coefficients; centroid teachers are fitted in closed
+    form on their own shard and not trained further.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, *, classes: int, teachers: int,
                  batch_size: int, k_per_sample: int, noise_std: float, owners: int,
                  scale: float = 1e-8, hidden: int = 32, lr: float = 1e-3,
-                 teacher_steps: int = 1, seed: int = 0) -> None:
-        self.xs, self.ys = make_shards(x, y, teachers=teachers, seed=seed)
-        self.dim, self.classes, self.batch_size = x.shape[1], classes, batch_size
+                 teacher_steps: int = 1, seed: int = 0, basis: int | None = None,
+                 teacher: str = "gan") -> None:
+        self.dim = check_options(basis=basis, teacher=teacher, image_dim=x.shape[1])
+        self.xs, self.ys = make_shards(project(x, basis), y, teachers=teachers, seed=seed)
+        self.classes, self.batch_size, self.teacher = classes, batch_size, teacher
         self.k_per_sample, self.teacher_steps = k_per_sample, teacher_steps
         self.k = min(k_per_sample * batch_size, batch_size * self.dim)
-        self.bank = TeacherBank(teachers=teachers, dim=self.dim, classes=classes, hidden=hidden,
-                                generator=torch.Generator().manual_seed(seed))
-        self.opt = torch.optim.Adam(self.bank.parameters(), lr=lr, betas=(0.5, 0.999))
+        if teacher == "gan":
+            self.bank = TeacherBank(teachers=teachers, dim=self.dim, classes=classes,
+                                    hidden=hidden, generator=torch.Generator().manual_seed(seed))
+            self.opt = torch.optim.Adam(self.bank.parameters(), lr=lr, betas=(0.5, 0.999))
+        else:  # closed form, from its own shard only
+            self.mu, self.has = centroid_teachers(self.xs, self.ys, classes=classes)
         self.agg = TopAgg(k=self.k, scale=scale, noise_std=noise_std, threshold=0.0,
                           adjacency="teacher")
         self.part_std = noise_std / math.sqrt(owners)
@@ -133,10 +183,14 @@ class OwnerTeachers:
         """This owner's vote sum plus its noise part: ``(batch_size * dim,)``."""
         self.check_batch(fake, fake_y)
         fake, fake_y = fake.detach().to(torch.float32), fake_y.long()
-        for _ in range(self.teacher_steps):
-            teacher_step(self.bank, self.opt, self.xs, self.ys, fake, fake_y)
-        grads = per_sample_top_k(teacher_gradients(self.bank, fake, fake_y),
-                                 batch_size=self.batch_size, k_per_sample=self.k_per_sample)
+        if self.teacher == "gan":
+            for _ in range(self.teacher_steps):
+                teacher_step(self.bank, self.opt, self.xs, self.ys, fake, fake_y)
+            grads = teacher_gradients(self.bank, fake, fake_y)
+        else:
+            grads = centroid_gradients(self.mu, self.has, fake, fake_y)
+        grads = per_sample_top_k(grads, batch_size=self.batch_size,
+                                 k_per_sample=self.k_per_sample)
         gen = generator()
         votes = self.agg.votes(grads, gen)
         return votes + torch.randn(votes.shape, generator=gen, dtype=votes.dtype) * self.part_std
@@ -158,19 +212,31 @@ def train_across(  # long: the model owner's loop reads best in one piece
     vote: Vote, *, dim: int, classes: int, steps: int, batch_size: int, threshold: float,
     lr: float = 1e-3, z_dim: int = 32, hidden: int = 256, output: str = "sigmoid",
     seed: int = 0, on_step: Callable[[int, ConditionalGenerator], None] | None = None,
+    basis: torch.Tensor | None = None,
 ) -> tuple[ConditionalGenerator, list[dict[str, float]]]:
     """The model owner's side: ``vote(fake, fake_y)`` returns the owners' noisy vote total
     (``batch_size * dim``); it is thresholded at ``threshold`` and the generator steps
-    along the result, the only thing of the owners' data it ever sees."""
+    along the result, the only thing of the owners' data it ever sees.
+
+    With ``basis`` (``(image_dim, dim)``, public) the generator is a
+    :class:`~ppdl_nb.synth.models.BasisGenerator`: the owners vote on its ``dim``
+    coefficients per sample, and it releases images."""
     torch.manual_seed(seed)  # the generator's initial weights
-    gen = ConditionalGenerator(dim=dim, classes=classes, z_dim=z_dim, hidden=hidden,
-                               output=output)
+    if basis is None:
+        gen = ConditionalGenerator(dim=dim, classes=classes, z_dim=z_dim, hidden=hidden,
+                                   output=output)
+        make = gen.sample
+    else:
+        if basis.shape[1] != dim:
+            raise ValueError(f"the basis has {basis.shape[1]} atoms; the votes have {dim}")
+        gen = BasisGenerator(basis=basis, classes=classes, z_dim=z_dim, hidden=hidden)
+        make = gen.coefficients
     opt = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.5, 0.999))
     g = torch.Generator().manual_seed(seed)
     history: list[dict[str, float]] = []
     for step in range(steps):
         fy = torch.randint(0, classes, (batch_size,), generator=g)
-        fake = gen.sample(fy, generator=g)
+        fake = make(fy, generator=g)
         total = vote(fake.detach(), fy)
         direction = torch.sign(total) * (total.abs() >= threshold)
         generator_step(opt, fake, direction.to(fake.dtype))
@@ -186,22 +252,27 @@ def train_datalens_owners(  # long: setup and loop of the in-process reference
     epsilon: float, delta: float, teachers: int = 20, steps: int = 100,
     batch_size: int = 16, k_per_sample: int = 5, threshold_sigmas: float = 1.0,
     lr: float = 1e-3, teacher_lr: float = 1e-3, teacher_hidden: int = 32, z_dim: int = 32,
-    hidden: int = 256, output: str = "sigmoid", seed: int = 0,
+    hidden: int = 256, output: str = "sigmoid", seed: int = 0, basis: int | None = None,
+    teacher: str = "gan",
 ) -> AcrossResult:
     """DataLens across owners in one process: ``teachers`` per owner, owner ``i`` seeded
     ``seed + i``, noisy sums added through :func:`ppdl_nb.synth.owners.secure_sum`.
+    ``basis`` and ``teacher`` as in :class:`OwnerTeachers` (and
+    :func:`ppdl_nb.synth.datalens.train_datalens`).
 
     The worker path (:func:`ppdl_nb.synth.remote.train_datalens_on`) computes the same
     thing with each owner on its own worker.
     """
     m = len(owners_data)
     check_delta(delta, min(len(x) for x, _ in owners_data))
-    dim = owners_data[0][0].shape[1]
+    image_dim = owners_data[0][0].shape[1]
+    dim = check_options(basis=basis, teacher=teacher, image_dim=image_dim)
     k = min(k_per_sample * batch_size, batch_size * dim)
     noise_std = calibrate_owners(epsilon=epsilon, delta=delta, steps=steps, k=k, owners=m)
     owners = [OwnerTeachers(x, y, classes=classes, teachers=teachers, batch_size=batch_size,
                             k_per_sample=k_per_sample, noise_std=noise_std, owners=m,
-                            hidden=teacher_hidden, lr=teacher_lr, seed=seed + i)
+                            hidden=teacher_hidden, lr=teacher_lr, seed=seed + i,
+                            basis=basis, teacher=teacher)
               for i, (x, y) in enumerate(owners_data)]
     charged = [owner_epsilon(noise_std=noise_std, k=k, owners=m, steps=steps, delta=delta)
                for _ in owners]
@@ -211,5 +282,7 @@ def train_datalens_owners(  # long: setup and loop of the in-process reference
 
     gen, history = train_across(vote, dim=dim, classes=classes, steps=steps,
                                 batch_size=batch_size, threshold=threshold_sigmas * noise_std,
-                                lr=lr, z_dim=z_dim, hidden=hidden, output=output, seed=seed)
+                                lr=lr, z_dim=z_dim, hidden=hidden, output=output, seed=seed,
+                                basis=None if basis is None else dct_basis(
+                                    math.isqrt(image_dim), basis))
     return AcrossResult(gen, max(charged), delta, noise_std, charged, history)

@@ -114,9 +114,10 @@ class BasisGenerator(ConditionalGenerator):
         self.register_buffer("basis", basis.detach().clone())
         self.image_dim = basis.shape[0]
 
-    def coefficients(self, y: torch.Tensor) -> torch.Tensor:
+    def coefficients(self, y: torch.Tensor, *, generator: torch.Generator | None = None
+                     ) -> torch.Tensor:
         """The network's ``(len(y), m)`` coefficients (gradients flow)."""
-        return super().sample(y)
+        return super().sample(y, generator=generator)
 
     def decode(self, c: torch.Tensor) -> torch.Tensor:
         return (c @ self.basis.T).clamp(0.0, 1.0)

@@ -21,6 +21,7 @@ of shares: all it ever holds of the owners' data is the noisy total, thresholded
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,7 +32,7 @@ from ppdl_nb.mpc.encoding import decode
 from ppdl_nb.mpc.sharing import reconstruct
 from ppdl_nb.synth import worker_steps as steps_
 from ppdl_nb.synth.federated import AcrossResult, train_across
-from ppdl_nb.synth.models import ConditionalGenerator
+from ppdl_nb.synth.models import ConditionalGenerator, dct_basis
 
 __all__ = ["load_parts", "train_datalens_on"]
 
@@ -50,9 +51,10 @@ def _setup(workers: Sequence[Any], session: str, setup: dict[str, Any], seed: in
     names = [w.name for w in workers]
     replies = [steps_.setup.on(w, session=session, holders=names, seed=seed + i, **setup)
                for i, w in enumerate(workers)]
-    agreed = {(r["dim"], r["k"], round(r["noise_std"], 9)) for r in replies}
+    agreed = {(r["dim"], r["image_dim"], r["k"], round(r["noise_std"], 9)) for r in replies}
     if len(agreed) != 1:
-        raise ValueError(f"the owners' datasets disagree (dim, k, noise std): {agreed}; "
+        raise ValueError(f"the owners' datasets disagree (dim, image dim, k, noise std): "
+                         f"{agreed}; "
                          "every owner must hold the same columns")
     return replies
 
@@ -63,13 +65,19 @@ def train_datalens_on(  # long: setup, the vote function and teardown read best 
     threshold_sigmas: float = 1.0, lr: float = 1e-3, teacher_lr: float = 1e-3,
     teacher_hidden: int = 32, z_dim: int = 32, hidden: int = 256, output: str = "sigmoid",
     seed: int = 0, on_step: Callable[[int, ConditionalGenerator], None] | None = None,
+    basis: int | None = None, teacher: str = "gan",
 ) -> AcrossResult:
     """DataLens with ``teachers`` teachers on each owner's worker (owner ``i`` seeded
     ``seed + i``), ``steps`` generator steps at ``(epsilon, delta)`` per owner.
 
-    Each owner charges its own ledger at setup; the result's ``owner_epsilons`` are what
-    they charged. Equal, for the same seeds and DP noise, to
-    :func:`ppdl_nb.synth.federated.train_datalens_owners` on the same parts.
+    ``basis=m`` (square images) votes on ``m`` low-frequency DCT coefficients: each owner
+    builds the public basis itself from ``m``, this process builds the same one for its
+    :class:`~ppdl_nb.synth.models.BasisGenerator`; ``teacher="centroid"`` has each owner
+    fit closed-form centroid teachers on its shards (see
+    :func:`ppdl_nb.synth.datalens.train_datalens`). Each owner charges its own ledger at
+    setup; the result's ``owner_epsilons`` are what they charged. Equal, for the same
+    seeds and DP noise, to :func:`ppdl_nb.synth.federated.train_datalens_owners` on the
+    same parts.
     """
     if len(workers) < 2:
         raise ValueError(f"DataLens across owners needs >= 2 owner workers, got "
@@ -78,9 +86,10 @@ def train_datalens_on(  # long: setup, the vote function and teardown read best 
     setup = {"dataset": dataset, "classes": classes, "epsilon": epsilon, "delta": delta,
              "steps": steps, "teachers": teachers, "batch_size": batch_size,
              "k_per_sample": k_per_sample, "teacher_hidden": teacher_hidden,
-             "teacher_lr": teacher_lr}
+             "teacher_lr": teacher_lr, "basis": basis, "teacher": teacher}
     replies = _setup(workers, session, setup, seed)
     noise_std, dim = float(replies[0]["noise_std"]), int(replies[0]["dim"])
+    proj = None if basis is None else dct_basis(math.isqrt(int(replies[0]["image_dim"])), basis)
 
     calls = [0]
 
@@ -97,7 +106,7 @@ def train_datalens_on(  # long: setup, the vote function and teardown read best 
                                     batch_size=batch_size,
                                     threshold=threshold_sigmas * noise_std, lr=lr,
                                     z_dim=z_dim, hidden=hidden, output=output, seed=seed,
-                                    on_step=on_step)
+                                    on_step=on_step, basis=proj)
     finally:
         for w in workers:
             steps_.close.on(w, session=session)

@@ -42,7 +42,12 @@ from ppdl_nb.mpc.encoding import encode
 from ppdl_nb.mpc.prg import PRG
 from ppdl_nb.mpc.ring import check_ring
 from ppdl_nb.mpc.sharing import share
-from ppdl_nb.synth.federated import OwnerTeachers, calibrate_owners, owner_epsilon
+from ppdl_nb.synth.federated import (
+    OwnerTeachers,
+    calibrate_owners,
+    check_options,
+    owner_epsilon,
+)
 from ppdl_nb.workers.core.messages import protocol_step
 from ppdl_nb.workers.core.state import state_dir
 from ppdl_nb.workers.core.worker import Worker
@@ -114,13 +119,18 @@ def setup(worker: Worker, caller: str, *, session: str, dataset: str, holders: l
           classes: int, epsilon: float, delta: float, steps: int, teachers: int = 20,
           batch_size: int = 16, k_per_sample: int = 5, scale: float = 1e-8,
           teacher_hidden: int = 32, teacher_lr: float = 1e-3, teacher_steps: int = 1,
-          seed: int = 0) -> dict[str, Any]:
+          seed: int = 0, basis: int | None = None, teacher: str = "gan") -> dict[str, Any]:
     """Teachers on disjoint shards of ``dataset``; the whole session charged up front.
 
     The owner calibrates the total noise std for ``steps`` queries at ``(epsilon, delta)``
     against a curious fellow owner and charges its ledger what that costs; a session then
     answers at most ``steps`` votes. ``holders``: the session's owners (this one
-    included), who hold the shares of every vote sum.
+    included), who hold the shares of every vote sum. ``basis=m``: the owner builds the
+    public ``m``-coefficient DCT basis itself (from ``m`` and its images' side), projects
+    its records onto it and votes on coefficients; ``teacher``: ``"gan"`` (trained
+    discriminators) or ``"centroid"`` (closed form, on its own shard), see
+    :class:`~ppdl_nb.synth.federated.OwnerTeachers`. The reply's ``dim`` is the votes'
+    dimension per sample, ``image_dim`` the records'.
     """
     sessions = _sessions(worker)
     if not isinstance(session, str) or not session or session in sessions:
@@ -135,7 +145,7 @@ def setup(worker: Worker, caller: str, *, session: str, dataset: str, holders: l
     x, y = _rows(worker, dataset)
     if x.dim() != 2 or not 0 <= int(y.min()) <= int(y.max()) < classes:
         raise ValueError(f"{dataset} must be (rows, features) with labels in [0, {classes})")
-    dim = x.shape[1]
+    dim = check_options(basis=basis, teacher=teacher, image_dim=x.shape[1])
     k = min(k_per_sample * batch_size, batch_size * dim)
     noise_std = calibrate_owners(epsilon=epsilon, delta=delta, steps=steps, k=k,
                                  owners=len(names))
@@ -143,14 +153,16 @@ def setup(worker: Worker, caller: str, *, session: str, dataset: str, holders: l
                           batch_size=batch_size, k_per_sample=k_per_sample,
                           noise_std=noise_std, owners=len(names), scale=scale,
                           hidden=teacher_hidden, lr=teacher_lr, teacher_steps=teacher_steps,
-                          seed=seed)
+                          seed=seed, basis=basis, teacher=teacher)
     cost = owner_epsilon(noise_std=noise_std, k=k, owners=len(names), steps=steps, delta=delta)
     budget = budget_of(worker, dataset)
-    budget.charge(cost, delta, f"DataLens votes: {steps} queries, k {k}, {teachers} teachers, "
-                  f"noise_std {noise_std:.4g} ({caller})")
+    on = "pixels" if basis is None else f"{basis} DCT coefficients"
+    budget.charge(cost, delta, f"DataLens votes: {steps} queries, k {k}, {teachers} {teacher} "
+                  f"teachers on {on}, noise_std {noise_std:.4g} ({caller})")
     sessions[session] = {"owner": owner, "holders": names, "left": steps, "by": caller,
                          "dataset": dataset, "shares": {}}
-    return {"dim": dim, "k": k, "noise_std": noise_std, "teachers": teachers,
+    return {"dim": dim, "image_dim": int(x.shape[1]), "basis": basis, "teacher": teacher,
+            "k": k, "noise_std": noise_std, "teachers": teachers,
             "epsilon": cost, "delta": delta, "remaining_epsilon": budget.remaining_epsilon}
 
 

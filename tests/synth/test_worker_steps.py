@@ -14,6 +14,7 @@ from ppdl_nb.mpc.encoding import decode
 from ppdl_nb.mpc.sharing import reconstruct
 from ppdl_nb.synth import worker_steps as ws
 from ppdl_nb.synth.federated import train_datalens_owners
+from ppdl_nb.synth.models import BasisGenerator, dct_basis
 from ppdl_nb.synth.remote import load_parts, train_datalens_on
 from ppdl_nb.workers.transport.virtual import VirtualNetwork
 
@@ -38,12 +39,18 @@ def _parts(parts: int = 2):
     return [(d.x[order[i::parts]].float(), d.y[order[i::parts]]) for i in range(parts)]
 
 
-def test_worker_path_equals_the_in_process_owners(owners):
+@pytest.mark.parametrize("options", [{}, {"basis": 16, "teacher": "centroid"}],
+                         ids=["pixels-gan", "basis16-centroid"])
+def test_worker_path_equals_the_in_process_owners(owners, options):
     with fixed_seed(11):
         remote = train_datalens_on(owners, dataset="digits", epsilon=10.0, delta=1e-5,
-                                   seed=3, **RUN)
+                                   seed=3, **RUN, **options)
     with fixed_seed(11):
-        local = train_datalens_owners(_parts(), epsilon=10.0, delta=1e-5, seed=3, **RUN)
+        local = train_datalens_owners(_parts(), epsilon=10.0, delta=1e-5, seed=3, **RUN,
+                                      **options)
+    if options:  # a generator of coefficients, releasing images
+        assert isinstance(remote.generator, BasisGenerator)
+        assert remote.generator.release(5)[0].shape == (5, 64)
     assert remote.owner_epsilons == pytest.approx(local.owner_epsilons)
     assert remote.noise_std == pytest.approx(local.noise_std)
     assert remote.history == local.history
@@ -51,7 +58,8 @@ def test_worker_path_equals_the_in_process_owners(owners):
                                  local.generator.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     with fixed_seed(12):  # other noise, another generator: the comparison can fail
-        other = train_datalens_owners(_parts(), epsilon=10.0, delta=1e-5, seed=3, **RUN)
+        other = train_datalens_owners(_parts(), epsilon=10.0, delta=1e-5, seed=3, **RUN,
+                                      **options)
     assert not torch.equal(other.generator.net[0].weight, local.generator.net[0].weight)
 
 
@@ -171,3 +179,48 @@ def test_each_owner_trains_its_teachers_on_disjoint_shards_of_its_own_records(ow
     with pytest.raises(ValueError, match="finite"):
         ws.vote.on(owners[0], session="s1", step=0,
                    fake=torch.full((4, 64), float("nan")), fake_y=torch.tensor([0, 1, 2, 3]))
+
+
+def test_basis_and_centroid_teachers_stay_on_each_owner(owners):
+    names = [w.name for w in owners]
+    for i, w in enumerate(owners):
+        reply = ws.setup.on(w, session="s3", dataset="digits", holders=names, classes=10,
+                            epsilon=5.0, delta=1e-5, steps=1, teachers=3, batch_size=4,
+                            k_per_sample=1, seed=i, basis=16, teacher="centroid")
+        assert (reply["dim"], reply["image_dim"], reply["k"]) == (16, 64, 4)
+    for w, (x, _) in zip(owners, _parts(), strict=True):  # the owner's own projection
+        owner = w.owner.state["synth"]["s3"]["owner"]
+        rows = owner.xs.reshape(-1, 16)
+        mine = x @ dct_basis(8, 16)
+        assert all(bool(torch.isclose(mine, r).all(1).any()) for r in rows)
+        assert not hasattr(owner, "bank") and owner.mu.shape == (3, 10, 16)
+    with pytest.raises(ValueError, match="shape"):  # coefficients, not pixels
+        ws.vote.on(owners[0], session="s3", step=0, fake=torch.rand(4, 64),
+                   fake_y=torch.tensor([0, 1, 2, 3]))
+    ledger = budget.on(owners[0], dataset="digits")
+    assert "centroid teachers on 16 DCT coefficients" in ledger["history"][0][0]
+
+
+@pytest.mark.parametrize(("bad", "match"), [
+    ({"teacher": "knn"}, r"teacher must be one of \['gan', 'centroid'\]"),
+    ({"basis": 0}, r"basis must be None .* integer .* \[1, 64\]"),
+    ({"basis": 65}, r"\[1, 64\]"),
+    ({"basis": "16"}, "basis must be None"),
+    ({"basis": 16.0}, "basis must be None"),
+    ({"basis": True}, "basis must be None"),
+])
+def test_a_bad_basis_or_teacher_is_refused_and_the_owner_keeps_serving(trio, bad, match):
+    a, b = trio[0], trio[1]
+    load_parts([a, b], "digits", epsilon=1e6, delta=1e-2, train_rows=ROWS)
+    spent = budget.on(a, dataset="digits")["spent_epsilon"]
+    kwargs = dict(dataset="digits", holders=[a.name, b.name], classes=10, epsilon=1.0,
+                  delta=1e-5, steps=1, teachers=3, batch_size=4, k_per_sample=1)
+    with pytest.raises(ValueError, match=match):
+        ws.setup.on(a, session=f"bad-{id(bad)}", **kwargs, **bad)
+    assert budget.on(a, dataset="digits")["spent_epsilon"] == spent  # nothing charged
+    with pytest.raises(ValueError, match="teacher must be one of"):  # the notebook's call
+        train_datalens_on([a, b], dataset="digits", epsilon=1.0, delta=1e-5, teacher="knn",
+                          **RUN)
+    res = train_datalens_on([a, b], dataset="digits", epsilon=1.0, delta=1e-5, basis=16,
+                            teacher="centroid", **RUN)  # and the owner still serves
+    assert len(res.history) == RUN["steps"]
