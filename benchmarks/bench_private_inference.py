@@ -138,9 +138,23 @@ def workloads(alice, bob, dave, quick: bool, ops: list[str]):
     return out
 
 
+def source_state() -> dict[str, str]:
+    """The commit the run used and whether ppdl_nb/ had uncommitted changes (the tree
+    may be edited while a long run goes on: say what was measured)."""
+    def git(*cmd: str) -> str:
+        try:
+            return subprocess.run(["git", *cmd], capture_output=True, text=True, timeout=30,
+                                  cwd=Path(__file__).parent).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "ppdl_nb_dirty": git("status", "--short", "--", "../ppdl_nb")}
+
+
 def bench(args) -> None:
     ops = [o for o in args.ops.split(",") if o]
     repeat, rounds = (1, 1) if args.quick else (args.repeat, args.rounds)
+    state = {"before": source_state()}
     group = ppdl_nb.launch("alice", "bob", "dave")
     alice, bob, dave = tuple(group)
     try:
@@ -170,6 +184,7 @@ def bench(args) -> None:
                 ours[op]["online"] += wall
                 ours[op]["cpu_online"].append(c)
             load.append(os.getloadavg()[0])
+        state["after"] = source_state()
         rows, layers = [], {}
         for op in ops:
             fn, session, pm = fns[op]
@@ -209,7 +224,7 @@ def bench(args) -> None:
                 "samples_ms": {op: {k: [s * 1e3 for s in v] for k, v in ours[op].items()}
                                for op in ops},
                 "crypten_runs": [r for runs in theirs.values() for r in runs],
-                "layers": layers})
+                "layers": layers, "source": state})
     finally:
         group.shutdown()
 
