@@ -28,7 +28,6 @@ what it receives.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import statistics
@@ -38,16 +37,10 @@ import time
 import warnings
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_SHIM = REPO.parent / "shared" / "bench"
-CRYPTEN_PYTHON = REPO / ".venv-crypten" / "bin" / "python"
+sys.path.insert(0, str(Path(__file__).parent))
+from _crypten import DEFAULT_SHIM, crypten_or_skip  # noqa: E402
+
 OPS = ("relu", "mlp", "lenet")
-
-
-def _import_crypten(shim: Path):
-    sys.path.insert(0, str(shim))
-    importlib.import_module("crypten_shim")  # patches torch.onnx; must come before crypten
-    return importlib.import_module("crypten")
 
 
 def lenet():
@@ -161,17 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shim", type=Path, default=DEFAULT_SHIM,
                    help="folder holding crypten_shim.py (default: ../shared/bench)")
     args = p.parse_args(argv)
-    try:
-        crypten = _import_crypten(args.shim)
-    except ImportError as exc:
-        if CRYPTEN_PYTHON.exists() and not os.environ.get("PPDL_CRYPTEN_REEXEC"):
-            os.environ["PPDL_CRYPTEN_REEXEC"] = "1"  # once: never loop between interpreters
-            os.execv(str(CRYPTEN_PYTHON), [str(CRYPTEN_PYTHON), __file__, *(argv or sys.argv[1:])])
-        msg = (f"CrypTen is not available ({exc}); skipping. Make .venv-crypten as the "
-               f"docstring of {args.shim / 'crypten_shim.py'} says to run this anchor.")
-        print(msg)
-        if args.json:
-            args.json.write_text(json.dumps({"skipped": msg, "rows": []}))
+    crypten = crypten_or_skip(args.shim, __file__, argv or sys.argv[1:], args.json)
+    if crypten is None:
         return 0
 
     import torch
