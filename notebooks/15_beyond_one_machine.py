@@ -27,6 +27,7 @@ from IPython.display import clear_output, display
 
 import ppdl_nb
 from ppdl_nb import datasets
+from ppdl_nb.dp import remote
 from ppdl_nb.fl import fit_federated, public_split
 from ppdl_nb.fl.ray_engine import RayEngine, simulated_dataset
 from ppdl_nb.workers.transport.served_client import notebook_identity
@@ -91,19 +92,19 @@ except PermissionError as err:
 # The notebook never sees the rows. It may ask differentially private questions; the
 # owner's worker charges its own ledger, which lives in the owner's directory.
 # %% [ignore-output]
-mean_radius = hospital.step("dp.query", dataset="cancer", kind="mean", column=0,
-                            epsilon=0.5, lower=0.0, upper=30.0)
+cancer = remote(hospital).dataset("cancer")  # the DP side of the owner's dataset
+mean_radius = cancer.mean(0, bounds=(0.0, 30.0), epsilon=0.5)
 print(f"noisy mean radius: {mean_radius:.2f}")
 # %%
-budget = hospital.step("dp.budget", dataset="cancer")
-print(f"spent {budget['spent_epsilon']} of {budget['total_epsilon']} epsilon")
+budget = cancer.budget()
+print(f"spent {budget.spent_epsilon} of {budget.total_epsilon} epsilon")
 # %% [markdown]
 # The owner restarts the worker (an update, a reboot). Its datasets and budgets come
 # back; objects computed before are gone, and using one says so. The same `hospital`
 # handle reconnects by itself, to the same identity.
 # %%
 hospital_proc.restart()
-print(hospital.step("dp.budget", dataset="cancer")["spent_epsilon"], "epsilon spent")
+print(cancer.budget().spent_epsilon, "epsilon spent")
 try:
     x.get()
 except KeyError as err:
