@@ -101,10 +101,11 @@ def run_program(layers: Sequence[nn.Module], weights: Sequence[Sequence[FixedPre
     other, and the seconds the parties spent in it (party 0's clock)."""
     session = x.child.session
     b = _Builder(session, x, weights)
-    cur, slot = 0, 1
+    cur, slot, shapes = 0, 1, []
     for k, (layer, ws) in enumerate(zip(layers, weights, strict=True)):
         cur = _layer_steps(b, k, layer, cur, list(range(slot, slot + len(ws))))
         slot += len(ws)
+        shapes.append(list(b.shape))  # the layer's output shape
     if not b.steps:  # a model of nothing but Dropout/Identity
         return x, []
     label = session.label()
@@ -117,19 +118,15 @@ def run_program(layers: Sequence[nn.Module], weights: Sequence[Sequence[FixedPre
     parts = [wrap_reply(p, r["result"], p.context)
              for p, r in zip(session.parties, replies, strict=True)]
     out = FixedPrecisionTensor(SharedTensor(parts, session), b.f)
-    return out, _per_layer(layers, b, replies[0].get("extra") or [], session.n)
+    return out, _per_layer(layers, shapes, b, replies[0].get("extra") or [], session.n)
 
 
-def _per_layer(layers: Sequence[nn.Module], b: _Builder, figures: list[Any], n: int
-               ) -> list[dict[str, Any]]:
-    stats = [{"layer": type(layer).__name__, "rounds": 0, "bytes": 0, "seconds": 0.0}
-             for layer in layers]
+def _per_layer(layers: Sequence[nn.Module], shapes: list[list[int]], b: _Builder,
+               figures: list[Any], n: int) -> list[dict[str, Any]]:
+    stats = [{"layer": type(layer).__name__, "shape": shape, "rounds": 0, "bytes": 0,
+              "seconds": 0.0} for layer, shape in zip(layers, shapes, strict=True)]
     for k, (rounds, sent, seconds) in zip(b.layer_of, figures, strict=False):
         stats[k]["rounds"] += int(rounds)
         stats[k]["bytes"] += int(sent) * n  # every party sends as much as party 0
         stats[k]["seconds"] += float(seconds)
-    shape = list(b.inputs[0].shape)
-    for layer, row in zip(layers, stats, strict=True):
-        shape = list(layer(torch.empty(shape, device="meta")).shape)
-        row["shape"] = shape
     return stats

@@ -5,7 +5,8 @@ pool, the peer's serve thread and one of its handler threads before the waiting 
 wakes (about a millisecond a round here). Workers that run in their own processes
 (kernel workers) instead send a fused operation's openings on a data link
 (:mod:`ppdl_nb.workers.transport.datalink`): the routine's own thread seals and sends,
-the peer's receive thread files the shares and wakes its routine. Round-by-round runs
+and the peer's waiting routine reads its links itself and files the shares (no thread
+hand-off on either side). Round-by-round runs
 and workers without a data plane (virtual, served) keep the request channel, so both
 paths carry the same messages and the trace shows the same rounds.
 
@@ -27,7 +28,7 @@ from ppdl_nb.workers.core import codec, tracing
 from ppdl_nb.workers.core.concurrent import submit
 from ppdl_nb.workers.core.messages import protocol_step
 from ppdl_nb.workers.core.worker import Worker
-from ppdl_nb.workers.transport.datalink import LINK_ID_BYTES, OutLink, links_of
+from ppdl_nb.workers.transport.datalink import KEY_BYTES, LINK_ID_BYTES, OutLink, links_of
 
 __all__ = ["link", "out_link", "send_on_link", "wait_for_peers"]
 
@@ -53,7 +54,7 @@ def link(worker: Worker, caller: str, *, session: str, link: bytes, key: bytes
 
 
 def _receiver(worker: Worker, session: str, peer: str) -> Any:
-    """What the receive thread does with a message from ``peer``: ``mpc.deliver``'s work
+    """What the reading routine does with a message from ``peer``: ``mpc.deliver``'s work
     under the worker's lock, or, for a malformed one, stop the round it names."""
     def take(frames: list[Any]) -> None:
         nbytes = codec.frames_nbytes(frames)
@@ -88,7 +89,7 @@ def out_link(worker: Worker, state: SPDZState, session: PartySession, peer: str
     if links_of(worker.state) is None:
         state.out_links[key] = None
         return None
-    link_id, secret = os.urandom(LINK_ID_BYTES), os.urandom(32)
+    link_id, secret = os.urandom(LINK_ID_BYTES), os.urandom(KEY_BYTES)
     future = submit(worker.client_for(peer), link.name,
                     {"session": session.id, "link": link_id, "key": secret})
     future.add_done_callback(lambda _: worker.notify())

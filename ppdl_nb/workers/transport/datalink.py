@@ -49,11 +49,11 @@ from ppdl_nb.workers.transport.chan_wire import (
     parse_prefix,
     seal_iter,
 )
+from ppdl_nb.workers.transport.keys import KEY_BYTES
 
-__all__ = ["LINK_ID_BYTES", "DataLinks", "OutLink", "attach", "close", "links_of"]
+__all__ = ["KEY_BYTES", "LINK_ID_BYTES", "DataLinks", "OutLink", "attach", "close", "links_of"]
 
 LINK_ID_BYTES = 16
-KEY_BYTES = 32
 SEND_TIMEOUT_MS = 60_000  # a receiver that stopped reading fails the send, never hangs it
 MAX_MESSAGE_BYTES = 1 << 31
 _ZERO_COPY_FROM = 1 << 16  # smaller frames are cheaper to copy than to pin
@@ -122,12 +122,6 @@ class DataLinks:
             if link_id in self._links:
                 raise ValueError("this link id is taken; draw a fresh one")
             self._links[link_id] = _InLink(AESGCM(key), deliver)
-
-    def forget(self, link_ids: Sequence[bytes]) -> None:
-        """Stop receiving on these links (a session ended)."""
-        with self._lock:
-            for link_id in link_ids:
-                self._links.pop(link_id, None)
 
     def pump(self, timeout: float) -> bool:
         """Receive for up to ``timeout`` seconds, until one message was delivered; read
