@@ -47,9 +47,9 @@ from ppdl_nb.dp.accounting import Accountant, check_delta, noise_multiplier_for
 from ppdl_nb.dp.topagg import TopAgg, top_k_indices
 from ppdl_nb.synth.models import BasisGenerator, ConditionalGenerator, TeacherBank, dct_basis
 
-__all__ = ["DataLensResult", "centroid_gradients", "centroid_teachers", "generator_step",
-           "make_shards", "per_sample_top_k", "teacher_gradients", "teacher_step",
-           "train_datalens"]
+__all__ = ["TEACHERS", "DataLensResult", "centroid_gradients", "centroid_teachers",
+           "check_options", "generator_step", "make_shards", "per_sample_top_k", "project",
+           "teacher_gradients", "teacher_step", "train_datalens"]
 
 
 def make_shards(x: torch.Tensor, y: torch.Tensor, *, teachers: int, seed: int = 0
@@ -180,6 +180,42 @@ def _calibrate(*, epsilon: float, delta: float, steps: int) -> float:
                                 delta=delta)
 
 
+#: the teacher models DataLens can use (see :func:`train_datalens`)
+TEACHERS = ("gan", "centroid")
+
+
+def check_options(*, basis: int | None, teacher: str, image_dim: int) -> int:
+    """ValueError unless ``teacher`` is one of :data:`TEACHERS` and ``basis`` is None or an
+    integer in ``[1, image_dim]`` for square images of ``image_dim`` values; returns the
+    dimension the votes live in (``basis``, or ``image_dim`` without one).
+
+    >>> check_options(basis=16, teacher="centroid", image_dim=64)
+    16
+    >>> check_options(basis=None, teacher="gan", image_dim=13)
+    13
+    """
+    if not isinstance(teacher, str) or teacher not in TEACHERS:
+        raise ValueError(f"teacher must be one of {list(TEACHERS)}, got {teacher!r}")
+    if basis is None:
+        return image_dim
+    side = math.isqrt(image_dim)
+    if isinstance(basis, bool) or not isinstance(basis, int) or not 1 <= basis <= image_dim:
+        raise ValueError(f"basis must be None (vote on the {image_dim} values) or an integer "
+                         f"number of DCT coefficients in [1, {image_dim}], got {basis!r}")
+    if side * side != image_dim:
+        raise ValueError(f"basis= needs square images; got {image_dim} values a sample")
+    return basis
+
+
+def project(x: torch.Tensor, basis: int | None) -> torch.Tensor:
+    """Each record's own ``basis`` lowest DCT coefficients (``x`` itself if None): the basis
+    is public and built here from ``basis`` and the image side, so projecting is
+    post-processing of each record alone."""
+    if basis is None:
+        return x
+    return x @ dct_basis(math.isqrt(x.shape[1]), basis)
+
+
 def train_datalens(  # long: the training loop reads best in one piece
     x: torch.Tensor, y: torch.Tensor, *, classes: int, epsilon: float, delta: float,
     teachers: int = 100, steps: int = 500, batch_size: int = 32, k_per_sample: int = 100,
@@ -212,17 +248,11 @@ def train_datalens(  # long: the training loop reads best in one piece
     """
     if epsilon <= 0:
         raise ValueError(f"epsilon must be positive, got {epsilon}.")
-    if teacher not in ("gan", "centroid"):
-        raise ValueError(f"teacher must be 'gan' or 'centroid', got {teacher!r}.")
+    check_options(basis=basis, teacher=teacher, image_dim=x.shape[1])
     check_delta(delta, len(x))
     torch.manual_seed(seed)
-    proj = None
-    if basis is not None:  # vote on coefficients of a fixed, public low-frequency basis
-        side = math.isqrt(x.shape[1])
-        if side * side != x.shape[1]:
-            raise ValueError(f"basis= needs square images; got {x.shape[1]} values a sample.")
-        proj = dct_basis(side, basis)
-        x = x @ proj  # each record's own coefficients: per-record post-processing
+    proj = None if basis is None else dct_basis(math.isqrt(x.shape[1]), basis)
+    x = project(x, basis)  # each record's own coefficients: per-record post-processing
     xs, ys = make_shards(x, y, teachers=teachers, seed=seed)
     dim = x.shape[1]
     k = min(k_per_sample * batch_size, batch_size * dim)

@@ -40,54 +40,21 @@ from ppdl_nb.dp.topagg import TopAgg
 from ppdl_nb.synth.datalens import (
     centroid_gradients,
     centroid_teachers,
+    check_options,
     generator_step,
     make_shards,
     per_sample_top_k,
+    project,
     teacher_gradients,
     teacher_step,
 )
 from ppdl_nb.synth.models import BasisGenerator, ConditionalGenerator, TeacherBank, dct_basis
 from ppdl_nb.synth.owners import owner_noise_std, secure_sum
 
-__all__ = ["AcrossResult", "OwnerTeachers", "TEACHERS", "calibrate_owners", "check_options",
-           "owner_epsilon", "project", "train_across", "train_datalens_owners"]
+__all__ = ["AcrossResult", "OwnerTeachers", "calibrate_owners", "owner_epsilon",
+           "train_across", "train_datalens_owners"]
 
 Vote = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-#: the teacher models an owner may hold (see :func:`ppdl_nb.synth.datalens.train_datalens`)
-TEACHERS = ("gan", "centroid")
-
-
-def check_options(*, basis: int | None, teacher: str, image_dim: int) -> int:
-    """ValueError unless ``teacher`` is one of :data:`TEACHERS` and ``basis`` is None or an
-    integer in ``[1, image_dim]`` for square images of ``image_dim`` values; returns the
-    dimension the votes live in (``basis``, or ``image_dim`` without one).
-
-    >>> check_options(basis=16, teacher="centroid", image_dim=64)
-    16
-    >>> check_options(basis=None, teacher="gan", image_dim=13)
-    13
-    """
-    if not isinstance(teacher, str) or teacher not in TEACHERS:
-        raise ValueError(f"teacher must be one of {list(TEACHERS)}, got {teacher!r}")
-    if basis is None:
-        return image_dim
-    side = math.isqrt(image_dim)
-    if isinstance(basis, bool) or not isinstance(basis, int) or not 1 <= basis <= image_dim:
-        raise ValueError(f"basis must be None (vote on the {image_dim} values) or an integer "
-                         f"number of DCT coefficients in [1, {image_dim}], got {basis!r}")
-    if side * side != image_dim:
-        raise ValueError(f"basis= needs square images; got {image_dim} values a sample")
-    return basis
-
-
-def project(x: torch.Tensor, basis: int | None) -> torch.Tensor:
-    """Each record's own ``basis`` lowest DCT coefficients (``x`` itself if None): the basis
-    is public and built here from ``basis`` and the image side, so projecting is
-    post-processing of each record alone."""
-    if basis is None:
-        return x
-    return x @ dct_basis(math.isqrt(x.shape[1]), basis)
 
 
 def owner_epsilon(*, noise_std: float, k: int, owners: int, steps: int, delta: float) -> float:

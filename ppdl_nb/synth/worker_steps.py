@@ -42,12 +42,8 @@ from ppdl_nb.mpc.encoding import encode
 from ppdl_nb.mpc.prg import PRG
 from ppdl_nb.mpc.ring import check_ring
 from ppdl_nb.mpc.sharing import share
-from ppdl_nb.synth.federated import (
-    OwnerTeachers,
-    calibrate_owners,
-    check_options,
-    owner_epsilon,
-)
+from ppdl_nb.synth.datalens import check_options
+from ppdl_nb.synth.federated import OwnerTeachers, calibrate_owners, owner_epsilon
 from ppdl_nb.workers.core.messages import protocol_step
 from ppdl_nb.workers.core.state import state_dir
 from ppdl_nb.workers.core.worker import Worker
