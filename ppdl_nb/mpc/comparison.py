@@ -86,7 +86,11 @@ class Draw:
 
 @dataclass(frozen=True)
 class Dealt:
-    """Ask for this party's shares of the derived values of the latest :class:`Draw`."""
+    """Ask for this party's shares of the derived values of a :class:`Draw`: the latest
+    (``back=0``), or the one ``back`` draws before it (ops batched into one round draw
+    all their requests before their first opening)."""
+
+    back: int = 0
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,8 @@ from ppdl_nb.mpc.sharing import pack, reconstruct, share, unpack
 from ppdl_nb.mpc.truncation import trunc_finish, trunc_open
 
 __all__ = ["Traffic", "absolute", "avg_pool2d", "clamp", "compare", "conv2d", "matmul",
-           "max_dim", "max_pool2d", "maximum", "mul", "open_round", "open_xor_round", "relu",
+           "max_dim", "max_pool2d", "maximum", "mul", "open_round", "open_xor_round", "plan",
+           "relu",
            "relu_deriv", "reveal", "run_parties", "share_float", "sign", "square",
            "truncate"]
 
@@ -112,7 +113,7 @@ def _draw_all(step: Draw, n: int, traffic: Traffic | None
 def run_parties(parties: Sequence[Generator], traffic: Traffic | None = None) -> list[Any]:
     """Run one protocol generator per party (``comparison.compare`` and what is built on
     it) in lockstep: deal what they draw, open what they open; their results, in order."""
-    n, values, latest = len(parties), [None] * len(parties), None
+    n, values, dealt = len(parties), [None] * len(parties), []
     while True:
         steps, done = [], []
         for gen, value in zip(parties, values, strict=True):
@@ -126,9 +127,10 @@ def run_parties(parties: Sequence[Generator], traffic: Traffic | None = None) ->
             return done
         step = steps[0]
         if isinstance(step, Draw):
-            values, latest = _draw_all(step, n, traffic)
+            values, derived = _draw_all(step, n, traffic)
+            dealt.append(derived)
         elif isinstance(step, Dealt):
-            values = latest
+            values = dealt[-1 - step.back]
         elif isinstance(step, Opening):
             shares = [st.shares for st in steps]
             opened = (open_xor_round(shares, step.width, traffic, step.what)
@@ -136,6 +138,32 @@ def run_parties(parties: Sequence[Generator], traffic: Traffic | None = None) ->
             values = [opened] * n
         else:
             raise TypeError(f"a party yielded {type(step).__name__}")
+
+
+def plan(protocol: Generator) -> list[tuple[str, dict[str, Any]]]:
+    """The dealer requests ``(kind, params)`` a protocol draws, in order, found by running
+    it as party 0 of 2 on its own: its openings answer with its own shares and its draws
+    come from a throwaway seed (the requests of this package's protocols depend on
+    shapes and settings only, never on values). About a third of a full simulation's
+    work: no dealer, one party."""
+    log: list[tuple[str, dict[str, Any]]] = []
+    value, derived = None, []
+    while True:
+        try:
+            step = protocol.send(value)
+        except StopIteration:
+            return log
+        if isinstance(step, Draw):
+            log.append((step.kind, dict(step.params)))
+            value, d = expand_parts(step.kind, b"plan" * 8, b"%d" % len(log), 0, 2,
+                                    **step.params)
+            derived.append(d)
+        elif isinstance(step, Dealt):
+            value = derived[-1 - step.back]
+        elif isinstance(step, Opening):
+            value = list(step.shares)
+        else:
+            raise TypeError(f"a protocol yielded {type(step).__name__}")
 
 
 def share_float(

@@ -16,7 +16,7 @@ tensor([2., 4.])
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -29,6 +29,7 @@ from ppdl_nb.workers.core import codec
 from ppdl_nb.workers.core.codec import Ref
 from ppdl_nb.workers.core.modules import RebuiltModule, module_from_spec, module_to_spec
 from ppdl_nb.workers.core.ops import op_name
+from ppdl_nb.workers.core.policy import program_permit
 
 __all__ = [
     "ModulePointer", "Pointer", "PointerTensor", "call_remote", "pointer_to", "send",
@@ -276,13 +277,17 @@ def _to_refs(value: Any, found: list[Pointer]) -> Any:
 
 
 def send(obj: Any, worker: Any, *, private: bool = False, allow: tuple[str, ...] = (),
-         allow_plain_updates: bool = False) -> Pointer:
+         allow_plain_updates: bool = False,
+         allow_programs: Mapping[str, Sequence[str]] | None = None) -> Pointer:
     """Send a tensor, model or pointer to ``worker`` and return a pointer to it.
 
     ``private=True`` stores it as the worker's private data: ``.get()`` is refused for
     anyone not in ``allow``, and so is anything computed from it.
     ``allow_plain_updates=True``: as the data's owner, let model updates trained on it
     leave in the clear (plain FedAvg, a trusted aggregator).
+    ``allow_programs={fingerprint: readers}``: as the data's owner, let ``readers`` read
+    what one program computes from it (an encrypted training's model: the program's
+    ``fingerprint``), and nothing else.
     """
     if isinstance(obj, Pointer):
         return obj.send(worker)
@@ -295,8 +300,11 @@ def send(obj: Any, worker: Any, *, private: bool = False, allow: tuple[str, ...]
         raise TypeError(f"send() takes a tensor, an nn.Module or a pointer, not "
                         f"{type(obj).__name__}")
     request = {"kind": "store", "obj": obj, "private": private, "allow": list(allow)}
-    if private and allow_plain_updates:
-        request["permits"] = ["plain_updates"]
+    permits = ["plain_updates"] if allow_plain_updates else []
+    permits += [program_permit(fp, r) for fp, rs in (allow_programs or {}).items()
+                for r in ([rs] if isinstance(rs, str) else rs)]
+    if private and permits:
+        request["permits"] = permits
     reply = worker.request(request)
     return wrap_reply(worker, reply, worker.context)
 

@@ -220,6 +220,14 @@ class PrivateModel:
         self.last_forward = stats
         return x
 
+    def get(self) -> nn.Sequential:
+        """The plain model with its weights opened here: refused unless every owner of
+        what went into them (the model owner; after encrypted training, every data
+        owner, for that training's program) allowed this notebook."""
+        from ppdl_nb.tensors.private_training import opened_model
+
+        return opened_model(self.layers, self.weights)
+
     def _sent(self) -> int:
         """Bytes of the requests the parties and the dealer have received so far (their
         counters: peers' openings, the dealer's corrections, the notebook's requests),

@@ -184,17 +184,17 @@ def drive(p: Party, label: bytes, protocol: Generator[Any, Any, Any]
     """Run a protocol of :mod:`ppdl_nb.mpc` (``comparison.compare`` and what is built on
     it) as this routine's instructions: its k-th dealer request is ``label/dk``, its j-th
     opening ``label/oj``; XOR-shared bits travel packed (a ``uint8`` opening is XORed)."""
-    value, draws, opens, drawn = None, 0, 0, b""
+    value, opens, drawn = None, 0, []
     while True:
         try:
             step = protocol.send(value)
         except StopIteration as end:
             return end.value
         if isinstance(step, Draw):
-            drawn, draws = sub_label(label, "d", draws), draws + 1
-            value = p.draw(drawn, step.kind, step.params)
+            drawn.append(sub_label(label, "d", len(drawn)))
+            value = p.draw(drawn[-1], step.kind, step.params)
         elif isinstance(step, Dealt):
-            value = yield Derived(drawn)
+            value = yield Derived(drawn[-1 - step.back])
         elif isinstance(step, Opening) and step.combine == "xor":
             shapes = [t.shape for t in step.shares]
             flat = torch.cat([t.reshape(-1) for t in step.shares])

@@ -23,6 +23,7 @@ import contextlib
 from typing import Any
 
 from ppdl_nb.tensors.spdz import program as _program  # noqa: F401  (registers "program")
+from ppdl_nb.tensors.spdz import training as _training  # noqa: F401  (registers "train")
 from ppdl_nb.tensors.spdz.comm import (
     Outbox,
     abort_peers,

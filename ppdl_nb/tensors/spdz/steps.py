@@ -26,6 +26,7 @@ from ppdl_nb.tensors.spdz.state import DealerSession, PartySession, spdz_state
 from ppdl_nb.workers.core.codec import Ref
 from ppdl_nb.workers.core.handlers import stored_result
 from ppdl_nb.workers.core.messages import protocol_step
+from ppdl_nb.workers.core.policy import PROGRAM
 from ppdl_nb.workers.core.worker import Worker
 
 __all__ = ["deal", "dealer_setup", "histogram", "join", "prepare", "reconstruct",
@@ -128,22 +129,24 @@ def share_from(worker: Worker, caller: str, *, id: int, parties: list[str],
     """OWNER: encode and secret-share one of its tensors; shares go straight to the parties.
 
     The shares may be opened by the owner (and whoever the owner allowed to see the
-    tensor; anyone, for a public tensor).
+    tensor; anyone, for a public tensor); the owner's allowances for programs (permits
+    ``program:<fingerprint>:<reader>``) go with them.
     """
     entry = worker.store.entry(id)
     if not isinstance(entry.obj, torch.Tensor):
         raise TypeError(f"{worker.name}:{id} is not a tensor")
     allowed = sorted((entry.allowed if entry.private else {caller}) | {worker.name})
+    permits = [SHARE, *sorted(q for q in entry.policy.permits if q.startswith(PROGRAM))]
     shares = mpc.share(mpc.encode(entry.obj, frac_bits), len(parties), mpc.PRG())
     out = []
     for name, s in zip(parties, shares, strict=True):
         if name == worker.name:
-            policy = worker.private_policy(allowed, permits=[SHARE])
+            policy = worker.private_policy(allowed, permits=permits)
             out.append(stored_result(worker, s, policy=policy, holder=caller))
         else:  # the caller holds the references (its pointers free them)
             out.append(worker.client_for(name).request(
                 {"kind": "store", "obj": s, "private": True, "allow": allowed,
-                 "permits": [SHARE], "holder": caller}))
+                 "permits": permits, "holder": caller}))
     return out
 
 

@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "PUBLIC", "RELEASES", "Policy", "Release", "combine", "private", "release",
-    "release_mechanism", "uniform_refusal",
+    "PUBLIC", "RELEASES", "Policy", "Release", "combine", "private", "program_permit",
+    "program_policy", "release", "release_mechanism", "uniform_refusal",
 ]
 
 
@@ -88,6 +88,36 @@ def combine(*policies: Policy) -> Policy:
     readers = frozenset.intersection(*(p.readers for p in closed))  # type: ignore[arg-type]
     permits = frozenset.intersection(*(p.permits for p in closed))
     return Policy(owners, readers, permits)
+
+
+PROGRAM = "program:"  # a permit "program:<fingerprint>:<reader>"
+
+
+def program_permit(fingerprint: str, reader: str) -> str:
+    """The permit by which an owner lets ``reader`` read the results of one program
+    (its ``fingerprint``: graph, hyperparameters, epochs) computed from its data."""
+    if not fingerprint or ":" in fingerprint or not reader:
+        raise ValueError(f"a program permit needs a fingerprint without ':' and a reader, "
+                         f"got {fingerprint!r}, {reader!r}")
+    return f"{PROGRAM}{fingerprint}:{reader}"
+
+
+def program_policy(policies: Sequence[Policy], fingerprint: str) -> Policy:
+    """The policy of what program ``fingerprint`` computed from values with ``policies``:
+    as :func:`combine`, except that each input is also read by the readers its owners
+    allowed *for this program* (an allowance names the program, so a different program,
+    an identity graph say, opens nothing to them).
+
+    >>> a = private("alice", permits=[program_permit("f00d", "dave")])
+    >>> sorted(program_policy([a, private("bob", allow=["dave"])], "f00d").readers)
+    ['dave']
+    >>> sorted(program_policy([a, private("bob", allow=["dave"])], "beef").readers)
+    []
+    """
+    prefix = f"{PROGRAM}{fingerprint}:"
+    widened = [p if p.readers is None else p.with_readers(
+        q[len(prefix):] for q in p.permits if q.startswith(prefix)) for p in policies]
+    return combine(*widened)
 
 
 def uniform_refusal() -> PermissionError:

@@ -1,0 +1,296 @@
+"""Encrypted training: SGD on a private model's shared weights, over shared data.
+
+A model owner shares its model (:func:`~ppdl_nb.tensors.private_model.encrypt`); data
+owners share their inputs and one-hot labels among the same parties; the parties train
+on shares, each step a program they run peer to peer (:mod:`.spdz.training`): one request
+to each party and one to the dealer per step, never one per op. Nobody sees a gradient,
+an activation or a weight, and the model owner cannot tell whose data changed what.
+
+The trained model is a function of every owner's data and is *not* differentially
+private: it opens only to readers every data owner allowed for this training program,
+named by its :attr:`EncryptedTraining.fingerprint` (graph, hyperparameters, epochs,
+batch size, the weights' owner): ``send(x, alice, private=True,
+allow_programs={training.fingerprint: ["me"]})``. A notebook that changes any of
+those gets another fingerprint, which nobody allowed.
+
+>>> import torch, ppdl_nb
+>>> from ppdl_nb.workers.transport.virtual import VirtualNetwork
+>>> net = VirtualNetwork()
+>>> alice, p1, p2, dealer = (ppdl_nb.VirtualWorker(n, network=net)
+...                          for n in ("alice", "p1", "p2", "dealer"))
+>>> model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+>>> pm = ppdl_nb.encrypt(model, parties=(p1, p2), dealer=dealer, frac_bits=20)
+>>> training = EncryptedTraining(pm, lr=0.5, epochs=2, batch_size=4)
+>>> x = ppdl_nb.send(torch.randn(8, 2), alice, private=True,
+...                  allow_programs={training.fingerprint: ["me"]})
+>>> y = ppdl_nb.send(torch.eye(2)[torch.arange(8) % 2], alice, private=True,
+...                  allow_programs={training.fingerprint: ["me"]})
+>>> share = lambda t: ppdl_nb.share(t, p1, p2, dealer=dealer, frac_bits=20)
+>>> history = training.fit([(share(x), share(y))])
+>>> len(history.steps), type(pm.get()[0]).__name__
+(4, 'Linear')
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ppdl_nb.mpc import simulate
+from ppdl_nb.mpc.train_step import TrainConfig, train_step
+from ppdl_nb.tensors.fixed import FixedPrecisionTensor
+from ppdl_nb.tensors.pointer import wrap_reply
+from ppdl_nb.tensors.shared import SharedTensor
+from ppdl_nb.tensors.spdz.routines import sub_label
+from ppdl_nb.tensors.spdz.training import fingerprint
+from ppdl_nb.workers.core.codec import Ref
+
+__all__ = ["EncryptedTraining", "TrainingHistory", "layer_specs"]
+
+_SPECS: dict[type, Callable[[nn.Module], dict[str, Any]]] = {
+    nn.Linear: lambda m: {"layer": "Linear", "bias": m.bias is not None},
+    nn.ReLU: lambda m: {"layer": "ReLU"},
+    nn.Flatten: lambda m: {"layer": "Flatten", "start_dim": m.start_dim, "end_dim": m.end_dim},
+}
+
+
+def layer_specs(layers: Sequence[nn.Module]) -> list[dict[str, Any]]:
+    """The layers as the parties' training program names them (nothing executable)."""
+    out = []
+    for layer in layers:
+        spec = _SPECS.get(type(layer))
+        if spec is None:
+            raise TypeError(f"{type(layer).__name__} cannot be trained on shares yet; "
+                            f"encrypted training takes {', '.join(t.__name__ for t in _SPECS)}")
+        out.append(spec(layer))
+    return out
+
+
+@dataclass
+class TrainingHistory:
+    """Per step: ``rounds``, ``bytes`` (the openings every party sent), ``seconds`` (the
+    parties'), ``wall`` (the notebook's) and ``loss`` (None unless ``open_loss``)."""
+
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: bool = False
+
+    def column(self, key: str) -> list[Any]:
+        return [s[key] for s in self.steps]
+
+
+class EncryptedTraining:
+    """SGD (PyTorch's, with momentum and weight decay) of ``model``'s shared weights.
+
+    Privacy-relevant settings are keyword-only and part of the :attr:`fingerprint`:
+    ``open_loss=True`` opens each step's mean loss to the notebook (a little about the
+    data leaks with it; off by default).
+    """
+
+    def __init__(self, model: Any, *, lr: float, momentum: float = 0.0,
+                 weight_decay: float = 0.0, epochs: int = 1, batch_size: int = 64,
+                 loss: str = "cross_entropy", open_loss: bool = False, seed: int = 0,
+                 steps_per_request: int = 1) -> None:
+        frac_bits = model.weights[0][0].frac_bits if model.weights and model.weights[0] \
+            else 20
+        self.config = TrainConfig(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                  loss=loss, frac_bits=frac_bits, open_loss=open_loss)
+        if type(epochs) is not int or epochs < 1 or type(batch_size) is not int \
+                or batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be positive ints, got {epochs!r} "
+                             f"and {batch_size!r}")
+        if type(steps_per_request) is not int or steps_per_request < 1:
+            raise ValueError(f"steps_per_request must be a positive int, got "
+                             f"{steps_per_request!r}")
+        self.model, self.seed, self.steps_per_request = model, seed, steps_per_request
+        owner = model.owner.name if model.owner is not None else "me"
+        self.program = {"layers": layer_specs(model.layers), "config": self.config.to_wire(),
+                        "epochs": epochs, "batch_size": batch_size, "owner": owner}
+        self.velocity: list[FixedPrecisionTensor] = []
+        self._plans: dict[tuple, list[tuple[str, dict[str, Any]]]] = {}
+
+    @property
+    def fingerprint(self) -> str:
+        """The program's name: what data owners allow readers for (see the module)."""
+        return fingerprint(self.program)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"EncryptedTraining({self.model!r}; lr={c.lr}, momentum={c.momentum}, "
+                f"weight_decay={c.weight_decay}, epochs={self.program['epochs']}, "
+                f"batch_size={self.program['batch_size']}, loss={c.loss}, "
+                f"open_loss={c.open_loss}; fingerprint {self.fingerprint})")
+
+    # ---- the schedule and the dealer's plan ----------------------------------------------
+    def batches(self, rows: int) -> list[list[int]]:
+        """Every step's rows: a fresh permutation per epoch (public: it says nothing of
+        the values), cut into batches; the last of an epoch may be smaller."""
+        g = torch.Generator().manual_seed(self.seed)
+        b, out = self.program["batch_size"], []
+        for _ in range(self.program["epochs"]):
+            order = torch.randperm(rows, generator=g).tolist()
+            out.extend(order[i:i + b] for i in range(0, rows, b))
+        return out
+
+    def _plan(self, x_shape: list[int], y_shape: list[int]) -> list[tuple[str, dict]]:
+        key = (tuple(x_shape), tuple(y_shape))
+        if key not in self._plans:
+            zeros = [torch.zeros(w.shape, dtype=torch.int64) for ws in self.model.weights
+                     for w in ws]
+            self._plans[key] = simulate.plan(train_step(
+                0, self.program["layers"], zeros, [], torch.zeros(x_shape, dtype=torch.int64),
+                torch.zeros(y_shape, dtype=torch.int64), self.config))
+        return self._plans[key]
+
+    # ---- training ------------------------------------------------------------------------
+    def fit(self, data: Sequence[tuple[FixedPrecisionTensor, FixedPrecisionTensor]], *,
+            callback: Callable[[dict[str, Any]], None] | None = None) -> TrainingHistory:
+        """Train on ``data``: ``(x, y)`` pairs of shared tensors, one per data owner (``y``
+        one-hot for cross-entropy). ``callback(step)`` after each request. Ctrl-C stops
+        after the step the parties are running (they all finish it): the model stays
+        shared, as trained so far."""
+        pairs = self._check_data(data)
+        session = pairs[0][0].child.session
+        rows = sum(x.shape[0] for x, _ in pairs)
+        schedule = self.batches(rows)
+        history, step = TrainingHistory(), 0
+        feature, target = list(pairs[0][0].shape[1:]), list(pairs[0][1].shape[1:])
+        while step < len(schedule):
+            chunk = schedule[step:step + self.steps_per_request]
+            start = time.perf_counter()
+            try:
+                replies = _uninterrupted(functools.partial(
+                    self._request, session, pairs, step, chunk, feature, target))
+            except KeyboardInterrupt as stop:
+                history.interrupted = True
+                replies = stop.args[0] if stop.args and isinstance(stop.args[0], list) \
+                    else None
+                if replies is None:
+                    break
+            self._take(session, replies)
+            wall = time.perf_counter() - start
+            for k, (rounds, sent, seconds) in enumerate(replies[0].get("extra") or []):
+                entry = {"step": step + k + 1, "of": len(schedule), "rounds": int(rounds),
+                         "bytes": int(sent) * session.n, "seconds": float(seconds),
+                         "wall": wall / len(chunk), "loss": None}
+                history.steps.append(entry)
+            if self.config.open_loss:
+                self._open_losses(history.steps[-len(chunk):], chunk)
+            step += len(chunk)
+            if callback is not None:
+                callback(history.steps[-1])
+            if history.interrupted:
+                break
+        return history
+
+    def _check_data(self, data: Any) -> list[tuple[FixedPrecisionTensor, FixedPrecisionTensor]]:
+        if not isinstance(data, list | tuple) or not data:
+            raise TypeError("fit takes a list of (x, y) pairs of shared tensors, one per "
+                            "data owner")
+        f, names = self.config.frac_bits, [p.name for p in self.model.parties]
+        pairs = []
+        for pair in data:
+            if not isinstance(pair, tuple | list) or len(pair) != 2:
+                raise TypeError("each data owner's data is an (x, y) pair")
+            for t in pair:
+                if not (isinstance(t, FixedPrecisionTensor) and t.shared):
+                    raise TypeError(f"encrypted training takes shared tensors "
+                                    f"(ppdl_nb.share(..., frac_bits={f})), not "
+                                    f"{type(t).__name__}")
+                if t.frac_bits != f:
+                    raise ValueError(f"the model has {f} fractional bits, the data "
+                                     f"{t.frac_bits}: share both with frac_bits={f}")
+                if [p.name for p in t.child.session.parties] != names:
+                    raise ValueError(f"share the data among the model's parties {names}")
+            if self.config.loss == "cross_entropy" and pair[1].dim() != 2:
+                raise ValueError("cross-entropy takes one-hot targets of shape (rows, "
+                                 "classes): torch.nn.functional.one_hot(labels, C) before "
+                                 "sharing")
+            pairs.append((pair[0], pair[1]))
+        return pairs
+
+    def _request(self, session: Any, pairs: list, step: int, chunk: list[list[int]],
+                 feature: list[int], target: list[int]) -> list[dict[str, Any]]:
+        label, deal = session.label(), []
+        for k, rows in enumerate(chunk):
+            plan = self._plan([len(rows), *feature], [len(rows), *target])
+            base = sub_label(label, "s", k)
+            deal.extend((sub_label(base, "d", j), kind, params)
+                        for j, (kind, params) in enumerate(plan))
+        weights = [w for ws in self.model.weights for w in ws]
+
+        def args(i: int) -> dict[str, Any]:
+            ref = lambda t: Ref(t.child.shares[i].id_at_location)  # noqa: E731
+            return {"label": label, "program": self.program, "step": step, "batches": chunk,
+                    "weights": [ref(w) for w in weights],
+                    "velocity": [ref(v) for v in self.velocity],
+                    "data": [[ref(x), ref(y)] for x, y in pairs]}
+
+        return session.run("train", args, deal, name=f"encrypted training step {step + 1}")
+
+    def _take(self, session: Any, replies: list[dict[str, Any]]) -> None:
+        """The new shares: parameters, momentum buffers, losses."""
+        parts = [wrap_reply(p, r["result"], p.context)
+                 for p, r in zip(session.parties, replies, strict=True)]
+        f, at = self.config.frac_bits, 0
+        shared = [FixedPrecisionTensor(SharedTensor([p[k] for p in parts], session), f)
+                  for k in range(len(parts[0]))]
+        for ws in self.model.weights:
+            ws[:] = shared[at:at + len(ws)]
+            at += len(ws)
+        n = at
+        self.velocity = shared[n:2 * n] if self.config.momentum else []
+        self._losses = shared[-1] if self.config.open_loss else None
+
+    def _open_losses(self, entries: list[dict[str, Any]], chunk: list[list[int]]) -> None:
+        sums = self._losses.get()
+        for entry, total, rows in zip(entries, sums.reshape(-1).tolist(), chunk, strict=True):
+            entry["loss"] = total / len(rows)
+
+
+def _uninterrupted(fn: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """``fn()`` on a thread; a Ctrl-C while it runs waits for it to finish (every party
+    completes the step it is in) and is raised again with its result as the argument."""
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 (handed to the caller)
+            out["error"] = exc
+
+    thread = threading.Thread(target=run, name="ppdl-nb-encrypted-step", daemon=True)
+    thread.start()
+    interrupted = False
+    while thread.is_alive():
+        try:
+            thread.join()
+        except KeyboardInterrupt:
+            interrupted = True
+    if "error" in out:
+        raise out["error"]
+    if interrupted:
+        raise KeyboardInterrupt(out["value"])
+    return out["value"]
+
+
+def opened_model(layers: Sequence[nn.Module], weights: Sequence[Sequence[FixedPrecisionTensor]]
+                 ) -> nn.Sequential:
+    """The plain model with the opened weights (refused unless every owner allowed)."""
+    out = []
+    for layer, ws in zip(layers, weights, strict=True):
+        plain = copy.deepcopy(layer)
+        if ws:
+            plain = plain.to_empty(device="cpu")
+            with torch.no_grad():
+                for p, w in zip(plain.parameters(), ws, strict=True):
+                    p.copy_(w.get().to(p.dtype))
+        out.append(plain)
+    return nn.Sequential(*out)
