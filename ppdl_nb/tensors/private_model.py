@@ -220,6 +220,15 @@ class PrivateModel:
         self.last_forward = stats
         return x
 
+    def training(self, *, lr: float, **options: Any) -> Any:
+        """An :class:`~ppdl_nb.tensors.private_training.EncryptedTraining` of this model:
+        SGD on its shared weights over shared data (``momentum``, ``weight_decay``,
+        ``epochs``, ``batch_size``, ``loss``, ``open_loss``, ``seed``). Data owners allow
+        readers of the result for its ``fingerprint``; ``.fit(data)`` trains."""
+        from ppdl_nb.tensors.private_training import EncryptedTraining
+
+        return EncryptedTraining(self, lr=lr, **options)
+
     def get(self) -> nn.Sequential:
         """The plain model with its weights opened here: refused unless every owner of
         what went into them (the model owner; after encrypted training, every data

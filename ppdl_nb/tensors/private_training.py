@@ -20,7 +20,7 @@ those gets another fingerprint, which nobody allowed.
 ...                          for n in ("alice", "p1", "p2", "dealer"))
 >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2))
 >>> pm = ppdl_nb.encrypt(model, parties=(p1, p2), dealer=dealer, frac_bits=20)
->>> training = EncryptedTraining(pm, lr=0.5, epochs=2, batch_size=4)
+>>> training = pm.training(lr=0.5, epochs=2, batch_size=4)
 >>> x = ppdl_nb.send(torch.randn(8, 2), alice, private=True,
 ...                  allow_programs={training.fingerprint: ["me"]})
 >>> y = ppdl_nb.send(torch.eye(2)[torch.arange(8) % 2], alice, private=True,

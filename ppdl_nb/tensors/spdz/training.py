@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from ppdl_nb.mpc.train_step import LAYERS, TrainConfig, train_step
+from ppdl_nb.mpc.train_layers import LAYERS
+from ppdl_nb.mpc.train_step import TrainConfig, train_step
 from ppdl_nb.tensors.spdz.program import _counted
 from ppdl_nb.tensors.spdz.routines import Party, Routine, drive, routine, sub_label
 from ppdl_nb.workers.core.policy import program_policy
