@@ -34,6 +34,7 @@ from ppdl_nb.mpc.approx import (
     ApproxConfig,
     Step,
     _mul,
+    _rescale,
     exp,
     reciprocal,
 )
@@ -87,9 +88,11 @@ def softmax(ops: Any, x: Any, cfg: ApproxConfig = DEFAULT, *, dim: int = -1) -> 
     else:  # the mean: a shift like the max, and linear (one truncation)
         m = yield from ops.truncate(ops.mul_int(ops.sum(x, dim), inv_d), SCALE_BITS)
         top, q_range = cfg.softmax_spread, (1.0, math.exp(cfg.softmax_spread))
-    e = yield from exp(ops, ops.sub(x, m), cfg, hi=top, lo=-top or None, out_bits=w)
+    # e (<= 1) times r / d (<= 1 / sum e): at most 2^(e_bits + fb + SCALE_BITS) < 2^62
+    e_bits = min(w, 61 - fb - SCALE_BITS)
+    e = yield from exp(ops, ops.sub(x, m), cfg, hi=top, lo=-top or None, out_bits=e_bits)
     total = ops.mul_int(ops.sum(e, dim), inv_d)  # the mean of e^(x - m), in q_range
     q_bits = max(fb, EXP_BITS_CAP - cfg.exp_iterations)  # exp in reciprocal takes them free
-    q = yield from ops.truncate(total, w + SCALE_BITS - q_bits)
+    q = yield from _rescale(ops, total, e_bits + SCALE_BITS, q_bits)
     r = yield from reciprocal(ops, q, cfg, lo=q_range[0], hi=q_range[1], in_bits=q_bits)
-    return (yield from _mul(ops, e, ops.mul_int(r, inv_d), w + SCALE_BITS))
+    return (yield from _mul(ops, e, ops.mul_int(r, inv_d), e_bits + SCALE_BITS))

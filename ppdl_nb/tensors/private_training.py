@@ -267,11 +267,14 @@ def _uninterrupted(fn: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any
             out["error"] = exc
 
     thread = threading.Thread(target=run, name="ppdl-nb-encrypted-step", daemon=True)
-    thread.start()
-    interrupted = False
-    while thread.is_alive():
+    interrupted, started = False, False
+    while True:
         try:
+            if not started:
+                started = True
+                thread.start()
             thread.join()
+            break
         except KeyboardInterrupt:
             interrupted = True
     if "error" in out:

@@ -30,7 +30,7 @@ def _group(fused: bool, n: int = 2):
 
 
 def test_one_routine_per_operation():
-    assert sorted(ROUTINES) == ["bilinear", "nonlinear", "program", "truncate"]
+    assert sorted(ROUTINES) == ["bilinear", "nonlinear", "program", "train", "truncate"]
 
 
 def test_the_runner_refuses_unknown_operations_and_arguments():
