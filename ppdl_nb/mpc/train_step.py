@@ -58,6 +58,7 @@ from ppdl_nb.mpc.approx import ApproxConfig
 from ppdl_nb.mpc.approx_party import PartyOps
 from ppdl_nb.mpc.batching import together
 from ppdl_nb.mpc.nonlinear import clamp, truncate
+from ppdl_nb.mpc.train_dp import dp_gradients
 from ppdl_nb.mpc.train_layers import LAYERS, product
 
 __all__ = ["LOSSES", "UPDATE_BITS", "StepResult", "TrainConfig", "train_step"]
@@ -78,6 +79,8 @@ class TrainConfig:
     loss: str = "cross_entropy"
     frac_bits: int = 20
     open_loss: bool = False  # compute the batch's summed loss, to be opened
+    max_grad_norm: float | None = None  # DP-SGD in the shares (train_dp.py): clip norm C
+    noise_multiplier: float = 0.0  # and noise std sigma C on each summed gradient
     approx: ApproxConfig = field(default_factory=ApproxConfig)
 
     def __post_init__(self) -> None:
@@ -89,6 +92,18 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.max_grad_norm is not None and (
+                isinstance(self.max_grad_norm, bool) or not isinstance(
+                    self.max_grad_norm, int | float) or not 0 < self.max_grad_norm < 1e3):
+            raise ValueError(f"max_grad_norm must be a number in (0, 1000), got "
+                             f"{self.max_grad_norm!r}")
+        if isinstance(self.noise_multiplier, bool) or not isinstance(
+                self.noise_multiplier, int | float) or not 0 <= self.noise_multiplier < 1e3:
+            raise ValueError(f"noise_multiplier must be a number in [0, 1000), got "
+                             f"{self.noise_multiplier!r}")
+        if self.noise_multiplier and self.max_grad_norm is None:
+            raise ValueError("noise_multiplier needs max_grad_norm: noise without clipping "
+                             "bounds nothing (DP-SGD clips each example's gradient first)")
         if not isinstance(self.frac_bits, int) or not 12 <= self.frac_bits <= 24:
             raise ValueError(f"frac_bits must be an int in [12, 24], got {self.frac_bits!r}")
 
@@ -175,18 +190,32 @@ def _split(layers: Sequence[dict[str, Any]], weights: Sequence[torch.Tensor]
 
 def train_step(ix: int, layers: Sequence[dict[str, Any]], weights: Sequence[torch.Tensor],
                velocity: Sequence[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-               cfg: TrainConfig) -> Proto:
-    """PARTY ``ix``: one SGD step on its shares; a :class:`StepResult`.
+               cfg: TrainConfig, *, parties: int = 2) -> Proto:
+    """PARTY ``ix`` of ``parties``: one SGD step on its shares; a :class:`StepResult`.
 
     ``velocity``: the momentum buffers from the last step (empty on the first, or
     without momentum). ``x``, ``y``: the batch and its targets (one-hot for cross-entropy),
-    encoded at ``cfg.frac_bits``."""
+    encoded at ``cfg.frac_bits``. With ``cfg.max_grad_norm``, DP-SGD's clipped and
+    noised gradients (:mod:`.train_dp`)."""
     f, per_layer = cfg.frac_bits, _split(layers, weights)
     saved, h = [], x
     for spec, ws in zip(layers, per_layer, strict=True):
         h, keep = yield from LAYERS[spec["layer"]].forward(ix, spec, h, ws, f)
         saved.append(keep)
     g, loss = yield from _loss_grad(ix, h, y, cfg)
+    if cfg.max_grad_norm is not None:
+        flat_g = yield from dp_gradients(ix, parties, layers, per_layer, saved, g,
+                                         clip=cfg.max_grad_norm,
+                                         noise_multiplier=cfg.noise_multiplier, f=f)
+    else:
+        flat_g = yield from _gradients(ix, layers, per_layer, saved, g, f)
+    new_w, new_v = yield from _update_all(ix, weights, velocity, flat_g, cfg, x.shape[0])
+    return StepResult(new_w, new_v, loss)
+
+
+def _gradients(ix: int, layers: Sequence[dict[str, Any]], per_layer: list[list[torch.Tensor]],
+               saved: list[Any], g: torch.Tensor, f: int) -> Proto:
+    """The backward: every parameter's gradient (batch sums), flat in the layers' order."""
     grads: list[list[torch.Tensor]] = [[] for _ in layers]
     for k in range(len(layers) - 1, -1, -1):
         spec = layers[k]
@@ -195,13 +224,16 @@ def train_step(ix: int, layers: Sequence[dict[str, Any]], weights: Sequence[torc
                                                                 per_layer[k], f, need_dx)
         if not need_dx:
             break
-    flat_g = [t for gs in grads for t in gs]
+    return [t for gs in grads for t in gs]
+
+
+def _update_all(ix: int, weights: Sequence[torch.Tensor], velocity: Sequence[torch.Tensor],
+                flat_g: list[torch.Tensor], cfg: TrainConfig, batch: int) -> Proto:
     if cfg.momentum and not velocity:
         velocity = [torch.zeros_like(w) for w in weights]
     if velocity and len(velocity) != len(weights):
         raise ValueError(f"{len(velocity)} momentum buffers for {len(weights)} parameters")
     us = list(velocity) if cfg.momentum else [None] * len(weights)
-    updated = yield from together([_update(ix, w, gw, u, cfg, x.shape[0])
+    updated = yield from together([_update(ix, w, gw, u, cfg, batch)
                                    for w, gw, u in zip(weights, flat_g, us, strict=True)])
-    return StepResult([w for w, _ in updated],
-                      [u for _, u in updated] if cfg.momentum else [], loss)
+    return [w for w, _ in updated], ([u for _, u in updated] if cfg.momentum else [])

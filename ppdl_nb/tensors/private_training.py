@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -44,6 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ppdl_nb.dp import accounting
 from ppdl_nb.mpc import simulate
 from ppdl_nb.mpc.train_step import TrainConfig, train_step
 from ppdl_nb.tensors.fixed import FixedPrecisionTensor
@@ -59,6 +61,19 @@ _SPECS: dict[type, Callable[[nn.Module], dict[str, Any]]] = {
     nn.Linear: lambda m: {"layer": "Linear", "bias": m.bias is not None},
     nn.ReLU: lambda m: {"layer": "ReLU"},
     nn.Flatten: lambda m: {"layer": "Flatten", "start_dim": m.start_dim, "end_dim": m.end_dim},
+    nn.Conv2d: lambda m: {"layer": "Conv2d", "bias": m.bias is not None,
+                          "stride": list(m.stride), "dilation": list(m.dilation),
+                          "padding": m.padding if isinstance(m.padding, str)
+                          else list(m.padding), "groups": m.groups,
+                          "padding_mode": m.padding_mode},
+    nn.MaxPool2d: lambda m: {"layer": "MaxPool2d", "kernel_size": m.kernel_size,
+                             "stride": m.stride, "padding": m.padding,
+                             "dilation": m.dilation, "ceil_mode": m.ceil_mode},
+    nn.AvgPool2d: lambda m: {"layer": "AvgPool2d", "kernel_size": m.kernel_size,
+                             "stride": m.stride, "padding": m.padding,
+                             "ceil_mode": m.ceil_mode,
+                             "count_include_pad": m.count_include_pad,
+                             "divisor_override": m.divisor_override},
 }
 
 
@@ -91,17 +106,20 @@ class EncryptedTraining:
 
     Privacy-relevant settings are keyword-only and part of the :attr:`fingerprint`:
     ``open_loss=True`` opens each step's mean loss to the notebook (a little about the
-    data leaks with it; off by default).
+    data leaks with it; off by default); ``max_grad_norm`` and ``noise_multiplier`` make
+    it DP-SGD inside the shares (:mod:`ppdl_nb.mpc.train_dp`, :meth:`epsilon`).
     """
 
     def __init__(self, model: Any, *, lr: float, momentum: float = 0.0,
                  weight_decay: float = 0.0, epochs: int = 1, batch_size: int = 64,
-                 loss: str = "cross_entropy", open_loss: bool = False, seed: int = 0,
-                 steps_per_request: int = 1) -> None:
-        frac_bits = model.weights[0][0].frac_bits if model.weights and model.weights[0] \
-            else 20
+                 loss: str = "cross_entropy", open_loss: bool = False,
+                 max_grad_norm: float | None = None, noise_multiplier: float = 0.0,
+                 seed: int = 0, steps_per_request: int = 1) -> None:
+        frac_bits = next((ws[0].frac_bits for ws in model.weights if ws), 20)
         self.config = TrainConfig(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                                  loss=loss, frac_bits=frac_bits, open_loss=open_loss)
+                                  loss=loss, frac_bits=frac_bits, open_loss=open_loss,
+                                  max_grad_norm=max_grad_norm,
+                                  noise_multiplier=noise_multiplier)
         if type(epochs) is not int or epochs < 1 or type(batch_size) is not int \
                 or batch_size < 1:
             raise ValueError(f"epochs and batch_size must be positive ints, got {epochs!r} "
@@ -115,6 +133,19 @@ class EncryptedTraining:
                         "epochs": epochs, "batch_size": batch_size, "owner": owner}
         self.velocity: list[FixedPrecisionTensor] = []
         self._plans: dict[tuple, list[tuple[str, dict[str, Any]]]] = {}
+
+    def epsilon(self, delta: float, *, steps: int | None = None, rows: int) -> float:
+        """DP-SGD's epsilon at ``delta`` after ``steps`` (default: the whole program) on
+        ``rows`` rows (RDP accounting at sample rate batch_size / rows: batches are
+        shuffled, not Poisson-sampled, as in most DP-SGD code; docs/ENCRYPTED_TRAINING.md).
+        Infinite without noise."""
+        if not self.config.noise_multiplier:
+            return math.inf
+        per_epoch = -(-rows // self.program["batch_size"])
+        steps = per_epoch * self.program["epochs"] if steps is None else steps
+        return accounting.epsilon(noise_multiplier=self.config.noise_multiplier,
+                                  sample_rate=min(1.0, self.program["batch_size"] / rows),
+                                  steps=steps, delta=delta)
 
     @property
     def fingerprint(self) -> str:

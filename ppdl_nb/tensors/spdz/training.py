@@ -102,7 +102,8 @@ def train(p: Party, *, label: bytes, program: dict[str, Any], weights: list[Any]
     losses, stats = [], []
     for k, rows in enumerate(_rows(batches, program, x_all.shape[0], step)):
         tally, start = [0, 0], time.perf_counter()
-        protocol = train_step(p.index, program["layers"], w, v, x_all[rows], y_all[rows], cfg)
+        protocol = train_step(p.index, program["layers"], w, v, x_all[rows], y_all[rows], cfg,
+                              parties=p.session.n)
         res = yield from _counted(drive(p, sub_label(label, "s", k), protocol), tally,
                                   p.session.n - 1)
         w, v = res.weights, res.velocity
