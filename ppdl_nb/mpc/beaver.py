@@ -1,7 +1,7 @@
 """Multiplication of shared values with Beaver triples: one opening round per product.
 
 For ``z = x * y`` with a dealer triple ``c = a * b`` (any bilinear op: ``*``, ``@``,
-conv2d), each party masks its shares and the masked values are opened:
+conv2d and its two gradients), each party masks its shares and the masked values are opened:
 
 * round 1, every party ``i``: :func:`beaver_open` -> ``(eps_i, delta_i) = (x_i - a_i,
   y_i - b_i)``; send both in one message to every peer (workers send the two tensors
@@ -33,9 +33,10 @@ afterwards (``truncation.py``).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from ppdl_nb.mpc.limbs import ring_addmm_, ring_conv2d, ring_matmul
 from ppdl_nb.mpc.ring import check_ring
@@ -50,6 +51,8 @@ __all__ = [
     "beaver_square_cross_terms",
     "beaver_square_finish",
     "beaver_square_open",
+    "ring_conv2d_wgrad",
+    "ring_conv2d_xgrad",
 ]
 
 Bilinear = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -105,15 +108,59 @@ def add_c(z: torch.Tensor, c_share: torch.Tensor) -> torch.Tensor:
     return z
 
 
+def _pair(v: int | Sequence[int]) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def ring_conv2d_wgrad(x: torch.Tensor, g: torch.Tensor, *, kernel_size: int | Sequence[int],
+                      stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
+                      dilation: int | Sequence[int] = 1) -> torch.Tensor:
+    """The gradient of ``conv2d(x, w)`` (groups 1) with respect to ``w``, given the output's
+    gradient ``g``, modulo 2^64: ``dw[o, c, i, j] = sum_{n, a, b} g[n, o, a, b]
+    x_pad[n, c, a s + i d, b s + j d]``, bilinear in ``(x, g)``. It is a conv2d of
+    ``x`` with ``g`` as the kernel, batch and channels swapped, stride and dilation swapped
+    (:func:`~ppdl_nb.mpc.limbs.ring_conv2d`: exact), cropped to the kernel's size."""
+    k = _pair(kernel_size)
+    out = ring_conv2d(x.transpose(0, 1), g.transpose(0, 1), stride=_pair(dilation),
+                      padding=_pair(padding), dilation=_pair(stride))
+    return out[..., :k[0], :k[1]].transpose(0, 1).contiguous()
+
+
+def ring_conv2d_xgrad(g: torch.Tensor, w: torch.Tensor, *, input_size: Sequence[int],
+                      stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
+                      dilation: int | Sequence[int] = 1) -> torch.Tensor:
+    """The gradient of ``conv2d(x, w)`` (groups 1) with respect to ``x`` (of spatial size
+    ``input_size``), given the output's gradient ``g``, modulo 2^64: the transposed
+    convolution, as a conv2d (exact) of ``g`` spread ``stride`` apart and padded, with
+    ``w`` flipped and its channels swapped. Bilinear in ``(g, w)``."""
+    s, p, d = _pair(stride), _pair(padding), _pair(dilation)
+    size = (int(input_size[-2]), int(input_size[-1]))
+    kh, kw = w.shape[-2:]
+    if s != (1, 1):
+        up = g.new_zeros(*g.shape[:2], (g.shape[2] - 1) * s[0] + 1,
+                         (g.shape[3] - 1) * s[1] + 1)
+        up[..., ::s[0], ::s[1]] = g
+        g = up
+    lo = (d[0] * (kh - 1) - p[0], d[1] * (kw - 1) - p[1])
+    # rows and columns of x that no window reached (floor of the output size) get zeros
+    hi = (lo[0] + size[0] + 2 * p[0] - g.shape[2] - d[0] * (kh - 1),
+          lo[1] + size[1] + 2 * p[1] - g.shape[3] - d[1] * (kw - 1))
+    g = F.pad(g, (lo[1], hi[1], lo[0], hi[0]))  # negative sizes crop
+    return ring_conv2d(g, w.flip(2, 3).transpose(0, 1), dilation=d)
+
+
 _BILINEAR: dict[str, Bilinear] = {"mul": torch.mul, "matmul": ring_matmul,
-                                  "conv2d": ring_conv2d}  # type: ignore[dict-item]
+                                  "conv2d": ring_conv2d, "conv2d_wgrad": ring_conv2d_wgrad,
+                                  "conv2d_xgrad": ring_conv2d_xgrad}  # type: ignore[dict-item]
 
 
 def beaver_cross_terms(kind: str, party_index: int, eps: torch.Tensor, delta: torch.Tensor,
                        a_share: torch.Tensor, b_share: torch.Tensor,
                        **conv: object) -> torch.Tensor:
     """LOCAL: the finish step without ``c``: ``eps op b_i + a_i op delta`` (+ ``eps op
-    delta`` for party 0), for ``kind`` in ``mul``, ``matmul``, ``conv2d``.
+    delta`` for party 0), for ``kind`` in ``mul``, ``matmul``, ``conv2d``,
+    ``conv2d_wgrad`` (``x``, ``g``), ``conv2d_xgrad`` (``g``, ``w``); ``conv`` are the
+    op's keyword arguments.
 
     The expensive products need only the opened values and the party's own shares, so a
     party computes them while the dealer's ``c`` share (the last party's correction) may
@@ -121,7 +168,7 @@ def beaver_cross_terms(kind: str, party_index: int, eps: torch.Tensor, delta: to
     """
     op = _BILINEAR.get(kind)
     if op is None:
-        raise ValueError(f"kind must be mul, matmul or conv2d, got {kind!r}")
+        raise ValueError(f"kind must be one of {', '.join(_BILINEAR)}, got {kind!r}")
     if conv:
         op = functools.partial(op, **conv)  # type: ignore[arg-type]
     return _cross(op, party_index, eps, delta, a_share, b_share)

@@ -15,17 +15,23 @@ sends only the last party's share of ``c`` (the *correction*). Bytes sent per re
 
 Request kinds (the ``kind`` argument), their parameters, and what :func:`expand` returns:
 
-==========  =================================================  ====================
-kind        parameters                                          party gets
-==========  =================================================  ====================
-``mul``     ``x_shape, y_shape`` (broadcasting as torch)        ``(a, b, c=a*b)``
-``matmul``  ``x_shape, y_shape``                                ``(a, b, c=a@b)``
-``conv2d``  ``x_shape, w_shape, stride, padding, dilation,      ``(a, b, c=conv(a,b))``
-            groups``
-``square``  ``shape``                                           ``(a, c=a*a)``
-``trunc``   ``shape, frac_bits``                                ``(r, r>>f, msb(r))``
-``cmp``     ``shape, test, products``                           see ``comparison.py``
-==========  =================================================  ====================
+================  =============================================  =======================
+kind              parameters                                     party gets
+================  =============================================  =======================
+``mul``           ``x_shape, y_shape`` (broadcasting as torch)   ``(a, b, c=a*b)``
+``matmul``        ``x_shape, y_shape``                           ``(a, b, c=a@b)``
+``conv2d``        ``x_shape, w_shape, stride, padding,           ``(a, b, c=conv(a,b))``
+                  dilation, groups``
+``conv2d_wgrad``  ``x_shape, y_shape`` (x, the output's          ``(a, b, c=dw(a,b))``
+                  gradient), ``kernel_size, stride, padding,
+                  dilation``: conv2d's weight gradient
+``conv2d_xgrad``  ``x_shape, y_shape`` (the output's gradient,   ``(a, b, c=dx(a,b))``
+                  w), ``input_size, stride, padding,
+                  dilation``: conv2d's input gradient
+``square``        ``shape``                                      ``(a, c=a*a)``
+``trunc``         ``shape, frac_bits``                           ``(r, r>>f, msb(r))``
+``cmp``           ``shape, test, products``                      see ``comparison.py``
+================  =============================================  =======================
 
 Truncation uses ``msb(r)`` only multiplied by ``2^(64-f)``, so its shares need only be
 right modulo ``2^f``: the last party's correction for it travels as int16 (``f <= 16``)
@@ -55,6 +61,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ppdl_nb.mpc.beaver import ring_conv2d_wgrad, ring_conv2d_xgrad
 from ppdl_nb.mpc.bits import xor_reconstruct
 from ppdl_nb.mpc.comparison import cmp_spec
 from ppdl_nb.mpc.limbs import ring_conv2d, ring_matmul
@@ -155,6 +162,53 @@ def _conv2d(
     return _Recipe((xs, ws), (out,), lambda t: [ring_conv2d(t[0], t[1], **kw)])
 
 
+def _conv_check(x_shape: Shape, w_shape: Shape, g_shape: Shape, kw: dict) -> None:
+    """The output gradient must have the shape of ``conv2d(x, w)``'s output."""
+    try:
+        out = tuple(F.conv2d(_meta(x_shape), _meta(w_shape), **kw).shape)
+    except RuntimeError as e:
+        raise ValueError(f"no conv2d of x {x_shape} and a weight {w_shape}: {e}") from None
+    if out != g_shape:
+        raise ValueError(f"the output gradient has shape {g_shape}, conv2d of x {x_shape} "
+                         f"and a weight {w_shape} gives {out}")
+
+
+def _grad_kw(stride: int | Sequence[int], padding: int | Sequence[int],
+             dilation: int | Sequence[int]) -> dict:
+    return {"stride": stride, "padding": padding, "dilation": dilation}
+
+
+def _conv2d_wgrad(*, x_shape: Sequence[int], y_shape: Sequence[int],
+                  kernel_size: int | Sequence[int], stride: int | Sequence[int] = 1,
+                  padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1
+                  ) -> _Recipe:
+    xs, gs = _shape(x_shape, "x_shape"), _shape(y_shape, "y_shape")
+    if len(xs) != 4 or len(gs) != 4:
+        raise ValueError(f"conv2d_wgrad takes 4-D x and g, got {xs} and {gs}")
+    k = (kernel_size,) * 2 if isinstance(kernel_size, int) else tuple(kernel_size)
+    w_shape = (gs[1], xs[1], *_shape(k, "kernel_size"))
+    kw = _grad_kw(stride, padding, dilation)
+    _conv_check(xs, w_shape, gs, kw)
+    return _Recipe((xs, gs), (w_shape,),
+                   lambda t: [ring_conv2d_wgrad(t[0], t[1], kernel_size=w_shape[2:], **kw)])
+
+
+def _conv2d_xgrad(*, x_shape: Sequence[int], y_shape: Sequence[int],
+                  input_size: Sequence[int], stride: int | Sequence[int] = 1,
+                  padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1
+                  ) -> _Recipe:
+    gs, ws = _shape(x_shape, "x_shape"), _shape(y_shape, "y_shape")
+    size = _shape(input_size, "input_size")
+    if len(gs) != 4 or len(ws) != 4 or len(size) != 2:
+        raise ValueError(f"conv2d_xgrad takes 4-D g and w and a 2-D input_size, got {gs}, "
+                         f"{ws} and {size}")
+    in_shape = (gs[0], ws[1], *size)
+    kw = _grad_kw(stride, padding, dilation)
+    _conv_check(in_shape, ws, gs, kw)
+    return _Recipe((gs, ws), (in_shape,),
+                   lambda t: [ring_conv2d_xgrad(t[0], t[1], input_size=size, **kw)])
+
+
 def _square(*, shape: Sequence[int]) -> _Recipe:
     s = _shape(shape, "shape")
     return _Recipe((s,), (s,), lambda t: [t[0] * t[0]])
@@ -180,6 +234,8 @@ _RECIPES: dict[str, Callable[..., _Recipe]] = {
     "mul": _mul,
     "matmul": _matmul,
     "conv2d": _conv2d,
+    "conv2d_wgrad": _conv2d_wgrad,
+    "conv2d_xgrad": _conv2d_xgrad,
     "square": _square,
     "trunc": _trunc,
     "cmp": _cmp,

@@ -7,10 +7,11 @@ returns the parameters' gradients (batch sums, ``f`` fractional bits) and the in
 gradient (None when ``need_dx`` is false). Both are one party's protocols (generators of
 :mod:`.comparison`'s ``Draw`` / ``Opening`` / ``Dealt``); independent products share
 rounds through :func:`.batching.together`. ``spec`` is the layer's dict from the
-training program (options only: nothing executable travels).
+training program (options only: nothing executable travels). ``Conv2d``, ``MaxPool2d`` and
+``AvgPool2d`` live in :mod:`.train_conv` (imported at the end of this module).
 
->>> sorted(LAYERS)[:3]
-['Flatten', 'Linear', 'ReLU']
+>>> sorted(LAYERS)
+['AvgPool2d', 'Conv2d', 'Flatten', 'Linear', 'MaxPool2d', 'ReLU']
 """
 
 from __future__ import annotations
@@ -89,8 +90,9 @@ def _linear() -> tuple[Callable[..., Proto], Callable[..., Proto]]:
 @layer("ReLU", lambda spec: 0)
 def _relu() -> tuple[Callable[..., Proto], Callable[..., Proto]]:
     def forward(ix: int, spec: dict, x: torch.Tensor, ws: list, f: int) -> Proto:
-        bit, (y,) = yield from compare(ix, x, products=[x])
-        return y, bit
+        # [-x >= 0] = 1 - [x > 0]: the gradient is 0 at 0, as torch's
+        le0, (neg,) = yield from compare(ix, -x, products=[x])
+        return x - neg, (1 - le0 if ix == 0 else -le0)
 
     def backward(ix: int, spec: dict, g: torch.Tensor, bit: torch.Tensor, ws: list,
                  f: int, need_dx: bool) -> Proto:
@@ -111,3 +113,6 @@ def _flatten() -> tuple[Callable[..., Proto], Callable[..., Proto]]:
         yield
 
     return forward, backward
+
+
+from ppdl_nb.mpc import train_conv as _train_conv  # noqa: E402, F401  (registers its layers)

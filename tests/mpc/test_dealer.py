@@ -62,7 +62,8 @@ def test_requests_are_validated():
     seeds = dealer_seeds(2)
     with pytest.raises(ValueError, match="known kinds"):
         deal("relu", seeds, b"x", shape=(2,))
-    assert set(KINDS) == {"mul", "matmul", "conv2d", "square", "trunc", "cmp"}
+    assert set(KINDS) == {"mul", "matmul", "conv2d", "conv2d_wgrad", "conv2d_xgrad", "square",
+                          "trunc", "cmp"}
     with pytest.raises(ValueError, match="correction"):
         expand("square", seeds[1], b"x", 1, 2, shape=(2,))
     with pytest.raises(ValueError, match="correction"):
