@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,3 +38,29 @@ def crypten_or_skip(shim: Path, script: str, argv: list[str], json_path: Path | 
         if json_path:
             json_path.write_text(json.dumps({"skipped": msg, "rows": []}))
         return None
+
+
+def anchor_parser(description: str, quick_help: str) -> argparse.ArgumentParser:
+    """The options every anchor takes: --providers, --repeats, --quick, --json, --shim."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--providers", default="TFP,TTP")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    p.add_argument("--shim", type=Path, default=DEFAULT_SHIM,
+                   help="folder holding crypten_shim.py (default: ../shared/bench)")
+    return p
+
+
+def start_anchor(args: argparse.Namespace, script: str, argv: list[str] | None) -> Any:
+    """``crypten_or_skip`` for an anchor's parsed ``args``; with CrypTen, set up for
+    ``run_multiprocess``: no GPU, no per-party warnings, one torch thread."""
+    crypten = crypten_or_skip(args.shim, script, argv or sys.argv[1:], args.json)
+    if crypten is None:
+        return None
+    import torch
+
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    warnings.filterwarnings("ignore")  # the ONNX converter's and re-init warnings, per party
+    torch.set_num_threads(1)  # run_multiprocess forks: a threaded parent can hang it
+    return crypten

@@ -27,18 +27,17 @@ what it receives.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
 import sys
 import tempfile
 import time
-import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _crypten import DEFAULT_SHIM, crypten_or_skip  # noqa: E402
+from _crypten import anchor_parser, start_anchor  # noqa: E402
 
 OPS = ("relu", "mlp", "lenet")
 
@@ -122,15 +121,18 @@ def _party(ops: list[str], repeats: int, quick: bool, out_path: str) -> None:
     Path(f"{out_path}.{rank}").write_text(json.dumps(rows))
 
 
-def run(provider: str, ops: list[str], repeats: int, quick: bool) -> dict[str, dict]:
-    """The rows of one provider: {op: figures}."""
+def run(provider: str, ops: list[str], repeats: int, quick: bool,
+        party: Callable[[list[str], int, bool, str], None] = _party) -> dict[str, dict]:
+    """The rows of one provider: {op: figures}, from ``party(ops, repeats, quick,
+    out_path)`` run by both parties (which writes each one's {op: figures} to
+    ``out_path.<rank>``)."""
     import crypten
     from crypten import mpc
 
     crypten.cfg.mpc.provider = provider  # the forked parties inherit it
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "rows.json")
-        mpc.run_multiprocess(world_size=2)(_party)(ops, repeats, quick, out)
+        mpc.run_multiprocess(world_size=2)(party)(ops, repeats, quick, out)
         first = json.loads(Path(f"{out}.0").read_text())
         second = json.loads(Path(f"{out}.1").read_text())
     rows = {}
@@ -145,24 +147,15 @@ def run(provider: str, ops: list[str], repeats: int, quick: bool) -> dict[str, d
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--providers", default="TFP,TTP")
+    p = anchor_parser(__doc__.splitlines()[0], "tiny sizes (1,000 elements, batch 8)")
     p.add_argument("--ops", default=",".join(OPS))
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--quick", action="store_true", help="tiny sizes (1,000 elements, batch 8)")
-    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
-    p.add_argument("--shim", type=Path, default=DEFAULT_SHIM,
-                   help="folder holding crypten_shim.py (default: ../shared/bench)")
     args = p.parse_args(argv)
-    crypten = crypten_or_skip(args.shim, __file__, argv or sys.argv[1:], args.json)
+    crypten = start_anchor(args, __file__, argv)
     if crypten is None:
         return 0
 
     import torch
 
-    os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    warnings.filterwarnings("ignore")  # the ONNX converter's and re-init warnings, per party
-    torch.set_num_threads(1)  # run_multiprocess forks: a threaded parent can hang it
     ops = [o for o in args.ops.split(",") if o]
     rows = []
     for provider in args.providers.split(","):

@@ -24,19 +24,15 @@ from CrypTen's communicator statistics of one untimed step: party 1's, bytes hal
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import statistics
 import sys
 import time
-import warnings
 from pathlib import Path
-from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).parent))
 import crypten_inference  # noqa: E402
-from _crypten import DEFAULT_SHIM, crypten_or_skip  # noqa: E402
+from _crypten import anchor_parser, start_anchor  # noqa: E402
 from crypten_inference import _siblings_cpu, mlp  # noqa: E402
 
 LR = 0.1
@@ -57,7 +53,7 @@ def _count_one(step) -> dict[str, int]:
 
 
 def _train_party(ops: list[str], repeats: int, quick: bool, out_path: str) -> None:
-    """One party: the runner of ``crypten_inference`` forks it in place of its own."""
+    """One party, as ``crypten_inference.run`` forks it (its ``party``)."""
     import crypten
     import crypten.communicator as comm
     import torch
@@ -98,28 +94,18 @@ def _train_party(ops: list[str], repeats: int, quick: bool, out_path: str) -> No
 
 def run(provider: str, repeats: int, quick: bool) -> dict:
     """The figures of one provider, by ``crypten_inference.run`` with our party."""
-    with mock.patch.object(crypten_inference, "_party", _train_party):
-        return crypten_inference.run(provider, ["mlp_train"], repeats, quick)["mlp_train"]
+    return crypten_inference.run(provider, ["mlp_train"], repeats, quick,
+                                 party=_train_party)["mlp_train"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--providers", default="TFP,TTP")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--quick", action="store_true", help="a batch of 8 instead of 64")
-    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
-    p.add_argument("--shim", type=Path, default=DEFAULT_SHIM,
-                   help="folder holding crypten_shim.py (default: ../shared/bench)")
-    args = p.parse_args(argv)
-    crypten = crypten_or_skip(args.shim, __file__, argv or sys.argv[1:], args.json)
+    args = anchor_parser(__doc__.splitlines()[0], "a batch of 8 instead of 64").parse_args(argv)
+    crypten = start_anchor(args, __file__, argv)
     if crypten is None:
         return 0
 
     import torch
 
-    os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    warnings.filterwarnings("ignore")  # the ONNX converter's and re-init warnings, per party
-    torch.set_num_threads(1)  # run_multiprocess forks: a threaded parent can hang it
     rows = [{"op": "mlp_train", **run(provider, args.repeats, args.quick)}
             for provider in args.providers.split(",") if provider]
     print(f"CrypTen {crypten.__version__}: one training step of the MLP 784-128-128-10, "

@@ -33,6 +33,7 @@ MODULES: list[str] = [
     "ppdl_nb.magics.mpc",
     "ppdl_nb.magics.train",
     "ppdl_nb.magics.train_fl",
+    "ppdl_nb.magics.train_spdz",
     "ppdl_nb.magics.tracebacks",
 ]
 

@@ -21,12 +21,13 @@
 # | 09 | Secure aggregation | the server learns the sum of updates, not each one: shares, pairwise masks, dropouts | 35 min |
 # | 10 | DP-FedAvg | user-level differential privacy for federated learning | 30 min |
 # | 11 | Private inference | a CNN classifies secret-shared digits: secure comparison for ReLU and max-pooling, the model owner's weights shared from his worker, per-layer rounds | 25 min |
+# | 12 | Encrypted training | a 784-128-128-10 network trained on secret-shared digits of two data owners, compared with plaintext training; what opening the trained model means, and who may | 25 min |
 # | 13 | Synthetic data | private synthetic data (DataLens, DP-MERF, GANs) and what it leaks | 35 min |
 # | 14 | Homomorphic encryption | computing on ciphertexts (CKKS, BFV) next to secret sharing | 30 min |
 #
 # **Paths.** Everyone starts with 01 and 02. Then pick a thread: *cryptography* 03 → 04
-# → 11 → 14; *differential privacy* 05 → 06 → 07; *federated learning* 08 → 09 → 10 (after
-# 05 for 10); 13 builds on 05 and 08. Coming from PySyft 0.2? Read `docs/FROM_PYSYFT.md`.
+# → 11 → 12 → 14; *differential privacy* 05 → 06 → 07; *federated learning* 08 → 09 →
+# 10 (after 05 for 10); 13 builds on 05 and 08. Coming from PySyft 0.2? Read `docs/FROM_PYSYFT.md`.
 #
 # **Magics.** `%load_ext ppdl_nb` gives `%ppdl` and `%%ppdl` (`%ppdl help` lists them):
 # launch workers, draw chains and share histograms, trace messages, train with live

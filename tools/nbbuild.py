@@ -19,7 +19,6 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-
 SOLUTION = "# solution: "
 
 

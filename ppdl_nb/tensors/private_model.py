@@ -186,6 +186,7 @@ class PrivateModel:
         self.weights = weights
         self.parties, self.dealer, self.owner = list(parties), dealer, owner
         self.last_forward: list[dict[str, Any]] = []
+        self.trained_by: str | None = None  # the fingerprint of its encrypted training
 
     def __repr__(self) -> str:
         names = " -> ".join(type(la).__name__ for la in self.layers)
@@ -235,7 +236,18 @@ class PrivateModel:
         owner, for that training's program) allowed this notebook."""
         from ppdl_nb.tensors.private_training import opened_model
 
-        return opened_model(self.layers, self.weights)
+        try:
+            return opened_model(self.layers, self.weights)
+        except PermissionError:
+            if self.trained_by is None:
+                raise
+            fp = self.trained_by
+        raise PermissionError(
+            f"this model was trained on shared data by program {fp}: it opens only to a "
+            f"reader every data owner allowed for that program (and the model owner, if "
+            f"one shared the weights). Each data owner allows the notebook with "
+            f"send(x, owner, private=True, allow_programs={{'{fp}': ['me']}}); until then "
+            "the trained model stays shared (it can still run private inference)")
 
     def _sent(self) -> int:
         """Bytes of the requests the parties and the dealer have received so far (their

@@ -52,10 +52,11 @@ from ppdl_nb.tensors.fixed import FixedPrecisionTensor
 from ppdl_nb.tensors.pointer import wrap_reply
 from ppdl_nb.tensors.shared import SharedTensor
 from ppdl_nb.tensors.spdz.routines import sub_label
-from ppdl_nb.tensors.spdz.training import fingerprint
+from ppdl_nb.tensors.spdz.training import fingerprint, schedule
 from ppdl_nb.workers.core.codec import Ref
 
-__all__ = ["EncryptedTraining", "TrainingHistory", "layer_specs"]
+__all__ = ["EncryptedTraining", "TrainingHistory", "fingerprint_of", "layer_specs",
+           "training_program"]
 
 _SPECS: dict[type, Callable[[nn.Module], dict[str, Any]]] = {
     nn.Linear: lambda m: {"layer": "Linear", "bias": m.bias is not None},
@@ -89,6 +90,42 @@ def layer_specs(layers: Sequence[nn.Module]) -> list[dict[str, Any]]:
     return out
 
 
+def training_program(layers: Sequence[nn.Module], *, owner: str, frac_bits: int, lr: float,
+                     momentum: float = 0.0, weight_decay: float = 0.0, epochs: int = 1,
+                     batch_size: int = 64, loss: str = "cross_entropy",
+                     open_loss: bool = False, max_grad_norm: float | None = None,
+                     noise_multiplier: float = 0.0, seed: int = 0) -> dict[str, Any]:
+    """The program the parties run (what the fingerprint hashes), checked."""
+    config = TrainConfig(lr=lr, momentum=momentum, weight_decay=weight_decay, loss=loss,
+                         frac_bits=frac_bits, open_loss=open_loss,
+                         max_grad_norm=max_grad_norm, noise_multiplier=noise_multiplier)
+    if type(epochs) is not int or epochs < 1 or type(batch_size) is not int \
+            or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be positive ints, got {epochs!r} "
+                         f"and {batch_size!r}")
+    if type(seed) is not int:
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    return {"layers": layer_specs(layers), "config": config.to_wire(), "epochs": epochs,
+            "batch_size": batch_size, "seed": seed, "owner": owner}
+
+
+def fingerprint_of(model: nn.Module, *, owner: str = "me", frac_bits: int = 20,
+                   **options: Any) -> str:
+    """The fingerprint of training ``model`` with ``options`` (those of
+    :class:`EncryptedTraining`), before anything is shared: what data owners allow
+    readers for. ``owner``: the name of the worker that will share the weights (the
+    notebook, ``"me"``, by default).
+
+    >>> m = nn.Sequential(nn.Linear(4, 2))
+    >>> fingerprint_of(m, lr=0.1) == fingerprint_of(m, lr=0.1) != fingerprint_of(m, lr=0.2)
+    True
+    """
+    from ppdl_nb.tensors.private_model import fold_layers
+
+    return fingerprint(training_program(list(fold_layers(model)), owner=owner,
+                                        frac_bits=frac_bits, **options))
+
+
 @dataclass
 class TrainingHistory:
     """Per step: ``rounds``, ``bytes`` (the openings every party sent), ``seconds`` (the
@@ -110,27 +147,17 @@ class EncryptedTraining:
     it DP-SGD inside the shares (:mod:`ppdl_nb.mpc.train_dp`, :meth:`epsilon`).
     """
 
-    def __init__(self, model: Any, *, lr: float, momentum: float = 0.0,
-                 weight_decay: float = 0.0, epochs: int = 1, batch_size: int = 64,
-                 loss: str = "cross_entropy", open_loss: bool = False,
-                 max_grad_norm: float | None = None, noise_multiplier: float = 0.0,
-                 seed: int = 0, steps_per_request: int = 1) -> None:
-        frac_bits = next((ws[0].frac_bits for ws in model.weights if ws), 20)
-        self.config = TrainConfig(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                                  loss=loss, frac_bits=frac_bits, open_loss=open_loss,
-                                  max_grad_norm=max_grad_norm,
-                                  noise_multiplier=noise_multiplier)
-        if type(epochs) is not int or epochs < 1 or type(batch_size) is not int \
-                or batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be positive ints, got {epochs!r} "
-                             f"and {batch_size!r}")
+    def __init__(self, model: Any, *, lr: float, steps_per_request: int = 1,
+                 **options: Any) -> None:
         if type(steps_per_request) is not int or steps_per_request < 1:
             raise ValueError(f"steps_per_request must be a positive int, got "
                              f"{steps_per_request!r}")
-        self.model, self.seed, self.steps_per_request = model, seed, steps_per_request
+        frac_bits = next((ws[0].frac_bits for ws in model.weights if ws), 20)
         owner = model.owner.name if model.owner is not None else "me"
-        self.program = {"layers": layer_specs(model.layers), "config": self.config.to_wire(),
-                        "epochs": epochs, "batch_size": batch_size, "owner": owner}
+        self.program = training_program(model.layers, owner=owner, frac_bits=frac_bits,
+                                        lr=lr, **options)
+        self.config = TrainConfig.from_wire(self.program["config"])
+        self.model, self.steps_per_request = model, steps_per_request
         self.velocity: list[FixedPrecisionTensor] = []
         self._plans: dict[tuple, list[tuple[str, dict[str, Any]]]] = {}
 
@@ -161,14 +188,9 @@ class EncryptedTraining:
 
     # ---- the schedule and the dealer's plan ----------------------------------------------
     def batches(self, rows: int) -> list[list[int]]:
-        """Every step's rows: a fresh permutation per epoch (public: it says nothing of
-        the values), cut into batches; the last of an epoch may be smaller."""
-        g = torch.Generator().manual_seed(self.seed)
-        b, out = self.program["batch_size"], []
-        for _ in range(self.program["epochs"]):
-            order = torch.randperm(rows, generator=g).tolist()
-            out.extend(order[i:i + b] for i in range(0, rows, b))
-        return out
+        """Every step's rows, as the parties compute them (:func:`~.spdz.training.schedule`:
+        a fresh permutation per epoch from the seed; public, part of the program)."""
+        return schedule(self.program, rows)
 
     def _plan(self, x_shape: list[int], y_shape: list[int]) -> list[tuple[str, dict]]:
         key = (tuple(x_shape), tuple(y_shape))
@@ -189,37 +211,39 @@ class EncryptedTraining:
         shared, as trained so far."""
         pairs = self._check_data(data)
         session = pairs[0][0].child.session
-        rows = sum(x.shape[0] for x, _ in pairs)
-        schedule = self.batches(rows)
+        plan = self.batches(sum(x.shape[0] for x, _ in pairs))
         history, step = TrainingHistory(), 0
-        feature, target = list(pairs[0][0].shape[1:]), list(pairs[0][1].shape[1:])
-        while step < len(schedule):
-            chunk = schedule[step:step + self.steps_per_request]
+        shapes = (list(pairs[0][0].shape[1:]), list(pairs[0][1].shape[1:]))
+        self.model.trained_by = self.fingerprint
+        while step < len(plan) and not history.interrupted:
+            chunk = plan[step:step + self.steps_per_request]
             start = time.perf_counter()
             try:
-                replies = _uninterrupted(functools.partial(
-                    self._request, session, pairs, step, chunk, feature, target))
+                entries = _uninterrupted(functools.partial(
+                    self._steps, session, pairs, step, chunk, shapes))
             except KeyboardInterrupt as stop:
                 history.interrupted = True
-                replies = stop.args[0] if stop.args and isinstance(stop.args[0], list) \
-                    else None
-                if replies is None:
-                    break
-            self._take(session, replies)
+                entries = stop.args[0] if stop.args else []
             wall = time.perf_counter() - start
-            for k, (rounds, sent, seconds) in enumerate(replies[0].get("extra") or []):
-                entry = {"step": step + k + 1, "of": len(schedule), "rounds": int(rounds),
-                         "bytes": int(sent) * session.n, "seconds": float(seconds),
-                         "wall": wall / len(chunk), "loss": None}
-                history.steps.append(entry)
-            if self.config.open_loss:
-                self._open_losses(history.steps[-len(chunk):], chunk)
-            step += len(chunk)
-            if callback is not None:
+            for entry in entries:
+                entry.update(of=len(plan), wall=wall / len(chunk))
+            history.steps.extend(entries)
+            step += len(entries)
+            if callback is not None and entries:
                 callback(history.steps[-1])
-            if history.interrupted:
-                break
         return history
+
+    def _steps(self, session: Any, pairs: list, step: int, chunk: list[list[int]],
+               shapes: tuple[list[int], list[int]]) -> list[dict[str, Any]]:
+        """One request (``chunk``'s steps), its new shares taken: the steps' figures."""
+        replies = self._request(session, pairs, step, chunk, *shapes)
+        self._take(session, replies)
+        entries = [{"step": step + k + 1, "rounds": int(rounds),
+                    "bytes": int(sent) * session.n, "seconds": float(seconds), "loss": None}
+                   for k, (rounds, sent, seconds) in enumerate(replies[0].get("extra") or [])]
+        if self.config.open_loss:
+            self._open_losses(entries, chunk)
+        return entries
 
     def _check_data(self, data: Any) -> list[tuple[FixedPrecisionTensor, FixedPrecisionTensor]]:
         if not isinstance(data, list | tuple) or not data:
@@ -259,7 +283,8 @@ class EncryptedTraining:
 
         def args(i: int) -> dict[str, Any]:
             ref = lambda t: Ref(t.child.shares[i].id_at_location)  # noqa: E731
-            return {"label": label, "program": self.program, "step": step, "batches": chunk,
+            return {"label": label, "program": self.program, "step": step,
+                    "count": len(chunk),
                     "weights": [ref(w) for w in weights],
                     "velocity": [ref(v) for v in self.velocity],
                     "data": [[ref(x), ref(y)] for x, y in pairs]}
@@ -288,23 +313,27 @@ class EncryptedTraining:
 
 def _uninterrupted(fn: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """``fn()`` on a thread; a Ctrl-C while it runs waits for it to finish (every party
-    completes the step it is in) and is raised again with its result as the argument."""
+    completes the step it is in, and its new shares are taken) and is raised again with
+    its result as the argument."""
     out: dict[str, Any] = {}
+    done = threading.Event()
 
     def run() -> None:
         try:
             out["value"] = fn()
         except BaseException as exc:  # noqa: BLE001 (handed to the caller)
             out["error"] = exc
+        finally:
+            done.set()
 
     thread = threading.Thread(target=run, name="ppdl-nb-encrypted-step", daemon=True)
     interrupted, started = False, False
-    while True:
+    while True:  # an interrupted join() may return at once on the next call: wait on done
         try:
             if not started:
                 started = True
                 thread.start()
-            thread.join()
+            done.wait()
             break
         except KeyboardInterrupt:
             interrupted = True

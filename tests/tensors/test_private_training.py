@@ -138,8 +138,10 @@ def test_fingerprint_names_graph_hyperparameters_and_epochs():
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"program": {"layers": [{"layer": "Eval"}]}}, "layers are dicts"),
-    ({"batches": [[0, 99]]}, "row indices"),
-    ({"step": 10_000}, "steps"),
+    ({"args": {"batches": [[0]]}}, "batches"),  # the parties pick the rows, not the notebook
+    ({"args": {"step": 10_000}}, "steps"),
+    ({"args": {"count": 0}}, "steps"),
+    ({"program": {"seed": "0"}}, "seed"),
     ({"program_config": {"lr": "0.1; import os"}}, "lr"),
 ])
 def test_malformed_training_requests_are_refused_on_every_party(change, message):
@@ -150,20 +152,44 @@ def test_malformed_training_requests_are_refused_on_every_party(change, message)
     training = pm.training(lr=0.1, batch_size=8)
     xs, ys = shared(owners_data(alice, training, x, labels), parties, dealer)
     session = xs.child.session
-    program = dict(training.program)
-    if "program" in change:
-        program.update(change["program"])
+    program = {**training.program, **change.get("program", {})}
     if "program_config" in change:
         program["config"] = {**program["config"], **change["program_config"]}
     for i, party in enumerate(parties):
         ref = lambda t, i=i: Ref(t.child.shares[i].id_at_location)  # noqa: E731
-        args = {"label": session.label(), "program": program, "step": change.get("step", 0),
-                "batches": change.get("batches", [list(range(8))]),
+        args = {"label": session.label(), "program": program, "step": 0, "count": 1,
                 "weights": [ref(w) for ws in pm.weights for w in ws], "velocity": [],
-                "data": [[ref(xs), ref(ys)]]}
+                "data": [[ref(xs), ref(ys)]], **change.get("args", {})}
         with pytest.raises((ValueError, TypeError), match=message):
             party.step("mpc.run", session=session.id, op="train", args=args)
     assert float(ppdl_nb.share(torch.ones(1), *parties, dealer=dealer).get()) == 1.0
+
+
+def test_a_slice_of_allowed_data_is_not_allowed():
+    """An allowance covers the tensor its owner gave it for, not what is computed from
+    its shares: a notebook that trains on one row cannot open the result."""
+    model, (x, labels) = mlp(), digits(8)
+    parties, dealer = workers(2, True)
+    alice = ppdl_nb.VirtualWorker("alice", network=parties[0].network)
+    pm = encrypt(model, parties=parties, dealer=dealer, frac_bits=F)
+    training = pm.training(lr=0.1, batch_size=8)
+    xs, ys = shared(owners_data(alice, training, x, labels), parties, dealer)
+    training.fit([(xs[:1], ys[:1])])
+    with pytest.raises(PermissionError, match=training.fingerprint):
+        pm.get()
+
+
+def test_open_loss_without_an_allowance_is_refused_before_any_step():
+    model, (x, labels) = mlp(), digits(8)
+    parties, dealer = workers(2, True)
+    alice = ppdl_nb.VirtualWorker("alice", network=parties[0].network)
+    pm = encrypt(model, parties=parties, dealer=dealer, frac_bits=F)
+    allowed = pm.training(lr=0.1, batch_size=8)
+    data = [shared(owners_data(alice, allowed, x, labels), parties, dealer)]
+    before = [w.child.shares[0].id_at_location for ws in pm.weights for w in ws]
+    with pytest.raises(PermissionError, match="open_loss"):
+        pm.training(lr=0.1, batch_size=8, open_loss=True).fit(data)
+    assert [w.child.shares[0].id_at_location for ws in pm.weights for w in ws] == before
 
 
 def test_fingerprint_refuses_unknown_program_keys():

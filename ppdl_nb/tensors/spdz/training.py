@@ -4,8 +4,9 @@
 party's shares for each batch of the request: the forward, the loss gradient, the backward
 and the update, every round peer to peer, the dealer's randomness for the whole request
 dealt at once. The request names the *program* (layers, hyperparameters, epochs, batch
-size) and its rows: the party computes the program's fingerprint itself and checks
-every batch against it, so the readers the data owners allowed for that fingerprint
+size, the seed of its batch schedule) and which of its steps to run: the party computes
+the program's fingerprint and each step's rows itself (:func:`schedule`), so the readers
+the data owners allowed for that fingerprint
 (:func:`~ppdl_nb.workers.core.policy.program_policy`) read the results and nobody
 else: a notebook that swaps in another graph, other hyperparameters or more epochs
 gets a different fingerprint, which no owner allowed.
@@ -30,15 +31,16 @@ from ppdl_nb.tensors.spdz.program import _counted
 from ppdl_nb.tensors.spdz.routines import Party, Routine, drive, routine, sub_label
 from ppdl_nb.workers.core.policy import program_policy
 
-__all__ = ["MAX_BATCH", "fingerprint", "train"]
+__all__ = ["MAX_BATCH", "fingerprint", "schedule", "train"]
 
 MAX_BATCH = 4096
-_PROGRAM_KEYS = {"layers", "config", "epochs", "batch_size", "owner"}
+_PROGRAM_KEYS = {"layers", "config", "epochs", "batch_size", "seed", "owner"}
+NOTEBOOK = "me"  # the name a worker's channel gives the notebook
 
 
 def fingerprint(program: dict[str, Any]) -> str:
     """The program's name in allowances: a hash of its layers, hyperparameters, epochs,
-    batch size and the weights' owner (16 hex digits)."""
+    batch size, the seed of its batch schedule and the weights' owner (16 hex digits)."""
     if not isinstance(program, dict) or set(program) != _PROGRAM_KEYS:
         raise ValueError(f"a training program is a dict of {sorted(_PROGRAM_KEYS)}")
     text = json.dumps(program, sort_keys=True, separators=(",", ":"))
@@ -51,6 +53,8 @@ def _check_program(program: dict[str, Any]) -> TrainConfig:
     if not isinstance(layers, list) or not layers or any(
             not isinstance(s, dict) or s.get("layer") not in LAYERS for s in layers):
         raise ValueError(f"a program's layers are dicts naming one of {', '.join(LAYERS)}")
+    if type(program["seed"]) is not int:
+        raise ValueError(f"a program's seed is an int, got {program['seed']!r}")
     for key in ("epochs", "batch_size"):
         v = program[key]
         if type(v) is not int or v < 1:
@@ -60,32 +64,34 @@ def _check_program(program: dict[str, Any]) -> TrainConfig:
     return cfg
 
 
-def _rows(batches: Any, program: dict[str, Any], n: int, step: Any) -> list[torch.Tensor]:
-    """The requested batches as row indices into ``n`` rows, checked against the program."""
-    per_epoch = -(-n // program["batch_size"])
-    if type(step) is not int or step < 0:
-        raise ValueError(f"step must be a non-negative int, got {step!r}")
-    if not isinstance(batches, list) or not batches \
-            or step + len(batches) > per_epoch * program["epochs"]:
-        raise ValueError(f"the program has {per_epoch * program['epochs']} steps "
-                         f"({program['epochs']} epochs); steps {step} to "
-                         f"{step + len(batches) if isinstance(batches, list) else '?'} exceed it")
-    out = []
-    for rows in batches:
-        if not isinstance(rows, list) or not 1 <= len(rows) <= program["batch_size"] \
-                or any(type(r) is not int or not 0 <= r < n for r in rows):
-            raise ValueError(f"a batch is a list of 1 to {program['batch_size']} row indices "
-                             f"below {n}")
-        out.append(torch.tensor(rows, dtype=torch.int64))
+def schedule(program: dict[str, Any], rows: int) -> list[list[int]]:
+    """Every step's rows: a fresh permutation of ``rows`` per epoch from the program's
+    seed, cut into batches (the last of an epoch may be smaller). Public, and part of
+    the program: the parties compute it themselves, so a notebook cannot pick which rows
+    a step sees (a batch of one row would show that row in the update)."""
+    g = torch.Generator().manual_seed(program["seed"])
+    b, out = program["batch_size"], []
+    for _ in range(program["epochs"]):
+        order = torch.randperm(rows, generator=g).tolist()
+        out.extend(order[i:i + b] for i in range(0, rows, b))
     return out
+
+
+def _steps(program: dict[str, Any], rows: int, step: Any, count: Any) -> list[list[int]]:
+    plan = schedule(program, rows)
+    if type(step) is not int or type(count) is not int or step < 0 or count < 1 \
+            or step + count > len(plan):
+        raise ValueError(f"the program has {len(plan)} steps ({program['epochs']} epochs of "
+                         f"{rows} rows); steps {step!r} to {step!r} + {count!r} exceed it")
+    return plan[step:step + count]
 
 
 @routine("train")
 def train(p: Party, *, label: bytes, program: dict[str, Any], weights: list[Any],
-          velocity: list[Any], data: list[Any], step: int, batches: list[Any]) -> Routine:
-    """Run ``batches`` (lists of row indices into the rows of ``data``, ``[x, y]``
-    references per data owner, concatenated) as SGD steps ``step``, ``step + 1``, ... of
-    ``program``; see the module."""
+          velocity: list[Any], data: list[Any], step: int, count: int = 1) -> Routine:
+    """Run steps ``step`` to ``step + count - 1`` of ``program`` on the rows of ``data``
+    (``[x, y]`` references per data owner, concatenated), their batches from the
+    program's :func:`schedule`; see the module."""
     cfg = _check_program(program)
     fp = fingerprint(program)
     if not isinstance(data, list) or not data or any(
@@ -98,9 +104,17 @@ def train(p: Party, *, label: bytes, program: dict[str, Any], weights: list[Any]
     y_all = torch.cat([y.obj for _, y in ds]) if len(ds) > 1 else ds[0][1].obj
     if x_all.shape[0] != y_all.shape[0]:
         raise ValueError(f"the data has {x_all.shape[0]} inputs and {y_all.shape[0]} targets")
+    inputs = [e.policy for e in ws + vs] + [e.policy for pair in ds for e in pair]
+    readers = frozenset(program_policy(inputs, fp).readers or ())
+    if cfg.open_loss and NOTEBOOK not in readers:
+        raise PermissionError(f"open_loss opens each step's loss to the notebook, which "
+                              f"not every owner allowed for program {fp}: the owners allow "
+                              f"it with allow_programs={{'{fp}': ['{NOTEBOOK}']}}, or train "
+                              "without open_loss")
     w, v = [e.obj for e in ws], [e.obj for e in vs]
     losses, stats = [], []
-    for k, rows in enumerate(_rows(batches, program, x_all.shape[0], step)):
+    for k, rows in enumerate(_steps(program, x_all.shape[0], step, count)):
+        rows = torch.tensor(rows, dtype=torch.int64)
         tally, start = [0, 0], time.perf_counter()
         protocol = train_step(p.index, program["layers"], w, v, x_all[rows], y_all[rows], cfg,
                               parties=p.session.n)
@@ -110,7 +124,5 @@ def train(p: Party, *, label: bytes, program: dict[str, Any], weights: list[Any]
         if res.loss is not None:
             losses.append(res.loss.reshape(1))
         stats.append([*tally, time.perf_counter() - start])
-    inputs = [e.policy for e in ws + vs] + [e.policy for pair in ds for e in pair]
-    readers = program_policy(inputs, fp).readers
     out = [*w, *v] + ([torch.cat(losses)] if losses else [])
-    return out, frozenset(readers or ()), stats
+    return out, readers, stats

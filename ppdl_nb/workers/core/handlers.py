@@ -9,7 +9,7 @@ import torch
 from ppdl_nb.workers.core import flows, modules, ops, tracing
 from ppdl_nb.workers.core.codec import Ref
 from ppdl_nb.workers.core.messages import find_step, message
-from ppdl_nb.workers.core.policy import PUBLIC, Policy, combine, uniform_refusal
+from ppdl_nb.workers.core.policy import PUBLIC, Policy, combine, computed, uniform_refusal
 from ppdl_nb.workers.core.worker import Worker, describe
 
 __all__ = ["stored_result"]
@@ -133,7 +133,7 @@ def _call(worker: Worker, msg: dict, caller: str) -> Any:
     private_ids: set[int] = set()
     args = _resolve_refs(worker, msg["args"], policies, private_ids)
     kwargs = _resolve_refs(worker, msg.get("kwargs", {}), policies, private_ids)
-    policy = combine(*policies) if policies else PUBLIC
+    policy = computed(combine(*policies)) if policies else PUBLIC
     hidden = policy.private and not policy.may_read(caller)
     flows.check_value_shaped(name, args, kwargs, private_ids if hidden else set())
     shape_only = flows.public_shape(fn, name, args, kwargs) if hidden else None

@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "PUBLIC", "RELEASES", "Policy", "Release", "combine", "private", "program_permit",
+    "PUBLIC", "RELEASES", "Policy", "Release", "combine", "computed", "private",
+    "program_permit",
     "program_policy", "release", "release_mechanism", "uniform_refusal",
 ]
 
@@ -100,6 +101,21 @@ def program_permit(fingerprint: str, reader: str) -> str:
         raise ValueError(f"a program permit needs a fingerprint without ':' and a reader, "
                          f"got {fingerprint!r}, {reader!r}")
     return f"{PROGRAM}{fingerprint}:{reader}"
+
+
+def computed(policy: Policy) -> Policy:
+    """The policy of a value a worker's op computes from values with ``policy``: the same,
+    without allowances for programs (an allowance covers the tensor its owner gave it
+    for; a slice or a gather of it could feed a program one chosen row).
+
+    >>> p = private("alice", permits=["plain_updates", program_permit("f00d", "dave")])
+    >>> sorted(computed(p).permits)
+    ['plain_updates']
+    """
+    if not any(q.startswith(PROGRAM) for q in policy.permits):
+        return policy
+    return Policy(policy.owners, policy.readers,
+                  frozenset(q for q in policy.permits if not q.startswith(PROGRAM)))
 
 
 def program_policy(policies: Sequence[Policy], fingerprint: str) -> Policy:

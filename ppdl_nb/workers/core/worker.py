@@ -26,7 +26,7 @@ import torch
 from ppdl_nb.errors import error_message, wire_type
 from ppdl_nb.workers.core import codec
 from ppdl_nb.workers.core.messages import MessageError, validate
-from ppdl_nb.workers.core.policy import PUBLIC, Policy, combine, private, release
+from ppdl_nb.workers.core.policy import PUBLIC, Policy, combine, computed, private, release
 from ppdl_nb.workers.core.store import ObjectStore
 
 __all__ = ["Counters", "Request", "Worker", "describe"]
@@ -46,7 +46,9 @@ class Request:
 
     @property
     def policy(self) -> Policy:
-        return combine(*self.policies)
+        """The policy of what the request computes from what it read (no allowances for
+        programs: those cover only the tensors they were given for)."""
+        return computed(combine(*self.policies))
 
 
 @dataclass
