@@ -6,8 +6,8 @@ run), at each precision, and plain SGD with the same initial weights, batches an
 hyperparameters; prints the largest weight difference from plain SGD and the test
 accuracy after each epoch.
 
-    python benchmarks/encrypted_training_precision.py [--rows 2000] [--epochs 1]
-                                                      [--bits 16 20] [--json out.json]
+    python benchmarks/bench_encrypted_training_precision.py [--rows 2000] [--epochs 1]
+                      [--bits 16 20] [--lr 0.1] [--momentum 0.9] [--quick] [--json out.json]
 """
 
 from __future__ import annotations
@@ -58,8 +58,11 @@ def main() -> None:
     ap.add_argument("--bits", type=int, nargs="+", default=[16, 20])
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--momentum", type=float, default=0.9)
+    ap.add_argument("--quick", action="store_true", help="128 rows, 1 epoch (a smoke run)")
     ap.add_argument("--json")
     args = ap.parse_args()
+    if args.quick:
+        args.rows, args.epochs = 128, 1
     torch.set_num_threads(1)
     x, y, xt, yt = mnist(args.rows)
     layers = [{"layer": type(m).__name__} for m in model()]
@@ -99,8 +102,8 @@ def main() -> None:
         print(json.dumps(row))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"rows": args.rows, "lr": args.lr, "momentum": args.momentum,
-                       "epochs": rows}, fh, indent=1)
+            json.dump({"train_rows": args.rows, "lr": args.lr, "momentum": args.momentum,
+                       "rows": rows}, fh, indent=1)
 
 
 if __name__ == "__main__":
