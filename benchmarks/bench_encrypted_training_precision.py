@@ -69,6 +69,10 @@ def main() -> None:
     plain = model()
     opt = torch.optim.SGD(plain.parameters(), lr=args.lr, momentum=args.momentum)
     rows = []
+    print(f"MLP on {args.rows} MNIST digits, lr {args.lr}, momentum {args.momentum}: "
+          "encrypted SGD at each precision against plain SGD")
+    print(f"{'epoch':>5} {'bits':>4} {'accuracy':>8} {'plain':>6} {'max weight gap':>14} "
+          f"{'seconds':>8}")
     shares = {f: [sim.share_float(p.detach().double(), 2, f) for p in model().parameters()]
               for f in args.bits}
     velocity: dict[int, list] = {f: [[], []] for f in args.bits}
@@ -98,8 +102,10 @@ def main() -> None:
                       for a, b in zip(net.parameters(), plain.parameters(), strict=True))
             row[f"bits{f}"] = {"accuracy": accuracy(net, xt, yt), "max_weight_gap": gap,
                                "seconds": time.perf_counter() - start}
+            print(f"{epoch + 1:>5} {f:>4} {row[f'bits{f}']['accuracy']:>8.3f} "
+                  f"{row['plain_accuracy']:>6.3f} {gap:>14.2e} "
+                  f"{row[f'bits{f}']['seconds']:>8.1f}")
         rows.append(row)
-        print(json.dumps(row))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"train_rows": args.rows, "lr": args.lr, "momentum": args.momentum,
