@@ -77,7 +77,9 @@ digits_at_alice
 # %% [markdown]
 # ## Encrypting the model
 # `ppdl_nb.encrypt` checks the layers (Linear, Conv2d, ReLU, MaxPool2d, AvgPool2d,
-# Flatten, Dropout; a BatchNorm is folded into the layer before it), sends the model to
+# Flatten, Dropout; a BatchNorm is folded into the layer before it; a ReLU right before a
+# max-pooling moves after it: the same function, with the comparisons of ReLU on a quarter
+# of the values), sends the model to
 # its owner **bob** as an allowlisted graph plus weights (never a pickle), and bob
 # secret-shares its weights straight to the parties. `allow=("alice",)`: bob lets alice
 # read results computed from his model, so that she can open her predictions.

@@ -117,8 +117,16 @@ def _fold(layer: nn.Module, bn: nn.Module) -> nn.Module:
 
 def fold_layers(model: nn.Module) -> nn.Sequential:
     """The model as a plain ``nn.Sequential`` of what runs privately: BatchNorm folded
-    into the layer before it, Dropout and Identity dropped. Raises TypeError naming any
-    other layer."""
+    into the layer before it, Dropout and Identity dropped, and ``ReLU`` before
+    ``MaxPool2d`` moved after it (the same function, and the same gradients: max commutes
+    with the monotone ReLU, and a window whose max is negative passes no gradient either
+    way), so that the comparisons of ReLU run on a quarter of the values of a 2x2 pool.
+    Raises TypeError naming any other layer.
+
+    >>> [type(m).__name__ for m in fold_layers(nn.Sequential(
+    ...     nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten()))]
+    ['Conv2d', 'MaxPool2d', 'ReLU', 'Flatten']
+    """
     out: list[nn.Module] = []
     for layer in _chain(model):
         name = type(layer).__name__
@@ -134,6 +142,9 @@ def fold_layers(model: nn.Module) -> nn.Sequential:
             raise _unsupported(f"layer {type(layer).__qualname__}")
         _check_options(layer)
         out.append(layer)
+    for i in range(len(out) - 1):
+        if type(out[i]) is nn.ReLU and type(out[i + 1]) is nn.MaxPool2d:
+            out[i], out[i + 1] = out[i + 1], out[i]
     return nn.Sequential(*out)
 
 
