@@ -1,12 +1,13 @@
 """``%%ppdl train spdz``: encrypted training (SGD on secret shares) from a cell.
 
 The cell defines ``model`` (a ``torch.nn.Module`` the parties can train: ``Linear``,
-``ReLU``, ``Flatten``; or a :class:`~ppdl_nb.tensors.private_model.PrivateModel` to go on
-training) and ``data``, a list of ``(x, y)`` pairs, one per data owner: pointers to the
-owners' private tensors (``y`` one-hot), which the magic shares among ``--parties`` from
-the owners' workers, or tensors already shared. ``test = (x, y)`` (plain tensors) is
-evaluated if the notebook may open the trained model. The magic calls
-:func:`ppdl_nb.encrypt`, :meth:`~ppdl_nb.tensors.private_model.PrivateModel.training` and
+``Conv2d``, ``ReLU``, ``MaxPool2d``, ``AvgPool2d``, ``Flatten``; or a
+:class:`~ppdl_nb.tensors.private_model.PrivateModel` to go on training) and ``data``, a
+list of ``(x, y)`` pairs, one per data owner: pointers to the owners' private tensors
+(``y`` one-hot), which the magic shares among ``--parties`` from the owners' workers, or
+tensors already shared. ``test = (x, y)`` (plain tensors) is evaluated if the notebook
+may open the trained model. The magic calls :func:`ppdl_nb.encrypt`,
+:meth:`~ppdl_nb.tensors.private_model.PrivateModel.training` and
 :meth:`~ppdl_nb.tensors.private_training.EncryptedTraining.fit`: nothing a Python user
 could not call. It prints the training program's fingerprint first (data owners allow
 readers of the trained model for it; ``--fingerprint`` prints only that), follows the
@@ -29,7 +30,7 @@ from typing import Any
 from IPython.core import magic_arguments
 from IPython.core.error import UsageError
 from ppdl_nb.magics.train import TRAINERS, run_training_cell
-from ppdl_nb.magics.train_options import option_group, training_options
+from ppdl_nb.magics.train_options import noise_options, option_group, training_options
 
 from ppdl_nb.workers.transport.party import local_party
 
@@ -105,7 +106,8 @@ def _training(private_model: Any, args: Any, ns: dict[str, Any]) -> Any:
         return private_model.training(
             lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
             epochs=args.epochs, batch_size=args.batch_size, loss=loss,
-            open_loss=args.open_loss, seed=args.seed)
+            open_loss=args.open_loss, seed=args.seed, max_grad_norm=args.max_grad_norm,
+            noise_multiplier=args.noise_multiplier or 0.0)
     except (TypeError, ValueError) as exc:
         raise _api(exc, "the training options") from None
 
@@ -288,15 +290,20 @@ def _open(shell: Any, private_model: Any, fingerprint: str, owners: list[str], a
          help="open each step's mean loss to the notebook (it leaks a little about the "
               "data; part of the fingerprint; off by default)"),
     _arg("--seed", type=int, default=0, help="the batch order (default 0)"),
+    _arg("--max-grad-norm", type=float, default=None,
+         help="DP-SGD inside the shares: clip each example's gradient to this norm "
+              "(with --noise-multiplier; default: no DP)"),
     _arg("--fingerprint", action="store_true",
          help="only print the training program's fingerprint, for the data owners to "
               "allow readers for it before training"),
 ])
+@noise_options()
 @training_options(epochs=1, batch_size=64)
 def train_spdz(shell: Any, args: Any, cell: str | None) -> None:
     """Encrypted training: SGD on the shared weights over the owners' shared data.
 
-    The cell assigns `model` (Linear, ReLU, Flatten layers) and `data = [(x, y), ...]`,
+    The cell assigns `model` (Linear, Conv2d, ReLU, pooling, Flatten layers) and
+    `data = [(x, y), ...]`,
     one pair per data owner: pointers to its private tensors (y one-hot), shared here
     among --parties, or tensors already shared; optionally `test = (x, y)`.
     """
@@ -336,6 +343,12 @@ def train_spdz(shell: Any, args: Any, cell: str | None) -> None:
               f"{args.batch_size}) on {', '.join(p.name for p in private_model.parties)}, "
               f"dealer {private_model.dealer.name}: {last['rounds']} rounds and "
               f"{human_bytes(last['bytes'])} per step, {seconds:.1f} s in all; {results}")
+    if args.noise_multiplier:
+        rows = sum(x.shape[0] for x, _ in shared)
+        eps = training.epsilon(args.delta, steps=len(steps), rows=rows)
+        print(f"DP-SGD inside the shares: epsilon {eps:.2f} at delta {args.delta:g} "
+              f"(noise multiplier {args.noise_multiplier:g}, clipping norm "
+              f"{args.max_grad_norm:g}, sample rate {args.batch_size}/{rows})")
     _open(shell, private_model, fingerprint, _owners(pairs), args, test)
 
 

@@ -117,6 +117,20 @@ def test_trains_on_shares_and_opens_when_every_owner_allowed(net, capsys):
         assert (a - b).abs().max().item() < 1e-2
 
 
+def test_dp_sgd_inside_the_shares_reports_its_epsilon(net, capsys):
+    ip = net
+    line = LINE + " --max-grad-norm 1.0 --noise-multiplier 1.1 --delta 1e-3"
+    fp = _fingerprint(ip, capsys, line)
+    assert fp != _fingerprint(ip, capsys, LINE)  # DP settings are part of the program
+    ip.user_ns["own"](fp, fp)
+    ip.run_cell_magic("ppdl", line + " --out dp", CELL)
+    out = capsys.readouterr().out.splitlines()
+    eps = ip.user_ns["dp_training"].epsilon(1e-3, rows=64)
+    assert out[2] == (f"DP-SGD inside the shares: epsilon {eps:.2f} at delta 0.001 (noise "
+                      "multiplier 1.1, clipping norm 1, sample rate 16/64)")
+    assert 0 < eps < float("inf") and len(ip.user_ns["dp_history"].steps) == 8
+
+
 def test_without_the_allowance_the_model_stays_shared_and_the_magic_says_why(net, capsys):
     ip = net
     fp = _fingerprint(ip, capsys, LINE)
@@ -198,7 +212,9 @@ def test_ctrl_c_stops_after_the_running_step_and_keeps_the_model_shared(net, cap
     ("train spdz --parties sp1 sp2 --dealer sdl --loss hinge", CELL, "loss must be one of"),
     ("train spdz --parties sp1 sp2 --dealer sdl --momentum", CELL, "expected one argument"),
     ("train spdz --parties sp1 sp2 --dealer sdl --noise 1", CELL,
-     "unrecognized arguments: --noise"),
+     "noise_multiplier needs max_grad_norm"),
+    ("train spdz --parties sp1 sp2 --dealer sdl --epsilon 1", CELL,
+     "unrecognized arguments: --epsilon"),
     ("train spdz --parties sp1 sp2 --dealer sdl", MODEL, "must set `data`"),
     ("train spdz --parties sp1 sp2 --dealer sdl", "data = [(xa, ya)]", "must define `model`"),
     ("train spdz --parties sp1 sp2 --dealer sdl",
