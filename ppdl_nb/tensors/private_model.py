@@ -219,7 +219,8 @@ class PrivateModel:
             raise ValueError(f"the input is shared among {names}, the model among "
                              f"{[p.name for p in self.parties]}; share both among the same")
         if program:
-            x, self.last_forward = run_program(self.layers, self.weights, x)
+            x, self.last_forward = run_program(self.layers, self.weights, x,
+                                               owner=self._owner_name)
             return x
         session, stats = x.child.session, []
         for layer, weights in zip(self.layers, self.weights, strict=True):
@@ -231,6 +232,22 @@ class PrivateModel:
                           "seconds": seconds})
         self.last_forward = stats
         return x
+
+    @property
+    def _owner_name(self) -> str:
+        return self.owner.name if self.owner is not None else "me"
+
+    @property
+    def fingerprint(self) -> str:
+        """The name of this model's private forward in allowances: its graph, the
+        weights' owner and the precision. A data owner that lets someone read the
+        predictions of *this* model (and nothing else computed from its input) shares
+        its input with ``send(..., allow_programs={pm.fingerprint: [reader]})``."""
+        from ppdl_nb.tensors.private_program import model_graph
+        from ppdl_nb.tensors.spdz.graph import fingerprint
+
+        f = next((ws[0].frac_bits for ws in self.weights if ws), mpc.DEFAULT_FRAC_BITS)
+        return fingerprint(model_graph(self.layers), self._owner_name, f)
 
     def training(self, *, lr: float, **options: Any) -> Any:
         """An :class:`~ppdl_nb.tensors.private_training.EncryptedTraining` of this model:

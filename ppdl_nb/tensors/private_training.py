@@ -51,44 +51,13 @@ from ppdl_nb.mpc.train_step import TrainConfig, train_step
 from ppdl_nb.tensors.fixed import FixedPrecisionTensor
 from ppdl_nb.tensors.pointer import wrap_reply
 from ppdl_nb.tensors.shared import SharedTensor
+from ppdl_nb.tensors.spdz.graph import layer_specs
 from ppdl_nb.tensors.spdz.routines import sub_label
 from ppdl_nb.tensors.spdz.training import fingerprint, schedule
 from ppdl_nb.workers.core.codec import Ref
 
 __all__ = ["EncryptedTraining", "TrainingHistory", "fingerprint_of", "layer_specs",
            "training_program"]
-
-_SPECS: dict[type, Callable[[nn.Module], dict[str, Any]]] = {
-    nn.Linear: lambda m: {"layer": "Linear", "bias": m.bias is not None},
-    nn.ReLU: lambda m: {"layer": "ReLU"},
-    nn.Flatten: lambda m: {"layer": "Flatten", "start_dim": m.start_dim, "end_dim": m.end_dim},
-    nn.Conv2d: lambda m: {"layer": "Conv2d", "bias": m.bias is not None,
-                          "stride": list(m.stride), "dilation": list(m.dilation),
-                          "padding": m.padding if isinstance(m.padding, str)
-                          else list(m.padding), "groups": m.groups,
-                          "padding_mode": m.padding_mode},
-    nn.MaxPool2d: lambda m: {"layer": "MaxPool2d", "kernel_size": m.kernel_size,
-                             "stride": m.stride, "padding": m.padding,
-                             "dilation": m.dilation, "ceil_mode": m.ceil_mode},
-    nn.AvgPool2d: lambda m: {"layer": "AvgPool2d", "kernel_size": m.kernel_size,
-                             "stride": m.stride, "padding": m.padding,
-                             "ceil_mode": m.ceil_mode,
-                             "count_include_pad": m.count_include_pad,
-                             "divisor_override": m.divisor_override},
-}
-
-
-def layer_specs(layers: Sequence[nn.Module]) -> list[dict[str, Any]]:
-    """The layers as the parties' training program names them (nothing executable)."""
-    out = []
-    for layer in layers:
-        spec = _SPECS.get(type(layer))
-        if spec is None:
-            raise TypeError(f"{type(layer).__name__} cannot be trained on shares yet; "
-                            f"encrypted training takes {', '.join(t.__name__ for t in _SPECS)}")
-        out.append(spec(layer))
-    return out
-
 
 def training_program(layers: Sequence[nn.Module], *, owner: str, frac_bits: int, lr: float,
                      momentum: float = 0.0, weight_decay: float = 0.0, epochs: int = 1,

@@ -19,8 +19,11 @@ from torch import nn
 import ppdl_nb
 from ppdl_nb.errors import WorkerUnavailableError
 from ppdl_nb.tensors.private_model import encrypt
+from ppdl_nb.tensors.private_program import model_graph
 from ppdl_nb.tensors.shared import session_for
+from ppdl_nb.tensors.spdz.graph import build_steps
 from ppdl_nb.workers.core.codec import Ref
+from ppdl_nb.workers.transport.virtual import VirtualNetwork
 from tests.tensors.test_private_model import check, cnn, images, workers
 
 
@@ -110,3 +113,39 @@ def test_a_party_that_vanished_stops_the_program_within_seconds_and_the_others_s
         torch.testing.assert_close((y + 1).get(), torch.full((2,), 2.0))
     finally:
         group.shutdown()
+
+
+def test_an_allowance_for_one_model_opens_its_predictions_and_nothing_else():
+    """alice lets the notebook read the predictions of *this* model (its fingerprint):
+    a notebook that swaps in an identity graph cannot open her input."""
+    net = VirtualNetwork()
+    alice, p0, p1, dealer = (ppdl_nb.VirtualWorker(n, network=net)
+                             for n in ("alice", "p0", "p1", "dealer"))
+    model, x = mlp(3), images(2, seed=5)
+    pm = encrypt(model, parties=(p0, p1), dealer=dealer)
+    identity = encrypt(nn.Sequential(nn.Flatten()), parties=(p0, p1), dealer=dealer)
+    assert pm.fingerprint != identity.fingerprint
+    at_alice = ppdl_nb.send(x, alice, private=True, allow_programs={pm.fingerprint: ["me"]})
+    shared = ppdl_nb.share(at_alice, p0, p1, dealer=dealer)
+    check(pm(shared).get(), model(x).detach())
+    with pytest.raises(PermissionError):
+        identity(shared).get()
+
+
+def test_steps_that_are_not_the_graphs_are_refused():
+    parties, dealer = workers(2, True)
+    model, x = mlp(4), images(2, seed=6)
+    pm = encrypt(model, parties=parties, dealer=dealer)
+    shared = ppdl_nb.share(x, *parties, dealer=dealer)
+    session = session_for(parties, dealer)
+    graph = model_graph(pm.layers)
+    inputs = [shared] + [w for ws in pm.weights for w in ws]
+    steps, _, _ = build_steps(graph, list(x.shape), [list(w.shape) for w in inputs[1:]], 16)
+    tampered = [st for st in steps if st["op"] != "nonlinear"]  # the ReLU left out
+    for bad, says in [(tampered, "not its graph's"), (steps, "does not fit the graph")]:
+        for i, party in enumerate(parties):
+            refs = [Ref(t.child.shares[i].id_at_location) for t in inputs]
+            with pytest.raises(ValueError, match=says):
+                party.step("mpc.run", session=session.id, op="program", args={
+                    "label": session.label(), "steps": bad, "graph": graph, "frac_bits": 16,
+                    "inputs": refs if bad is tampered else refs[:2]})

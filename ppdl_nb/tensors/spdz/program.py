@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from ppdl_nb.mpc import nonlinear as mpc_nonlinear
+from ppdl_nb.tensors.spdz.graph import build_steps, fingerprint, without_labels
 from ppdl_nb.tensors.spdz.routines import (
     BILINEAR_KINDS,
     Instruction,
@@ -43,6 +44,7 @@ from ppdl_nb.tensors.spdz.routines import (
     routine,
     truncated,
 )
+from ppdl_nb.workers.core.policy import program_policy
 
 __all__ = ["LOCAL_OPS", "MAX_STEPS", "program"]
 
@@ -109,16 +111,31 @@ def _counted(gen: Generator[Instruction, Any, torch.Tensor], tally: list[int], p
 
 
 @routine("program")
-def program(p: Party, *, label: bytes, steps: list[Any], inputs: list[Any]) -> Routine:
+def program(p: Party, *, label: bytes, steps: list[Any], inputs: list[Any],
+            graph: list[Any] | None = None, owner: str = "me", frac_bits: int = 16
+            ) -> Routine:
     """Run ``steps`` (see the module) on this party's shares of ``inputs``; its share of
-    the last step's result, readable by whoever may read every input."""
+    the last step's result, readable by whoever may read every input. With ``graph``
+    (:mod:`.graph`), the steps must be the graph's, and readers the input owners allowed
+    for that graph (its fingerprint, with the weights' ``owner``) read the result too."""
     if not isinstance(steps, list) or not 1 <= len(steps) <= MAX_STEPS:
         raise ValueError(f"a program has 1 to {MAX_STEPS} steps")
     entries = [p.entry(ref, "a program input") for ref in inputs]
     slots = [e.obj for e in entries]
+    readers = open_policy(entries)
+    if graph is not None:
+        if type(frac_bits) is not int or not isinstance(owner, str):
+            raise TypeError("frac_bits is an int and owner the weights' owner's name")
+        expected, _, _ = build_steps(graph, list(slots[0].shape),
+                                     [list(t.shape) for t in slots[1:]], frac_bits)
+        if without_labels(steps) != without_labels(expected):
+            raise ValueError("the program's steps are not its graph's: a forward runs the "
+                             "steps its graph makes (ppdl_nb.tensors.spdz.graph)")
+        fp = fingerprint(graph, owner, frac_bits)
+        readers = frozenset(program_policy([e.policy for e in entries], fp).readers or ())
     stats = []
     for st in steps:
         tally, start = [0, 0], time.perf_counter()
         slots.append((yield from _counted(_step(p, st, slots), tally, p.session.n - 1)))
         stats.append([*tally, time.perf_counter() - start])
-    return slots[-1], open_policy(entries), stats
+    return slots[-1], readers, stats
