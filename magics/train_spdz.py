@@ -58,8 +58,7 @@ def _private_model(model: Any, args: Any) -> Any:
     """The cell's model, encrypted among the parties (or already a PrivateModel)."""
     from torch import nn
 
-    import ppdl_nb
-    from ppdl_nb.tensors.private_model import PrivateModel
+    from ppdl_nb.tensors.private_model import PrivateModel, encrypt
 
     if isinstance(model, PrivateModel):
         if args.owner or args.allow or args.parties or args.dealer:
@@ -85,9 +84,8 @@ def _private_model(model: Any, args: Any) -> Any:
     dealer = _worker(args.dealer, "--dealer")
     owner = _worker(args.owner, "--owner") if args.owner else None
     try:
-        return ppdl_nb.encrypt(model, parties=parties, dealer=dealer, owner=owner,
-                               allow=tuple(args.allow or ()),
-                               frac_bits=args.frac_bits or FRAC_BITS)
+        return encrypt(model, parties=parties, dealer=dealer, owner=owner,
+                       allow=tuple(args.allow or ()), frac_bits=args.frac_bits or FRAC_BITS)
     except (TypeError, ValueError) as exc:
         raise _api(exc, "the model cannot be trained on shares") from None
 
@@ -135,13 +133,12 @@ def _owners(pairs: list[tuple[Any, Any]]) -> list[str]:
 
 def _share(pairs: list[tuple[Any, Any]], private_model: Any, frac_bits: int) -> list[tuple]:
     """Each owner's data shared among the model's parties (shared data left as it is)."""
-    import ppdl_nb
-    from ppdl_nb.tensors.fixed import FixedPrecisionTensor
+    from ppdl_nb.tensors.fixed import FixedPrecisionTensor, share
 
     def shared(t: Any) -> Any:
         if isinstance(t, FixedPrecisionTensor) and t.shared:
             return t
-        return ppdl_nb.share(t, *private_model.parties, dealer=private_model.dealer,
+        return share(t, *private_model.parties, dealer=private_model.dealer,
                              frac_bits=frac_bits)
 
     try:
@@ -345,7 +342,10 @@ def train_spdz(shell: Any, args: Any, cell: str | None) -> None:
               f"{human_bytes(last['bytes'])} per step, {seconds:.1f} s in all; {results}")
     if args.noise_multiplier:
         rows = sum(x.shape[0] for x, _ in shared)
-        eps = training.epsilon(args.delta, steps=len(steps), rows=rows)
+        from ppdl_nb.dp.accounting import encrypted_training_epsilon
+
+        eps = encrypted_training_epsilon(training, delta=args.delta, steps=len(steps),
+                                         rows=rows)
         print(f"DP-SGD inside the shares: epsilon {eps:.2f} at delta {args.delta:g} "
               f"(noise multiplier {args.noise_multiplier:g}, clipping norm "
               f"{args.max_grad_norm:g}, sample rate {args.batch_size}/{rows})")

@@ -24,13 +24,13 @@ import math
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # dp_accounting (with scipy) is imported on the first accounting
     from dp_accounting import dp_event
 
-__all__ = ["ACCOUNTANTS", "Accountant", "check_delta", "epsilon", "noise_multiplier_for",
-           "register_accountant"]
+__all__ = ["ACCOUNTANTS", "Accountant", "check_delta", "encrypted_training_epsilon",
+           "epsilon", "noise_multiplier_for", "register_accountant"]
 
 ACCOUNTANTS: dict[str, Callable[[], object]] = {}
 
@@ -162,6 +162,22 @@ def epsilon(
     acc = Accountant(accountant)
     acc.step(noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps)
     return acc.epsilon(delta)
+
+
+def encrypted_training_epsilon(training: Any, *, delta: float, rows: int,
+                               steps: int | None = None) -> float:
+    """Epsilon of DP-SGD inside the shares (``pm.training(max_grad_norm=...,
+    noise_multiplier=...)``) after ``steps`` (default: the whole program) on ``rows``
+    rows, at sample rate batch_size / rows. Batches are shuffled, fixed-size, not
+    Poisson-sampled, as in most DP-SGD code; the accounting assumes Poisson sampling.
+    Infinite without noise."""
+    sigma = training.config.noise_multiplier
+    if not sigma:
+        return math.inf
+    batch, epochs = training.program["batch_size"], training.program["epochs"]
+    steps = -(-rows // batch) * epochs if steps is None else steps
+    return epsilon(noise_multiplier=sigma, sample_rate=min(1.0, batch / rows), steps=steps,
+                   delta=delta)
 
 
 def noise_multiplier_for(

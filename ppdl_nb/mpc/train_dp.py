@@ -20,7 +20,7 @@ With ``max_grad_norm`` set, :func:`.train_step.train_step` takes its gradients f
    rounds, and **noise**: each of the ``n`` parties adds Gaussian noise of standard
    deviation ``sigma C / sqrt(n - 1)`` to its share of each summed gradient, so that
    even a party that removes its own part leaves ``sigma C`` (as DP-FedAvg's holders
-   do).
+   do); the samples come from AES-CTR keyed from ``os.urandom`` (:meth:`.prg.PRG.normal`).
 
 Only ``Linear`` layers may hold parameters here (ReLU and Flatten in between): the ghost
 norm is what keeps per-example clipping affordable on shares.
@@ -34,13 +34,13 @@ from typing import Any
 
 import torch
 
-from ppdl_nb.dp import noise
 from ppdl_nb.mpc import approx
 from ppdl_nb.mpc.approx_party import PartyOps
 from ppdl_nb.mpc.batching import together
 from ppdl_nb.mpc.comparison import compare
 from ppdl_nb.mpc.encoding import encode
 from ppdl_nb.mpc.nonlinear import truncate
+from ppdl_nb.mpc.prg import PRG
 from ppdl_nb.mpc.train_layers import LAYERS, product
 
 __all__ = ["DROP_RATIO", "MARGIN", "dp_gradients"]
@@ -110,6 +110,6 @@ def dp_gradients(ix: int, n_parties: int, layers: Sequence[dict[str, Any]],
     std = noise_multiplier * clip / math.sqrt(n_parties - 1)
     flat = [t for k in range(len(layers)) for t in grads.get(k, [])]
     if std:
-        flat = [t + encode(noise.gaussian_noise(t.shape, std, dtype=torch.float64), f)
-                for t in flat]
+        prg = PRG()  # a fresh seed from os.urandom: this party's noise is its secret
+        flat = [t + encode(prg.normal(t.shape) * std, f) for t in flat]
     return flat

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -45,7 +44,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ppdl_nb.dp import accounting
 from ppdl_nb.mpc import simulate
 from ppdl_nb.mpc.train_step import TrainConfig, train_step
 from ppdl_nb.tensors.fixed import FixedPrecisionTensor
@@ -113,7 +111,8 @@ class EncryptedTraining:
     Privacy-relevant settings are keyword-only and part of the :attr:`fingerprint`:
     ``open_loss=True`` opens each step's mean loss to the notebook (a little about the
     data leaks with it; off by default); ``max_grad_norm`` and ``noise_multiplier`` make
-    it DP-SGD inside the shares (:mod:`ppdl_nb.mpc.train_dp`, :meth:`epsilon`).
+    it DP-SGD inside the shares (:mod:`ppdl_nb.mpc.train_dp`; its epsilon:
+    :func:`ppdl_nb.dp.accounting.encrypted_training_epsilon`).
     """
 
     def __init__(self, model: Any, *, lr: float, steps_per_request: int = 1,
@@ -129,19 +128,6 @@ class EncryptedTraining:
         self.model, self.steps_per_request = model, steps_per_request
         self.velocity: list[FixedPrecisionTensor] = []
         self._plans: dict[tuple, list[tuple[str, dict[str, Any]]]] = {}
-
-    def epsilon(self, delta: float, *, steps: int | None = None, rows: int) -> float:
-        """DP-SGD's epsilon at ``delta`` after ``steps`` (default: the whole program) on
-        ``rows`` rows (RDP accounting at sample rate batch_size / rows: batches are
-        shuffled, not Poisson-sampled, as in most DP-SGD code; docs/ENCRYPTED_TRAINING.md).
-        Infinite without noise."""
-        if not self.config.noise_multiplier:
-            return math.inf
-        per_epoch = -(-rows // self.program["batch_size"])
-        steps = per_epoch * self.program["epochs"] if steps is None else steps
-        return accounting.epsilon(noise_multiplier=self.config.noise_multiplier,
-                                  sample_rate=min(1.0, self.program["batch_size"] / rows),
-                                  steps=steps, delta=delta)
 
     @property
     def fingerprint(self) -> str:

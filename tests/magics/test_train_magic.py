@@ -85,6 +85,8 @@ def test_help_train_shows_each_algorithms_own_options(ip, capsys):
     ip.run_line_magic("ppdl", "help train")
     out = capsys.readouterr().out
     dp_help, _, fl_help = out.partition("%ppdl train fl")
+    fl_help, _, spdz_help = fl_help.partition("%ppdl train spdz")
+    assert "--parties" in spdz_help and "--max-grad-norm" in spdz_help
     assert "%ppdl train dp" in dp_help and "--max-grad-norm" in dp_help
     assert "--noise-multiplier" in dp_help and "--rounds" not in dp_help
     assert "--rounds" in fl_help and "--max-grad-norm" not in fl_help

@@ -16,6 +16,7 @@ import pytest
 import torch
 from IPython.core.error import UsageError
 
+from ppdl_nb.dp.accounting import encrypted_training_epsilon
 from ppdl_nb.tensors.private_model import PrivateModel
 from ppdl_nb.tensors.private_training import EncryptedTraining
 
@@ -125,7 +126,7 @@ def test_dp_sgd_inside_the_shares_reports_its_epsilon(net, capsys):
     ip.user_ns["own"](fp, fp)
     ip.run_cell_magic("ppdl", line + " --out dp", CELL)
     out = capsys.readouterr().out.splitlines()
-    eps = ip.user_ns["dp_training"].epsilon(1e-3, rows=64)
+    eps = encrypted_training_epsilon(ip.user_ns["dp_training"], delta=1e-3, rows=64)
     assert out[2] == (f"DP-SGD inside the shares: epsilon {eps:.2f} at delta 0.001 (noise "
                       "multiplier 1.1, clipping norm 1, sample rate 16/64)")
     assert 0 < eps < float("inf") and len(ip.user_ns["dp_history"].steps) == 8

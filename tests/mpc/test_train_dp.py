@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from ppdl_nb.dp import noise
 from ppdl_nb.mpc import simulate as sim
+from ppdl_nb.mpc.prg import fixed_seeds
 from ppdl_nb.mpc.train_dp import DROP_RATIO, MARGIN
 from ppdl_nb.mpc.train_step import TrainConfig, train_step
 
@@ -86,7 +86,7 @@ def test_noise_has_the_stated_deviation():
                       loss="mse")
     sh = lambda t: sim.share_float(t.detach().double(), 2, F)  # noqa: E731
     ws, xs, ys = [sh(p) for p in model.parameters()], sh(x), sh(torch.zeros(2, 30))
-    with noise.fixed_seed(7):
+    with fixed_seeds(b"noise"):
         out = sim.run_parties([train_step(i, [{"layer": "Linear"}], [w[i] for w in ws], [],
                                           xs[i], ys[i], cfg) for i in range(2)])
     # zero inputs and targets with zero bias: the gradient is the noise alone

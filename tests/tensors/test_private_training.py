@@ -11,6 +11,8 @@ every party finished; malformed requests are refused on every party with a clear
 from __future__ import annotations
 
 import copy
+import os
+import signal
 import threading
 
 import pytest
@@ -212,21 +214,26 @@ def test_data_must_be_shared_among_the_models_parties_at_its_precision():
 
 
 def test_ctrl_c_waits_for_the_running_step_then_stops():
+    """A real SIGINT while a step runs: the step runs to its end (on every party), then
+    the interrupt is raised with its result. The step may finish only once the main
+    thread has taken the signal (the handler releases it): no timing involved."""
     started, release = threading.Event(), threading.Event()
 
     def step():
         started.set()
-        release.wait(10)
+        release.wait(30)
         return ["finished"]
 
-    def interrupt():
-        started.wait(10)
-        import _thread
-
-        _thread.interrupt_main()
+    def on_sigint(signum, frame):
         release.set()
+        raise KeyboardInterrupt
 
-    threading.Thread(target=interrupt).start()
-    with pytest.raises(KeyboardInterrupt) as stop:
-        _uninterrupted(step)
-    assert stop.value.args[0] == ["finished"]  # the step ran to its end on every party
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        threading.Thread(target=lambda: started.wait(30) and os.kill(os.getpid(),
+                                                                   signal.SIGINT)).start()
+        with pytest.raises(KeyboardInterrupt) as stop:
+            _uninterrupted(step)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert release.is_set() and stop.value.args[0] == ["finished"]
