@@ -52,6 +52,16 @@ def plain_sgd(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, schedule,
     return model
 
 
+@pytest.fixture
+def small():
+    """A small model encrypted among two virtual parties, and alice's 8 rows."""
+    model, (x, labels) = mlp(), digits(8)
+    parties, dealer = workers(2, True)
+    alice = ppdl_nb.VirtualWorker("alice", network=parties[0].network)
+    pm = encrypt(model, parties=parties, dealer=dealer, frac_bits=F)
+    return model, x, labels, parties, dealer, alice, pm
+
+
 def owners_data(owner, training, x, labels, readers=("me",)):
     allow = {training.fingerprint: list(readers)} if readers else None
     return (ppdl_nb.send(x, owner, private=True, allow_programs=allow),
@@ -99,11 +109,8 @@ def test_opened_loss_follows_plain_loss():
     assert history.steps[0]["loss"] == pytest.approx(plain, abs=5e-3)
 
 
-def test_model_opens_only_for_the_allowed_program():
-    model, (x, labels) = mlp(), digits(8)
-    parties, dealer = workers(2, True)
-    alice = ppdl_nb.VirtualWorker("alice", network=parties[0].network)
-    pm = encrypt(model, parties=parties, dealer=dealer, frac_bits=F)
+def test_model_opens_only_for_the_allowed_program(small):
+    model, x, labels, parties, dealer, alice, pm = small
     allowed = pm.training(lr=0.1, batch_size=8)
     other = pm.training(lr=0.2, batch_size=8)  # another hyperparameter: another program
     assert allowed.fingerprint != other.fingerprint
@@ -116,11 +123,8 @@ def test_model_opens_only_for_the_allowed_program():
     assert isinstance(pm2.get(), nn.Sequential)
 
 
-def test_no_allowance_keeps_the_model_shared():
-    model, (x, labels) = mlp(), digits(8)
-    parties, dealer = workers(2, True)
-    alice = ppdl_nb.VirtualWorker("alice", network=parties[0].network)
-    pm = encrypt(model, parties=parties, dealer=dealer, frac_bits=F)
+def test_no_allowance_keeps_the_model_shared(small):
+    model, x, labels, parties, dealer, alice, pm = small
     training = pm.training(lr=0.1, batch_size=8)
     training.fit([shared(owners_data(alice, training, x, labels, readers=()), parties,
                          dealer)])
@@ -146,11 +150,8 @@ def test_fingerprint_names_graph_hyperparameters_and_epochs():
     ({"program": {"seed": "0"}}, "seed"),
     ({"program_config": {"lr": "0.1; import os"}}, "lr"),
 ])
-def test_malformed_training_requests_are_refused_on_every_party(change, message):
-    model, (x, labels) = mlp(), digits(8)
-    parties, dealer = workers(2, True)
-    alice = ppdl_nb.VirtualWorker("alice", network=parties[0].network)
-    pm = encrypt(model, parties=parties, dealer=dealer, frac_bits=F)
+def test_malformed_training_requests_are_refused_on_every_party(change, message, small):
+    model, x, labels, parties, dealer, alice, pm = small
     training = pm.training(lr=0.1, batch_size=8)
     xs, ys = shared(owners_data(alice, training, x, labels), parties, dealer)
     session = xs.child.session
@@ -167,13 +168,10 @@ def test_malformed_training_requests_are_refused_on_every_party(change, message)
     assert float(ppdl_nb.share(torch.ones(1), *parties, dealer=dealer).get()) == 1.0
 
 
-def test_a_slice_of_allowed_data_is_not_allowed():
+def test_a_slice_of_allowed_data_is_not_allowed(small):
     """An allowance covers the tensor its owner gave it for, not what is computed from
     its shares: a notebook that trains on one row cannot open the result."""
-    model, (x, labels) = mlp(), digits(8)
-    parties, dealer = workers(2, True)
-    alice = ppdl_nb.VirtualWorker("alice", network=parties[0].network)
-    pm = encrypt(model, parties=parties, dealer=dealer, frac_bits=F)
+    model, x, labels, parties, dealer, alice, pm = small
     training = pm.training(lr=0.1, batch_size=8)
     xs, ys = shared(owners_data(alice, training, x, labels), parties, dealer)
     training.fit([(xs[:1], ys[:1])])
@@ -181,11 +179,8 @@ def test_a_slice_of_allowed_data_is_not_allowed():
         pm.get()
 
 
-def test_open_loss_without_an_allowance_is_refused_before_any_step():
-    model, (x, labels) = mlp(), digits(8)
-    parties, dealer = workers(2, True)
-    alice = ppdl_nb.VirtualWorker("alice", network=parties[0].network)
-    pm = encrypt(model, parties=parties, dealer=dealer, frac_bits=F)
+def test_open_loss_without_an_allowance_is_refused_before_any_step(small):
+    model, x, labels, parties, dealer, alice, pm = small
     allowed = pm.training(lr=0.1, batch_size=8)
     data = [shared(owners_data(alice, allowed, x, labels), parties, dealer)]
     before = [w.child.shares[0].id_at_location for ws in pm.weights for w in ws]
