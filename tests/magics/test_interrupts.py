@@ -83,10 +83,12 @@ class _SwallowsCtrlC:
     """Ctrl-C that lands in a finalizer: Python prints 'Exception ignored' and goes on."""
 
     def __del__(self):
-        import os
         import signal
+        import threading
 
-        os.kill(os.getpid(), signal.SIGINT)
+        # to this very thread: delivered before pthread_kill returns (os.kill may pick
+        # another thread of this process, and the handler then runs too late)
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
         for _ in range(1000):  # the handler runs here, and its KeyboardInterrupt is dropped
             pass
 

@@ -8,8 +8,8 @@ step the parties are running."""
 from __future__ import annotations
 
 import copy
-import os
 import signal
+import threading
 import time
 
 import pytest
@@ -182,7 +182,7 @@ def test_ctrl_c_stops_after_the_running_step_and_keeps_the_model_shared(net, cap
     def ctrl_c_during_step_3(self, session, pairs, step, *args):
         if step == 2:  # on the training thread; the notebook's thread gets the signal
             time.sleep(0.05)
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         return request(self, session, pairs, step, *args)
 
     monkeypatch.setattr(EncryptedTraining, "_request", ctrl_c_during_step_3)

@@ -11,7 +11,6 @@ every party finished; malformed requests are refused on every party with a clear
 from __future__ import annotations
 
 import copy
-import os
 import signal
 import threading
 
@@ -225,8 +224,9 @@ def test_ctrl_c_waits_for_the_running_step_then_stops():
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        threading.Thread(target=lambda: started.wait(30) and os.kill(os.getpid(),
-                                                                   signal.SIGINT)).start()
+        main = threading.main_thread().ident  # delivered to the main thread: its wait wakes
+        threading.Thread(target=lambda: started.wait(30) and signal.pthread_kill(
+            main, signal.SIGINT)).start()
         with pytest.raises(KeyboardInterrupt) as stop:
             _uninterrupted(step)
     finally:
