@@ -93,8 +93,22 @@ class _SwallowsCtrlC:
             pass
 
 
+@pytest.fixture
+def default_sigint():
+    """SIGINT as a fresh Python process has it: Python's handler, not blocked. (Signal
+    state is process-wide; this test is about what our code does on top of it.)"""
+    import signal
+
+    inherited = (signal.signal(signal.SIGINT, signal.default_int_handler),
+                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}))
+    yield inherited
+    signal.pthread_sigmask(signal.SIG_SETMASK, inherited[1])
+    signal.signal(signal.SIGINT, inherited[0])
+
+
 def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_at_the_next_round(ip, capsys,
-                                                                           monkeypatch):
+                                                                           monkeypatch,
+                                                                           default_sigint):
     def swallowed_at_round_1(model, data, *, rounds, callback, **kwargs):
         for r in range(1, rounds + 1):
             if r == 1:
@@ -107,7 +121,7 @@ def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_at_the_next_round(ip, cap
     swallowed = []
     monkeypatch.setattr(sys, "unraisablehook", lambda u: swallowed.append(u.exc_type))
     _SwallowsCtrlC()  # outside training, a dropped Ctrl-C is reported as usual
-    assert swallowed == [KeyboardInterrupt]
+    assert swallowed == [KeyboardInterrupt], f"inherited SIGINT state: {default_sigint}"
     swallowed.clear()
     monkeypatch.setattr(train_fl, "fit_federated", swallowed_at_round_1)
     ip.run_cell("import ppdl_nb\nint_c, int_d = ppdl_nb.VirtualWorker('int_c'), "
