@@ -15,7 +15,8 @@ statistics, Dropout is left out.
 A forward runs as **one program** (:mod:`ppdl_nb.tensors.private_program`): one request
 to each party and one to the dealer; the parties run every layer peer to peer. With
 ``model(x, program=False)`` the notebook drives it layer by layer instead (one request per
-op per party). Not built yet: batching the openings of independent ops into one round.
+op per party). The parties build the steps from the model's graph themselves, so an
+allowance can name this forward (:attr:`PrivateModel.fingerprint`).
 
 Each forward keeps per-layer figures in ``model.last_forward``: ``rounds`` (the
 session's opening rounds), ``bytes`` (the requests the parties and the dealer received,
