@@ -39,7 +39,7 @@ from ppdl_nb.mpc.nonlinear import max_dim
 from ppdl_nb.mpc.nonlinear import truncate as _truncate
 from ppdl_nb.mpc.sharing import add_public as _add_public_share
 from ppdl_nb.mpc.sharing import mul_public as _mul_public_share
-from ppdl_nb.mpc.simulate import run_parties
+from ppdl_nb.mpc.simulate import plan
 
 __all__ = ["FUNCTIONS", "PartyOps", "party_op", "requests"]
 
@@ -136,7 +136,8 @@ def party_op(name: str, party_index: int, inputs: list[torch.Tensor],
 
 
 def _recording(protocol: Proto, log: list[tuple[str, dict[str, Any]]]) -> Proto:
-    """``protocol`` unchanged, noting each dealer request it draws in ``log``."""
+    """``protocol`` unchanged, noting each dealer request it draws in ``log`` (what a
+    real run draws, to check a plan against)."""
     try:
         step = next(protocol)
         while True:
@@ -150,10 +151,7 @@ def _recording(protocol: Proto, log: list[tuple[str, dict[str, Any]]]) -> Proto:
 def requests(name: str, shapes: Sequence[Sequence[int]], params: dict[str, Any]
              ) -> list[tuple[str, dict[str, Any]]]:
     """The dealer requests ``(kind, params)`` that approximation ``name`` draws, in order,
-    for an input of ``shapes[0]``: found by running it on zeros, two parties in one
-    process (the requests depend on shapes and settings only)."""
-    log: list[tuple[str, dict[str, Any]]] = []
+    for an input of ``shapes[0]``: found by running it on zeros as one party on its own
+    (:func:`.simulate.plan`; the requests depend on shapes and settings only)."""
     zeros = torch.zeros(tuple(shapes[0]), dtype=torch.int64)
-    run_parties([_recording(party_op(name, 0, [zeros], params), log),
-                 party_op(name, 1, [zeros.clone()], params)])
-    return log
+    return plan(party_op(name, 0, [zeros], params))

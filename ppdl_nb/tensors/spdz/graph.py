@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["GRAPH_LAYERS", "build_steps", "fingerprint", "layer_specs", "normalized",
-           "without_labels"]
+__all__ = ["GRAPH_LAYERS", "build_steps", "digest", "fingerprint", "layer_specs",
+           "normalized", "without_labels"]
 
 _META = torch.device("meta")
 _POOL_KEYS = ("kernel_size", "stride", "padding")
@@ -177,6 +177,11 @@ def without_labels(steps: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def fingerprint(graph: Sequence[dict[str, Any]], owner: str, frac_bits: int) -> str:
     """The name of a private forward in allowances: a hash of its graph, the weights'
     owner and the precision (16 hex digits)."""
-    text = json.dumps({"kind": "inference", "graph": normalized(list(graph)), "owner": owner,
-                       "frac_bits": frac_bits}, sort_keys=True, separators=(",", ":"))
+    return digest({"kind": "inference", "graph": normalized(list(graph)), "owner": owner,
+                   "frac_bits": frac_bits})
+
+
+def digest(program: Any) -> str:
+    """A program's name in allowances: 16 hex digits of the SHA-256 of its canonical JSON."""
+    text = json.dumps(program, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -46,7 +46,7 @@ from ppdl_nb.tensors.spdz.routines import (
 )
 from ppdl_nb.workers.core.policy import program_policy
 
-__all__ = ["LOCAL_OPS", "MAX_STEPS", "program"]
+__all__ = ["LOCAL_OPS", "MAX_STEPS", "counted", "program"]
 
 MAX_STEPS = 10_000
 LOCAL_OPS: dict[str, Callable[..., torch.Tensor]] = {  # linear or shape-only, on shares
@@ -95,18 +95,20 @@ def _step(p: Party, st: Any, slots: list[torch.Tensor]
     raise ValueError(f"no program op {op!r}: bilinear, nonlinear or local")
 
 
-def _counted(gen: Generator[Instruction, Any, torch.Tensor], tally: list[int], peers: int
-             ) -> Generator[Instruction, Any, torch.Tensor]:
-    """``gen``'s instructions, counting its rounds and the bytes its openings send."""
-    value = None
+def counted(gen: Generator[Instruction, Any, Any], peers: int, stats: list[list[Any]]
+            ) -> Generator[Instruction, Any, Any]:
+    """``gen``'s instructions; appends ``[rounds, bytes this party's openings sent,
+    seconds]`` to ``stats`` when it ends (a program's per-step figures)."""
+    rounds, sent, start, value = 0, 0, time.perf_counter(), None
     while True:
         try:
             instruction = gen.send(value)
         except StopIteration as end:
+            stats.append([rounds, sent, time.perf_counter() - start])
             return end.value
         if isinstance(instruction, Open):
-            tally[0] += 1
-            tally[1] += peers * sum(t.numel() * t.element_size() for t in instruction.shares)
+            rounds += 1
+            sent += peers * sum(t.numel() * t.element_size() for t in instruction.shares)
         value = yield instruction
 
 
@@ -133,9 +135,7 @@ def program(p: Party, *, label: bytes, steps: list[Any], inputs: list[Any],
                              "steps its graph makes (ppdl_nb.tensors.spdz.graph)")
         fp = fingerprint(graph, owner, frac_bits)
         readers = frozenset(program_policy([e.policy for e in entries], fp).readers or ())
-    stats = []
+    stats: list[list[Any]] = []
     for st in steps:
-        tally, start = [0, 0], time.perf_counter()
-        slots.append((yield from _counted(_step(p, st, slots), tally, p.session.n - 1)))
-        stats.append([*tally, time.perf_counter() - start])
+        slots.append((yield from counted(_step(p, st, slots), p.session.n - 1, stats)))
     return slots[-1], readers, stats

@@ -18,16 +18,14 @@ step, ``[rounds, bytes this party sent, seconds]``.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
 from typing import Any
 
 import torch
 
 from ppdl_nb.mpc.train_layers import LAYERS
 from ppdl_nb.mpc.train_step import TrainConfig, train_step
-from ppdl_nb.tensors.spdz.program import _counted
+from ppdl_nb.tensors.spdz.graph import digest
+from ppdl_nb.tensors.spdz.program import counted
 from ppdl_nb.tensors.spdz.routines import Party, Routine, drive, routine, sub_label
 from ppdl_nb.workers.core.policy import program_policy
 
@@ -43,8 +41,7 @@ def fingerprint(program: dict[str, Any]) -> str:
     batch size, the seed of its batch schedule and the weights' owner (16 hex digits)."""
     if not isinstance(program, dict) or set(program) != _PROGRAM_KEYS:
         raise ValueError(f"a training program is a dict of {sorted(_PROGRAM_KEYS)}")
-    text = json.dumps(program, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return digest(program)
 
 
 def _check_program(program: dict[str, Any]) -> TrainConfig:
@@ -115,14 +112,12 @@ def train(p: Party, *, label: bytes, program: dict[str, Any], weights: list[Any]
     losses, stats = [], []
     for k, rows in enumerate(_steps(program, x_all.shape[0], step, count)):
         rows = torch.tensor(rows, dtype=torch.int64)
-        tally, start = [0, 0], time.perf_counter()
         protocol = train_step(p.index, program["layers"], w, v, x_all[rows], y_all[rows], cfg,
                               parties=p.session.n)
-        res = yield from _counted(drive(p, sub_label(label, "s", k), protocol), tally,
-                                  p.session.n - 1)
+        res = yield from counted(drive(p, sub_label(label, "s", k), protocol),
+                                 p.session.n - 1, stats)
         w, v = res.weights, res.velocity
         if res.loss is not None:
             losses.append(res.loss.reshape(1))
-        stats.append([*tally, time.perf_counter() - start])
     out = [*w, *v] + ([torch.cat(losses)] if losses else [])
     return out, readers, stats
