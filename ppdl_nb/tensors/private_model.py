@@ -263,10 +263,8 @@ class PrivateModel:
         """The plain model with its weights opened here: refused unless every owner of
         what went into them (the model owner; after encrypted training, every data
         owner, for that training's program) allowed this notebook."""
-        from ppdl_nb.tensors.private_training import opened_model
-
         try:
-            return opened_model(self.layers, self.weights)
+            return _opened(self.layers, self.weights)
         except PermissionError:
             if self.trained_by is None:
                 raise
@@ -312,3 +310,18 @@ def _run(layer: nn.Module, x: FixedPrecisionTensor, w: list[FixedPrecisionTensor
     if isinstance(layer, nn.Flatten):
         return x.flatten(layer.start_dim, layer.end_dim)
     raise _unsupported(f"layer {type(layer).__name__}")
+
+
+def _opened(layers: Sequence[nn.Module], weights: Sequence[Sequence[FixedPrecisionTensor]]
+            ) -> nn.Sequential:
+    """The plain model with the opened weights (refused unless every owner allowed)."""
+    out = []
+    for layer, ws in zip(layers, weights, strict=True):
+        plain = copy.deepcopy(layer)
+        if ws:
+            plain = plain.to_empty(device="cpu")
+            with torch.no_grad():
+                for p, w in zip(plain.parameters(), ws, strict=True):
+                    p.copy_(w.get().to(p.dtype))
+        out.append(plain)
+    return nn.Sequential(*out)

@@ -33,7 +33,6 @@ those gets another fingerprint, which nobody allowed.
 
 from __future__ import annotations
 
-import copy
 import functools
 import threading
 import time
@@ -297,18 +296,3 @@ def _uninterrupted(fn: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any
     if interrupted:
         raise KeyboardInterrupt(out["value"])
     return out["value"]
-
-
-def opened_model(layers: Sequence[nn.Module], weights: Sequence[Sequence[FixedPrecisionTensor]]
-                 ) -> nn.Sequential:
-    """The plain model with the opened weights (refused unless every owner allowed)."""
-    out = []
-    for layer, ws in zip(layers, weights, strict=True):
-        plain = copy.deepcopy(layer)
-        if ws:
-            plain = plain.to_empty(device="cpu")
-            with torch.no_grad():
-                for p, w in zip(plain.parameters(), ws, strict=True):
-                    p.copy_(w.get().to(p.dtype))
-        out.append(plain)
-    return nn.Sequential(*out)
