@@ -13,11 +13,12 @@ The protocol, party ``i`` holding ``x_i``; dealer request ``cmp`` with a uniform
 2. The 63-bit comparison ``[c' < r']`` of a public ``c'`` with a dealt ``r'`` splits into
    16 groups of 4 bits. Per group, ``[p < s]`` and ``[p == s]`` (``p`` public, ``s`` the
    dealt bits) are GF(2) polynomials in ``s`` with public coefficients; the dealer deals
-   XOR shares of the 15 monomials of each group's bits, so the leaves cost no round
-   (``bits.py``). The usual tree ``lt = lt_hi ^ eq_hi lt_lo`` then combines 4 children
-   per node: ``lt = lt3 ^ eq3 lt2 ^ eq3 eq2 lt1 ^ eq3 eq2 eq1 lt0``, ``eq = eq3 eq2 eq1
-   eq0``, each node one opening of its 7 inputs masked by dealt bits (6 at the root, which
-   needs no ``eq``): 16 -> 4 -> 1, two rounds.
+   XOR shares of the 15 monomials of each group's bits, so the leaves cost no round. The
+   usual tree ``lt = lt_hi ^ eq_hi lt_lo`` then combines 4 children per node: ``lt = lt3
+   ^ eq3 lt2 ^ eq3 eq2 lt1 ^ eq3 eq2 eq1 lt0``, ``eq = eq3 eq2 eq1 eq0``, each node one
+   opening of its 7 inputs masked by dealt bits (6 at the root, which needs no ``eq``):
+   16 -> 4 -> 1, two rounds. All bits live as planes, 64 elements per int64
+   (``planes.py``): the leaves are 31 ANDs and XORs of planes per group.
 3. ``ge0 = 1 ^ msb(x)`` as an XOR share; convert it to an additive share with a daBit
    (a bit ``s`` dealt both XOR- and additively shared): open ``e = ge0 ^ s``, then
    ``ge0 = e + s - 2 e s``, linear in the shares of ``s``. Products ``v * ge0`` for shared
@@ -27,12 +28,13 @@ The protocol, party ``i`` holding ``x_i``; dealer request ``cmp`` with a uniform
 Equality ``[x == 0]`` is the same with ``[p == s]`` leaves over all 64 bits and AND nodes.
 
 Rounds: 4. Sent by each party to each peer per element: 8 bytes (``c``) + 35 bits
-(28 + 6 + 1; equality 16 + 4 + 1), packed across elements: 12.4 bytes (equality 10.6);
-8 bytes more per product (ReLU: 20.4). Dealer, per element, to the last party only: the
-leaves' monomial words (16 x 15 bits, as int16), the nodes' and the root's (4 x 22 bits
-as int32, 15 bits as int16), ``s`` (8 bytes; ``r_63`` is folded into it) and 8 bytes per
-product: 58 bytes (ReLU 66, equality 50; ``dealer_bytes("cmp", ...)``). Results are
-additive shares of integers 0/1 (not fixed-point): ``v * ge0`` needs no truncation.
+(28 + 6 + 1; equality 16 + 4 + 1): 12.4 bytes (equality 10.6); 8 bytes more per product
+(ReLU: 20.4). Dealer, per element, to the last party only: the leaves' monomials (16 x
+15 bits), the nodes' and the root's higher monomials (4 x 22 and 15 bits; equality 4 x 11
+and 11), ``s`` (8 bytes; ``r_63`` is folded into it) and 8 bytes per product: 50.9 bytes
+(ReLU 58.9, equality 44.9; ``dealer_bytes("cmp", ...)``). Bits travel as planes of 64
+elements, so a tensor's count is rounded up to a multiple of 64. Results are additive
+shares of integers 0/1 (not fixed-point): ``v * ge0`` needs no truncation.
 
 A party runs :func:`compare` as a generator: it yields :class:`Draw` (its shares of a
 dealer request's random inputs come back), :class:`Dealt` (its shares of the derived
@@ -58,14 +60,13 @@ from typing import Any
 
 import torch
 
-from ppdl_nb.mpc.bits import (
-    AnfTable,
-    anf_table,
-    direct_codes,
-    eval_table,
-    higher_monomials,
-    monomial_word,
-    monomials_of,
+from ppdl_nb.mpc.planes import (
+    Polynomial,
+    plane_bits,
+    polynomial,
+    secret_monomials,
+    to_planes,
+    words,
 )
 from ppdl_nb.mpc.ring import check_ring
 
@@ -73,7 +74,6 @@ __all__ = ["TESTS", "Dealt", "Draw", "Opening", "cmp_params", "cmp_spec", "compa
 
 TESTS = ("ge0", "eq0")
 GROUPS = 16  # 4-bit groups of the 64-bit word
-_GROUP_SHIFTS = 4 * torch.arange(GROUPS)
 
 
 @dataclass(frozen=True)
@@ -140,17 +140,18 @@ def _and4(p: int, s: int) -> list[int]:
 
 @dataclass(frozen=True)
 class _Circuit:
-    leaf: AnfTable
-    node: AnfTable
-    root: AnfTable
+    leaf: Polynomial
+    node: Polynomial
+    root: Polynomial
 
 
 @functools.cache
 def _circuit(test: str) -> _Circuit:
     if test == "ge0":
-        return _Circuit(anf_table(_leaf_ge0, 4, 4), anf_table(_node_ge0, 7, 7),
-                        anf_table(_root_ge0, 6, 6))
-    return _Circuit(anf_table(_leaf_eq0, 4, 4), anf_table(_and4, 4, 4), anf_table(_and4, 4, 4))
+        return _Circuit(polynomial(_leaf_ge0, 4, 4), polynomial(_node_ge0, 7, 7),
+                        polynomial(_root_ge0, 6, 6))
+    return _Circuit(polynomial(_leaf_eq0, 4, 4), polynomial(_and4, 4, 4),
+                    polynomial(_and4, 4, 4))
 
 
 # ---- what the dealer deals ----------------------------------------------------------------
@@ -161,19 +162,22 @@ def cmp_params(shape: Sequence[int], test: str = "ge0", products: int = 0) -> di
 
 def cmp_spec(*, shape: Sequence[int], test: str = "ge0", products: int = 0) -> tuple:
     """``(bases, derived, derive)`` of a ``cmp`` request; ``bases`` and ``derived`` list
-    ``(shape, width)``: width 0 for a ring element, else the bits of an XOR-shared word.
-    Bases: ``r``, ``a_j``; the masks of the nodes and of the root, ``t``. Derived: the
-    leaves' monomial words, the nodes' and root's higher monomials; ``s = t ^ r_63`` (the
-    daBit, ``r_63`` folded in; ``s = t`` for ``eq0``) and ``a_j s`` as ring elements."""
+    ``(shape, width)``: width 0 for a ring element, 64 for bit planes (``planes.py``).
+    Bases: ``r``, ``a_j``; the planes of the nodes' and the root's masks, and of ``t``.
+    Derived: the planes of the leaves' secret monomials (``r``'s 4-bit groups) and of the
+    masks' higher monomials; ``s = t ^ r_63`` (the daBit, ``r_63`` folded in; ``s = t``
+    for ``eq0``) and ``a_j s`` as ring elements."""
     if test not in TESTS:
         raise ValueError(f"test must be one of {TESTS}, got {test!r}")
     if not isinstance(products, int) or products < 0:
         raise ValueError(f"products must be a non-negative int, got {products!r}")
     s = tuple(int(d) for d in shape)
+    w = words(torch.Size(s).numel())
     cir = _circuit(test)
-    bases = [(s, 0)] * (1 + products) + [(s + (4,), cir.node.k_s), (s, cir.root.k_s), (s, 1)]
-    derived = [(s + (GROUPS,), cir.leaf.width), (s + (4,), len(cir.node.higher)),
-               (s, len(cir.root.higher))] + [(s, 0)] * (1 + products)
+    bases = [(s, 0)] * (1 + products) + [((cir.node.k_s, 4, w), 64), ((cir.root.k_s, w), 64),
+                                         ((w,), 64)]
+    derived = [((len(cir.leaf.secret), GROUPS, w), 64), ((len(cir.node.higher), 4, w), 64),
+               ((len(cir.root.higher), w), 64)] + [(s, 0)] * (1 + products)
     return bases, derived, functools.partial(_derive, test, products)
 
 
@@ -182,73 +186,37 @@ def _derive(test: str, products: int, secrets: list[torch.Tensor]) -> list[torch
     r, a = secrets[0], secrets[1:1 + products]
     mask_n, mask_r, t = secrets[1 + products:]
     cir = _circuit(test)
-    low = r & (2**63 - 1) if test == "ge0" else r
-    nibbles = low.unsqueeze(-1) >> _GROUP_SHIFTS
-    nibbles &= 15
-    s = t ^ (r < 0).to(torch.int64) if test == "ge0" else t
-    return [monomials_of(cir.leaf, nibbles),
-            higher_monomials(cir.node, mask_n), higher_monomials(cir.root, mask_r),
+    low = to_planes(r & (2**63 - 1) if test == "ge0" else r).view(GROUPS, 4, -1)
+    s = plane_bits(t, r.numel()).view(r.shape)
+    if test == "ge0":
+        s ^= (r < 0).to(torch.int64)
+    return [secret_monomials(cir.leaf, list(low.unbind(1))),
+            secret_monomials(cir.node, list(mask_n), cir.node.higher),
+            secret_monomials(cir.root, list(mask_r), cir.root.higher),
             s] + [aj * s for aj in a]
 
 
 # ---- one party's protocol -----------------------------------------------------------------
-# where each child's (lt, eq) goes in its node's input word: lt0, lt1, lt2 -> bits 0-2,
-# eq1, eq2, eq3 -> bits 3-5, eq0 -> bit 6 (not at the root); lt3 (bit 7 for the leaves)
-# is XORed into the node's lt afterwards. eq0 test: eq_j -> bit j.
-_PLACES = {"ge0": [(0, 6), (1, 3), (2, 4), (7, 5)], "eq0": [(0,), (1,), (2,), (3,)]}
-_LT_PLACES = torch.tensor([1, 2, 4, 0])
-_EQ_PLACES = torch.tensor([0, 8, 16, 32])
-_AND_PLACES = torch.tensor([1, 2, 4, 8])
-
-
-@functools.cache
-def _leaf_tables(test: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The leaves' outputs already placed in their node's input word, for party 0 (the
-    constants folded in) and for the others: indexed by ``j << (4 + width) | p << width |
-    word`` for a group at child position ``j``."""
-    leaf = _circuit(test).leaf
-    codes, const = direct_codes(leaf)
-    codes = codes.to(torch.int64)
-    p_of = torch.arange(codes.numel()) >> leaf.width
-    out = []
-    for c in (codes ^ const[p_of], codes):
-        per_child = [sum(((c >> o) & 1) << place for o, place in enumerate(places))
-                     for places in _PLACES[test]]
-        out.append(torch.cat(per_child).to(torch.uint8))
-    return out[0], out[1]
-
-
-def _leaves(party_index: int, test: str, c: torch.Tensor, word: torch.Tensor
-            ) -> tuple[torch.Tensor, Any]:
-    """LOCAL: the level-1 nodes' input words (and ``lt3``) from the opened ``c`` and this
-    party's leaf monomial words: one table lookup per 4-bit group."""
-    width = _circuit(test).leaf.width
-    index = c.unsqueeze(-1) >> _GROUP_SHIFTS  # in place from here: (..., 16) int64 passes
-    index &= 15
-    if test == "ge0":
-        index[..., -1] &= 7  # bit 63 is not compared: it enters as c_63 ^ r_63
-    index <<= width
-    index |= word
-    index |= (torch.arange(GROUPS) % 4) << (4 + width)
-    table = _leaf_tables(test)[0 if party_index == 0 else 1]
-    u = table.take(index).unflatten(-1, (4, 4)).sum(-1)
-    return (u & 127, u >> 7) if test == "ge0" else (u, None)
-
-
-def _children(test: str, codes: torch.Tensor) -> tuple[torch.Tensor, Any]:
-    """The root's input word ``u`` (and ``lt3``) from its 4 children's output codes (dim
-    -1; bit 0: lt, bit 1: eq; for ``eq0`` bit 0: eq)."""
+def _node_inputs(test: str, lt: Any, eq: torch.Tensor) -> tuple[list[torch.Tensor], Any]:
+    """A level's input planes from its children's outputs (dim 0: nodes x 4 children,
+    child 3 the most significant) and, for ``ge0``, each node's ``lt3`` (XORed into the
+    node's ``lt`` afterwards): ``lt0 lt1 lt2 eq1 eq2 eq3 eq0`` (the root: no ``eq0``);
+    for ``eq0``, ``eq0 eq1 eq2 eq3``."""
+    eq = eq.unflatten(0, (-1, 4))
     if test == "eq0":
-        return (codes * _AND_PLACES).sum(-1), None
-    u = ((codes & 1) * _LT_PLACES).sum(-1) + ((codes >> 1) * _EQ_PLACES).sum(-1)
-    return u, codes[..., 3] & 1
+        return list(eq.unbind(1)), None
+    lt = lt.unflatten(0, (-1, 4))
+    u = [lt[:, 0], lt[:, 1], lt[:, 2], eq[:, 1], eq[:, 2], eq[:, 3], eq[:, 0]]
+    return u, lt[:, 3]
 
 
-def _level(party_index: int, table: AnfTable, d: torch.Tensor, mask: torch.Tensor,
-           higher: torch.Tensor, lt3: Any) -> torch.Tensor:
-    """LOCAL: a tree level's output codes from its opened masked inputs ``d``."""
-    res = eval_table(party_index, table, d, monomial_word(table, mask, higher))
-    return res if lt3 is None else res ^ lt3
+def _level(party_index: int, poly: Polynomial, d: torch.Tensor, mask: torch.Tensor,
+           higher: torch.Tensor, lt3: Any) -> list[torch.Tensor]:
+    """LOCAL: a tree level's output planes from its opened masked inputs ``d``."""
+    out = poly.evaluate(party_index, list(d), [*mask, *higher])
+    if lt3 is not None:
+        out[0] ^= lt3
+    return out
 
 
 def _check(x: torch.Tensor, products: Sequence[torch.Tensor]) -> None:
@@ -272,16 +240,28 @@ def compare(party_index: int, x: torch.Tensor, *, test: str = "ge0",
     opened = yield Opening("add", [x + r] + [v - aj for v, aj in zip(products, a, strict=True)],
                            f"{test}: open masked input")
     c, eps = opened[0], opened[1:]
-    leaf_w, node_h, root_h, s_ring, *a_s = yield Dealt()
+    leaf_m, node_h, root_h, s_ring, *a_s = yield Dealt()
     cir = _circuit(test)
-    u, lt3 = _leaves(party_index, test, c, leaf_w)
-    (d,) = yield Opening("xor", [u ^ mask_n], f"{test}: open masked level 1", cir.node.k_s)
-    u, lt3 = _children(test, _level(party_index, cir.node, d, mask_n, node_h, lt3))
-    (d,) = yield Opening("xor", [u ^ mask_r], f"{test}: open masked root", cir.root.k_s)
-    bit = _level(party_index, cir.root, d, mask_r, root_h, lt3)
+    c_planes = to_planes(c)
+    top = c_planes[63].clone()
+    if test == "ge0":
+        c_planes[63] = 0  # bit 63 is not compared: it enters as c_63 ^ r_63
+    leaves = cir.leaf.evaluate(party_index, list(c_planes.view(GROUPS, 4, -1).unbind(1)),
+                               list(leaf_m))
+    u, lt3 = _node_inputs(test, leaves[0], leaves[-1])
+    (d,) = yield Opening("xor", [torch.stack(u) ^ mask_n], f"{test}: open masked level 1", 64)
+    nodes = _level(party_index, cir.node, d, mask_n, node_h, lt3)
+    u, lt3 = _node_inputs(test, nodes[0], nodes[-1])
+    if test == "ge0":
+        u = u[:6]
+    (d,) = yield Opening("xor", [torch.stack(u).squeeze(1) ^ mask_r],
+                         f"{test}: open masked root", 64)
+    bit = _level(party_index, cir.root, d, mask_r, root_h,
+                 None if lt3 is None else lt3.squeeze(0))[0]
     if test == "ge0" and party_index == 0:  # ge0 = 1 ^ msb(x) = 1 ^ c_63 ^ r_63 ^ lt
-        bit ^= (c >= 0).to(torch.int64)  # (r_63 is folded into the daBit: s = t ^ r_63)
-    (e,) = yield Opening("xor", [bit ^ t], f"{test}: open masked bit", 1)
+        bit ^= ~top  # (r_63 is folded into the daBit: s = t ^ r_63)
+    (e,) = yield Opening("xor", [bit ^ t], f"{test}: open masked bit", 64)
+    e = plane_bits(e, x.numel()).view(x.shape)
     return _b2a(party_index, e, s_ring, products, eps, a_s)
 
 

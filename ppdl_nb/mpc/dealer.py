@@ -116,7 +116,7 @@ def _words(prg: PRG, shape: Shape, width: int) -> torch.Tensor:
 
 
 def _draw(prg: PRG, shape: Shape, width: int) -> torch.Tensor:
-    if not width:
+    if not width or width >= 64:
         return prg.int64(shape)
     return _words(prg, shape, width) & ((1 << width) - 1)
 
@@ -354,7 +354,7 @@ def check_correction(kind: str, correction: Sequence[torch.Tensor] | None, **par
            for c in corr]
     if got != want:
         raise ValueError(f"correction must be tensors of shapes and dtypes {want}, got {got}")
-    masks = [(1 << w) - 1 if w else 0 for w in recipe.derived_bits or [0] * len(corr)]
+    masks = [(1 << w) - 1 if 0 < w < 64 else 0 for w in recipe.derived_bits or [0] * len(corr)]
     return [c.to(torch.int64) & m if m else c if c.dtype == torch.int64 else c.to(torch.int64)
             for c, m in zip(corr, masks, strict=True)]
 

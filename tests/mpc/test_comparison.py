@@ -9,18 +9,16 @@ from hypothesis import strategies as st
 from mpc_helpers import PARTY_COUNTS, full_range
 
 from ppdl_nb.mpc import simulate as sim
-from ppdl_nb.mpc.bits import (
-    anf_table,
-    eval_table,
-    higher_monomials,
-    monomial_word,
-    pack_bits,
-    pack_words,
-    unpack_bits,
-    unpack_words,
-)
+from ppdl_nb.mpc.bits import pack_bits, pack_words, unpack_bits, unpack_words
 from ppdl_nb.mpc.comparison import compare
 from ppdl_nb.mpc.dealer import check_correction, deal, dealer_bytes, dealer_seeds
+from ppdl_nb.mpc.planes import (
+    plane_bits,
+    planes_of_bits,
+    polynomial,
+    secret_monomials,
+    to_planes,
+)
 from ppdl_nb.mpc.prg import PRG
 from ppdl_nb.mpc.sharing import reconstruct, share
 
@@ -83,21 +81,22 @@ def test_any_shape(shape, n, seed):
 
 @pytest.mark.parametrize("n", [2, 3])
 def test_rounds_and_bytes_per_comparison(n):
-    m = 1000
+    m = 1024  # bits travel as planes of 64 elements
     t = sim.Traffic()
     run(full_range((m,), 5), n, traffic=t)
-    per_peer = 8 * m + (28 * m + 7) // 8 + (6 * m + 7) // 8 + (m + 7) // 8
+    per_peer = 8 * m + (28 + 6 + 1) * m // 8
     assert t.rounds == 4 and t.bytes_per_party == (n - 1) * per_peer
     assert t.bytes_per_party / m <= 150 * (n - 1) / 2 and per_peer / m < 13
-    assert t.dealer_bytes == 58 * m == dealer_bytes("cmp", shape=[m], test="ge0")
+    # leaves 16 x 15 monomials, nodes 4 x 22, root 15 bits; the daBit 8 bytes
+    assert 8 * t.dealer_bytes == (343 + 64) * m == 8 * dealer_bytes("cmp", shape=[m])
     t = sim.Traffic()
     run(full_range((m,), 5), n, products=1, traffic=t)  # relu: the same rounds, 8 B more
     assert t.rounds == 4 and t.bytes_per_party == (n - 1) * (per_peer + 8 * m)
-    assert t.dealer_bytes == 66 * m
+    assert 8 * t.dealer_bytes == (343 + 128) * m
     t = sim.Traffic()
     run(full_range((m,), 5), n, "eq0", traffic=t)
-    assert t.rounds == 4 and t.dealer_bytes == 50 * m
-    assert t.bytes_per_party == (n - 1) * (8 * m + (16 * m) // 8 + (4 * m) // 8 + m // 8)
+    assert t.rounds == 4 and 8 * t.dealer_bytes == (16 * 15 + 4 * 11 + 11 + 64) * m
+    assert t.bytes_per_party == (n - 1) * (8 * m + (16 + 4 + 1) * m // 8)
 
 
 def test_what_a_party_sees_is_uniform():
@@ -107,41 +106,57 @@ def test_what_a_party_sees_is_uniform():
         run(x, 3, view=view)
         c = view[0][0]
         assert abs(int(((c >> 63) & 1).sum()) - 2000) < 200
-        for opened, width in zip(view[1:], (7, 6, 1), strict=True):
-            d = opened[0]
-            bits = unpack_bits(pack_words(d, width), (d.numel(), width)).double()
-            assert (bits.mean(0) - 0.5).abs().max() < 0.05
+        for opened, inputs in zip(view[1:], (7, 6, 1), strict=True):
+            d = opened[0].reshape(inputs, -1)  # bit planes, one row per masked input
+            bits = torch.stack([plane_bits(row, row.numel() * 64) for row in d]).double()
+            assert (bits.mean(1) - 0.5).abs().max() < 0.05
 
 
 def test_bits_pack_and_unpack():
     b = torch.tensor([1, 0, 1, 1, 0, 0, 0, 1, 1, 1], dtype=torch.uint8)
     assert pack_bits(b).tolist() == [0b10001101, 0b11]
     assert torch.equal(unpack_bits(pack_bits(b), (10,)), b)
-    for width, shape in [(29, (5, 3)), (7, (13,)), (1, (3, 3)), (6, (0,)), (8, (16,))]:
-        w = torch.randint(0, 2**width, shape)
+    for width, shape in [(29, (5, 3)), (7, (13,)), (1, (3, 3)), (6, (0,)), (8, (16,)),
+                         (64, (3, 2))]:
+        w = torch.randint(-2**63, 2**63 - 1, shape) if width == 64 else \
+            torch.randint(0, 2**width, shape)
         packed = pack_words(w, width)
         assert packed.dtype == torch.uint8 and packed.numel() <= (w.numel() + 7) // 8 * width
         assert torch.equal(unpack_words(packed, shape, width), w)
     with pytest.raises(ValueError, match="cannot hold"):
         unpack_words(torch.zeros(3, dtype=torch.uint8), (9,), 7)
+    with pytest.raises(ValueError, match="cannot hold"):
+        unpack_words(torch.zeros(12, dtype=torch.uint8), (2,), 64)
     with pytest.raises(ValueError, match="packed bytes"):
         unpack_bits(torch.zeros(3, dtype=torch.uint8), (10,))
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])
-def test_any_function_from_dealt_monomials(n):
-    g = torch.Generator().manual_seed(n)
+@pytest.mark.parametrize("size", [1, 64, 500])
+def test_any_function_from_dealt_monomials(n, size):
+    g = torch.Generator().manual_seed(n * size)
     truth = torch.randint(0, 2, (8, 16, 2), generator=g)  # a random F: 3 public, 4 secret bits
-    table = anf_table(lambda p, s: truth[p, s].tolist(), 3, 4)
-    p, s = torch.randint(0, 8, (500,), generator=g), torch.randint(0, 16, (500,), generator=g)
-    word = monomial_word(table, s, higher_monomials(table, s))
-    shares = [torch.randint(0, 2**table.width, (500,), generator=g) for _ in range(n - 1)]
+    poly = polynomial(lambda p, s: truth[p, s].tolist(), 3, 4)
+    p, s = (torch.randint(0, k, (size,), generator=g) for k in (8, 16))
+    mono = secret_monomials(poly, list(to_planes(s, 4)))
+    shares = [torch.randint(-2**63, 2**63 - 1, mono.shape, generator=g) for _ in range(n - 1)]
     for sh in shares:
-        word = word ^ sh
-    out = eval_table(0, table, p, word)
+        mono = mono ^ sh
+    public = list(to_planes(p, 3))
+    out = poly.evaluate(0, public, list(mono))
     for i, sh in enumerate(shares, start=1):
-        out ^= eval_table(i, table, p, sh)
-    assert torch.equal(torch.stack([out & 1, out >> 1], -1), truth[p, s])  # output codes
+        out = [a ^ b for a, b in zip(out, poly.evaluate(i, public, list(sh)), strict=True)]
+    assert torch.equal(torch.stack([plane_bits(o, size) for o in out], -1), truth[p, s])
+
+
+def test_planes_are_the_bits_of_64_elements_per_word():
+    x = full_range((300,), 3)
+    planes = to_planes(x)
+    assert planes.shape == (64, 5)
+    for j in (0, 1, 31, 32, 62, 63):
+        assert torch.equal(plane_bits(planes[j], 300), (x >> j) & 1)
+    assert torch.equal(planes_of_bits((x >> 7) & 1), planes[7])
+    assert to_planes(torch.zeros(0, dtype=torch.int64)).shape == (64, 0)
 
 
 def test_requests_and_corrections_are_checked():
@@ -151,9 +166,10 @@ def test_requests_and_corrections_are_checked():
     with pytest.raises(ValueError, match="products"):
         deal("cmp", seeds, b"l", shape=[2], products=-1)
     corr = deal("cmp", seeds, b"l", shape=[2])
-    assert [c.dtype for c in corr] == [torch.int16, torch.int32, torch.int16, torch.int64]
+    assert [tuple(c.shape) for c in corr] == [(15, 16, 1), (22, 4, 1), (15, 1), (2,)]
+    assert all(c.dtype == torch.int64 for c in corr)
     with pytest.raises(ValueError, match="correction"):
-        check_correction("cmp", [c.to(torch.int64) for c in corr], shape=[2])
+        check_correction("cmp", [c.to(torch.int32) for c in corr], shape=[2])
     xs = share(torch.zeros(2, dtype=torch.int64), 2, PRG())
     with pytest.raises(ValueError, match="x's shape"):
         next(compare(0, xs[0], products=[torch.zeros(3, dtype=torch.int64)]))
