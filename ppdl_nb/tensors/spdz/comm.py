@@ -155,14 +155,14 @@ def send_opening(worker: Worker, state: SPDZState, session: PartySession, step: 
     """Send this party's shares of a round's openings to every peer: one message, one
     buffer per tensor (no packing copy)."""
     state.pending_for(step.label).openings[session.index] = step.shares
-    with tracing.round_label(step.round):
-        for name in session.peers:
-            link = out_link(worker, state, session, name) if out.background else None
-            if link is not None:
-                send_on_link(worker, link, name, session, step.label, step.shares)
-            else:
-                out.send(name, deliver, session=session.id, label=step.label,
-                         sender=session.index, value=step.shares)
+    for name in session.peers:
+        link = out_link(worker, state, session, name) if out.background else None
+        if link is not None:
+            send_on_link(worker, link, name, session, step.label, step.shares, step.round)
+            continue
+        with tracing.round_label(step.round):
+            out.send(name, deliver, session=session.id, label=step.label,
+                     sender=session.index, value=step.shares)
 
 
 def receive(worker: Worker, state: SPDZState, session: PartySession, step: Instruction,

@@ -105,14 +105,14 @@ def out_link(worker: Worker, state: SPDZState, session: PartySession, peer: str
 
 
 def send_on_link(worker: Worker, out: OutLink, peer: str, session: PartySession,
-                 label: bytes, shares: list[Any]) -> None:
-    """Send this party's shares of one round to ``peer`` on its link."""
+                 label: bytes, shares: list[Any], round: str) -> None:
+    """Send this party's shares of one round (named ``round`` in traces) to ``peer``."""
     frames = codec.encode_tensors([label, session.index], shares)
     before = out.bytes_sent
     out.send(frames)
     worker.counters.messages_out += 1
     worker.counters.bytes_out += out.bytes_sent - before
-    tracing.record(worker.name, peer, "mpc.deliver", out.bytes_sent - before, 0)
+    tracing.record(worker.name, peer, "mpc.deliver", out.bytes_sent - before, 0, round=round)
 
 
 def wait_for_peers(worker: Worker, state: SPDZState, session: PartySession,
@@ -134,8 +134,10 @@ def wait_for_peers(worker: Worker, state: SPDZState, session: PartySession,
             read = links.pump(min(left, _SLICE))
         if not read:  # another routine is reading: it files ours too, and notifies
             worker.wait_until(ready, min(left, _SLICE))
+        if ready():
+            break
         gone = _vanished(state, session)
-        if gone is not None and not ready():
+        if gone is not None:
             raise ConnectionError(f"{gone} vanished (its data link closed) while "
                                   f"{worker.name} waited for its openings; restart it "
                                   "and share the inputs again")

@@ -58,6 +58,7 @@ DTYPES: dict[str, torch.dtype] = {
     "bool": torch.bool,
 }
 _DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+_ITEMSIZE = {d: d.itemsize for d in DTYPES.values()}
 
 _EXT_TENSOR, _EXT_TUPLE, _EXT_SLICE, _EXT_ELLIPSIS, _EXT_DTYPE, _EXT_REF = 1, 2, 3, 4, 5, 6
 _FIRST_USER_CODE = 16
@@ -308,7 +309,7 @@ def _decode_tensor(meta: Any, views: list[memoryview], used: set[int], owned: bo
     numel = 1
     for d in shape:
         numel *= d
-    expected = numel * torch.empty((), dtype=dtype).element_size()
+    expected = numel * _ITEMSIZE[dtype]
     buf = views[index]
     if buf.nbytes != expected:
         raise CodecError(

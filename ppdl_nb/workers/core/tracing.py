@@ -39,12 +39,14 @@ class Recorder:
 
 
 def record(src: str, dst: str, kind: str, nbytes: int, reply_bytes: int,
-           sent_at: float | None = None) -> None:
-    """Note one request/reply pair in every active recorder (cheap when none is)."""
+           sent_at: float | None = None, round: str | None = None) -> None:
+    """Note one request/reply pair in every active recorder (cheap when none is);
+    ``round`` names its protocol round (default: the enclosing :func:`round_label`)."""
     if not _ACTIVE:
         return
     rec = {"t": time.time() if sent_at is None else sent_at, "src": src, "dst": dst,
-           "kind": kind, "bytes": nbytes, "reply_bytes": reply_bytes, "round": current_round()}
+           "kind": kind, "bytes": nbytes, "reply_bytes": reply_bytes,
+           "round": current_round() if round is None else round}
     for r in list(_ACTIVE):
         r.add(rec)
 

@@ -14,10 +14,9 @@ with everything it held.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -90,6 +89,21 @@ def describe(obj: Any, *, private: bool = False) -> dict[str, Any]:
     meta["private"] = private
     return meta
 
+
+
+class _Unlocked:
+    """The context of :meth:`Worker.unlocked` (a class: it runs once per protocol round)."""
+
+    __slots__ = ("_lock", "_saved")
+
+    def __init__(self, lock: Any) -> None:
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        self._saved = self._lock._release_save()  # what Condition.wait uses on an RLock
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock._acquire_restore(self._saved)
 
 class Worker:
     """The server side of a party: holds objects and answers messages.
@@ -231,15 +245,10 @@ class Worker:
         waiting handler waits for; call :meth:`notify` inside it."""
         return self._changed
 
-    @contextlib.contextmanager
-    def unlocked(self) -> Iterator[None]:
+    def unlocked(self) -> _Unlocked:
         """Inside a handler: release the worker's lock (however deeply held) for a block
         that waits on a socket, as :meth:`wait_until` does for a condition."""
-        saved = self._lock._release_save()  # what Condition.wait uses on an RLock
-        try:
-            yield
-        finally:
-            self._lock._acquire_restore(saved)
+        return _Unlocked(self._lock)
 
     def notify(self) -> None:
         """Wake the handlers waiting in :meth:`wait_until` to check their condition."""

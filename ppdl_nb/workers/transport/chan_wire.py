@@ -51,6 +51,7 @@ __all__ = [
     "KIND_WELCOME",
     "MAX_FRAMES",
     "MAX_FRAME_BYTES",
+    "PREFIX_BYTES",
     "PROTOCOL",
     "STATUS_ERROR",
     "STATUS_OK",
@@ -77,6 +78,7 @@ PROTOCOL = b"ppdl-nb/3.0"
 REFUSED_VERSION, REFUSED_NO_SESSION = b"version", b"session"
 STATUS_OK, STATUS_ERROR = 0, 1
 _PREFIX = struct.Struct(">5scQI")
+PREFIX_BYTES = _PREFIX.size
 _COUNT = struct.Struct(">BII")  # status, frame count, chunk size
 _MIN_CHUNK, _MAX_CHUNK = 1 << 12, 1 << 23
 _LEN = struct.Struct(">Q")

@@ -44,6 +44,7 @@ from zmq.utils.monitor import recv_monitor_message
 from ppdl_nb.workers.transport.chan_socket import context, private_endpoint
 from ppdl_nb.workers.transport.chan_wire import (
     KIND_REQUEST,
+    PREFIX_BYTES,
     AuthError,
     Inbound,
     parse_prefix,
@@ -59,6 +60,7 @@ MAX_MESSAGE_BYTES = 1 << 31
 _ZERO_COPY_FROM = 1 << 16  # smaller frames are cheaper to copy than to pin
 
 
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # plain ints: no enum work per round
 _STATE_KEY = "datalinks"  # in worker.state: None until first use, then the DataLinks
 
 
@@ -134,21 +136,26 @@ class DataLinks:
             return False
         try:
             sock = self._sock
-            if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN or self._poller.poll(
-                    int(timeout * 1000)):
+            if sock.getsockopt(_EVENTS) & _POLLIN or self._poller.poll(int(timeout * 1000)):
                 while True:
                     self._take(sock.recv_multipart(copy=False))
-                    if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    if not sock.getsockopt(_EVENTS) & _POLLIN:
                         break
         finally:
             self._reader.release()
         return True
 
     def _take(self, msg: list[Any]) -> None:
-        if len(msg) != 3:
+        if len(msg) == 1:  # a small part travels as one frame: link id, prefix, body
+            whole = msg[0].bytes
+            cut = LINK_ID_BYTES + PREFIX_BYTES
+            msg = [whole[:LINK_ID_BYTES], whole[LINK_ID_BYTES:cut], whole[cut:]]
+            link_id = msg[0]
+        elif len(msg) == 3:
+            link_id = bytes(msg[0].buffer)
+        else:
             self.dropped += 1
             return
-        link_id = bytes(msg[0].buffer)
         with self._lock:
             link = self._links.get(link_id)
         if link is None:
@@ -169,7 +176,7 @@ class DataLinks:
 
 def _open(link: _InLink, msg: list[Any]) -> list[Any] | None:
     """Add one ZeroMQ message to the link's current message; its frames once complete."""
-    head = msg[0].buffer
+    head = msg[0] if isinstance(msg[0], bytes) else msg[0].buffer
     kind, seq, index = parse_prefix(head)
     if link.inbound is None:
         if index != 0 or kind != KIND_REQUEST or seq != link.next_seq:
@@ -218,10 +225,12 @@ class OutLink:
         with self._lock:
             seq, self._seq = self._seq, self._seq + 1
             try:
-                for part in seal_iter(self._aead, KIND_REQUEST, seq, frames):
-                    copy = len(part[1]) < _ZERO_COPY_FROM
-                    self._sock.send_multipart([self.link_id, *part], copy=copy)
-                    self.bytes_sent += len(part[1])
+                for head, body in seal_iter(self._aead, KIND_REQUEST, seq, frames):
+                    if len(body) < _ZERO_COPY_FROM:  # one frame: cheaper than three
+                        self._sock.send(b"".join((self.link_id, head, body)))
+                    else:
+                        self._sock.send_multipart([self.link_id, head, body], copy=False)
+                    self.bytes_sent += len(body)
             except zmq.Again:
                 raise TimeoutError(f"a data link could not send within "
                                    f"{SEND_TIMEOUT_MS / 1000:g} s: its receiver does not "
