@@ -122,9 +122,16 @@ class Polynomial:
                     continue
                 share = s[index[b]] if b else None
                 if alist == (0,):  # coefficient 1
-                    acc ^= share if share is not None else ~acc.new_zeros(())
+                    if share is None:
+                        acc.bitwise_not_()
+                    else:
+                        acc ^= share
                     continue
-                coef = _xor_of([mono(a) for a in alist if a], 0 in alist)
+                planes = [mono(a) for a in alist if a]
+                if len(planes) == 1 and alist[0]:  # one public monomial: one pass
+                    acc ^= planes[0] if share is None else planes[0] & share
+                    continue
+                coef = _xor_of(planes, 0 in alist)
                 acc ^= coef if share is None else coef.bitwise_and_(share)
             out.append(acc)
         return out

@@ -9,11 +9,10 @@ hands it to that link's receiver.
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
-import zmq
 
-from ppdl_nb.workers.transport.chan_socket import context
 from ppdl_nb.workers.transport.chan_wire import CHUNK
 from ppdl_nb.workers.transport.datalink import DataLinks, OutLink
 
@@ -53,11 +52,12 @@ def test_messages_arrive_whole_and_in_order_also_in_chunks(bob):
 def test_strangers_replays_and_wrong_keys_are_dropped_and_the_link_keeps_working(bob):
     got: list = []
     out, link_id, _ = _link(bob, got)
-    stranger = context().socket(zmq.PUSH)
-    stranger.setsockopt(zmq.LINGER, 0)
-    stranger.connect(bob.endpoint)
-    stranger.send_multipart([b"x" * 16, b"junk", b"junk"])  # no such link
-    stranger.send_multipart([b"only one frame"])
+    for junk in (b"x" * 16 + b"junk" * 4,  # no such link
+                 b"too short"):  # not even a link id before it hangs up
+        stranger = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stranger.connect(bob.endpoint)
+        stranger.sendall(junk)
+        stranger.close()
     forged = OutLink(bob.endpoint, link_id, os.urandom(32))  # the right id, a wrong key
     forged.send([b"forged"])
     out.send([b"real"])
@@ -72,7 +72,6 @@ def test_strangers_replays_and_wrong_keys_are_dropped_and_the_link_keeps_working
     assert got == [[b"real"], [b"next"]]
     for s in (out, forged, replay):
         s.close()
-    stranger.close(linger=0)
 
 
 def test_a_reader_hands_other_links_messages_to_their_receivers(bob):
@@ -99,3 +98,41 @@ def test_a_link_id_is_used_once(bob):
     bob.accept(link_id, os.urandom(32), lambda frames: None)
     with pytest.raises(ValueError, match="taken"):
         bob.accept(link_id, os.urandom(32), lambda frames: None)
+
+
+def test_big_messages_both_ways_neither_sender_blocks():
+    # both parties write 8 MB before either reads (as in a round of big openings): the
+    # socket takes what it can, the link's writer thread the rest, in order
+    alice, bob = DataLinks("alice"), DataLinks("bob")
+    try:
+        got_a, got_b = [], []
+        to_bob, _, _ = _link(bob, got_b)
+        to_alice, _, _ = _link(alice, got_a)
+        big_a, big_b = os.urandom(8 << 20), os.urandom(8 << 20)
+        to_bob.send([b"from alice", big_a])
+        to_alice.send([b"from bob", big_b])
+        to_bob.send([b"then a small one"])
+        for _ in range(400):
+            if len(got_a) == 1 and len(got_b) == 2:
+                break
+            alice.pump(0.02)
+            bob.pump(0.02)
+        assert [bytes(f) for f in got_b[0]] == [b"from alice", big_a]
+        assert got_b[1] == [b"then a small one"]
+        assert [bytes(f) for f in got_a[0]] == [b"from bob", big_b]
+        to_bob.close()
+        to_alice.close()
+    finally:
+        alice.close()
+        bob.close()
+
+
+def test_a_sender_sees_its_receiver_go_away():
+    bob = DataLinks("bob")
+    out, _, _ = _link(bob, [])
+    out.send([b"hello"])
+    assert bob.pump(1.0) and not out.lost()
+    bob.close()  # its end of the connection closes with it
+    assert out.lost()
+    out.close()
+

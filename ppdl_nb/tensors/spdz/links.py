@@ -109,7 +109,12 @@ def send_on_link(worker: Worker, out: OutLink, peer: str, session: PartySession,
     """Send this party's shares of one round (named ``round`` in traces) to ``peer``."""
     frames = codec.encode_tensors([label, session.index], shares)
     before = out.bytes_sent
-    out.send(frames)
+    try:
+        out.send(frames)
+    except ConnectionError as exc:
+        raise ConnectionError(f"{peer} vanished (its data link closed: {exc}) while "
+                              f"{worker.name} sent its openings; restart it and share the "
+                              "inputs again") from None
     worker.counters.messages_out += 1
     worker.counters.bytes_out += out.bytes_sent - before
     tracing.record(worker.name, peer, "mpc.deliver", out.bytes_sent - before, 0, round=round)
