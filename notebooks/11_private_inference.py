@@ -190,7 +190,8 @@ relu_trace
 # * **Assumptions:** the parties follow the protocol (honest but curious) and charlie
 #   colludes with neither. The three workers are processes of one user on one machine:
 #   a faithful model of the protocol, not a boundary between people.
-# * **Not yet:** the notebook drives the forward op by op (one request per op per party);
-#   the goal is one program the parties run on their own, with fewer, batched rounds.
+# * **Not covered:** a party that deviates from the protocol (malicious security needs
+#   MACs on the shares, as in full SPDZ) is not detected; the dealer's randomness is
+#   trusted to be random.
 # %%
 %ppdl shutdown
