@@ -313,7 +313,7 @@ class OutLink:
             if self._closed:
                 return False
             try:
-                return select.select([self._sock], [], [], 0)[0] != [] and not \
+                return bool(_ready(self._sock, select.POLLIN, 0)) and not \
                     self._sock.recv(1, socket.MSG_PEEK)
             except BlockingIOError:
                 return False
@@ -359,13 +359,13 @@ class OutLink:
                 if self._closed:
                     return
             try:
-                writable = select.select([], [self._sock], [], SEND_TIMEOUT)[1]
+                writable = _ready(self._sock, select.POLLOUT, SEND_TIMEOUT)
             except (OSError, ValueError):
                 writable = None
             with self._cv:
                 if self._closed:
                     return
-                if writable == []:
+                if writable == 0:
                     self._error = (f"its receiver read nothing for {SEND_TIMEOUT:g} s")
                     return
                 try:
@@ -386,6 +386,15 @@ class OutLink:
             self._closed = True
             self._cv.notify_all()
             self._sock.close()
+
+
+def _ready(sock: socket.socket, event: int, timeout: float) -> int:
+    """The poll events of ``sock`` (0 if none within ``timeout`` seconds); ``poll``, not
+    ``select``, so that any file descriptor number works."""
+    poller = select.poll()
+    poller.register(sock, event)
+    got = poller.poll(int(timeout * 1000))
+    return got[0][1] if got else 0
 
 
 def _unsent(parts: list[bytes], sent: int) -> list[memoryview]:
