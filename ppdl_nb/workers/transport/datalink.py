@@ -1,27 +1,24 @@
 """Data links: sealed one-way pipes between two workers for a protocol's rounds.
 
-Why: a protocol round on the request channel costs a request, its reply and about four
-thread hand-offs per party (a send pool, the serve thread, a handler thread, the waiting
-routine's wake-up): about a millisecond here, for 8 bytes each way. A data link is a Unix
-stream socket from the sender to the receiver's listening socket: the sender's own thread
-seals and writes, no reply comes back, and the receiver's waiting thread reads and opens
-what arrives (:meth:`DataLinks.pump`), handing each message to whoever registered its
-link. No messaging library's I/O thread sits in between: a round costs one system call
-each way and wakes the waiting thread directly (ZeroMQ ``PUSH``/``PULL`` measured 20-40
-us more per round here). A write that does not fit the socket's buffer goes on from the
-link's own writer thread, so a routine never blocks on a peer that is itself writing.
+Why: a round on the request channel costs a request, its reply and about four thread
+hand-offs per party (about a millisecond here for 8 bytes each way). A data link is a
+Unix stream socket from the sender to the receiver's listening socket: the sender's own
+thread seals and writes, no reply comes back, and the receiver's waiting thread reads
+and opens what arrives (:meth:`DataLinks.pump`), handing each message to whoever
+registered its link. One system call each way per round, no messaging library's I/O
+thread (ZeroMQ ``PUSH``/``PULL`` measured 20-40 us more per round). A write the socket's
+buffer cannot take goes on from the link's writer thread, so a routine never blocks on
+a peer that is itself writing.
 
 Keys: the *sender* draws a fresh 32-byte AES-GCM key and a 16-byte link id per link and
-gives them to the receiver over the authenticated, encrypted channel (the receiver learns
-who the sender is from that channel, never from the link); each link carries one
-direction, so the sender's growing sequence number is a nonce used once per key, and the
-receiver refuses anything not sealed under the key of the link id it names, replayed or
-out of order. Frames are sealed with :mod:`.chan_wire` (the channel's own format).
-
-On the socket: the link id once, then each sealed part as a 4-byte length, the part's
-prefix and its body. A worker listens in its private (0700) temp directory. A
-connection that names no link, or whose framing is broken, is closed and counted; a part
-that fails authentication is dropped and counted.
+gives them to the receiver over the authenticated, encrypted channel (which tells the
+receiver who the sender is); each link carries one direction, so the sender's sequence
+number is a nonce used once per key, and the receiver refuses anything not sealed under
+the key of the link id it names, replayed or out of order (format: :mod:`.chan_wire`).
+On the socket: the link id once, then each sealed part as a 4-byte length, prefix and
+body. A worker listens in its private (0700) temp directory; a connection that names no
+link or breaks the framing is closed and counted, a part that fails authentication is
+dropped and counted.
 
 >>> import os
 >>> got = []
@@ -75,8 +72,7 @@ _STATE_KEY = "datalinks"  # in worker.state: None until first use, then the Data
 
 
 def attach(worker_state: dict[str, Any], name: str) -> None:
-    """Give a worker data links, made on first use (its runtime calls this where the
-    worker has its own process and a private ipc directory)."""
+    """Give a worker data links, made on first use (for a worker with its own process)."""
     worker_state.setdefault(_STATE_KEY, [name, None])
 
 
@@ -148,12 +144,10 @@ class DataLinks:
             self._links[link_id] = _InLink(AESGCM(key), deliver)
 
     def pump(self, timeout: float) -> bool:
-        """Receive for up to ``timeout`` seconds, until something arrived; read what else
-        is there at once. False if another thread is reading (wait for it).
-
-        There is no receive thread: a routine that waits for its peers' messages reads
-        them itself, with its worker unlocked, so a round costs no thread hand-off; the
-        messages of other links it meets on the way go to their own receivers."""
+        """Receive for up to ``timeout`` seconds, until something arrived, then what else
+        is there; False if another thread is reading. No receive thread: a routine that
+        waits for its peers reads itself (its worker unlocked), so a round costs no
+        thread hand-off; other links' messages go to their own receivers."""
         if not self._reader.acquire(blocking=False):
             return False
         try:
@@ -305,8 +299,7 @@ class OutLink:
         self.bytes_sent = 0
 
     def lost(self) -> bool:
-        """Whether the receiver went away (its process died or it closed the link): it
-        never writes back, so a readable socket means it was closed."""
+        """Whether the receiver went away: it never writes, so readable means closed."""
         with self._cv:
             if self._error is not None:
                 return True
@@ -365,12 +358,11 @@ class OutLink:
             with self._cv:
                 if self._closed:
                     return
-                if writable == 0:
-                    self._error = (f"its receiver read nothing for {SEND_TIMEOUT:g} s")
+                if not writable:
+                    self._error = (f"its receiver read nothing for {SEND_TIMEOUT:g} s"
+                                   if writable == 0 else "the socket closed")
                     return
                 try:
-                    if writable is None:
-                        raise OSError("the socket closed")
                     sent = self._sock.send(self._queue[0])
                 except (BlockingIOError, InterruptedError):
                     continue
@@ -389,8 +381,7 @@ class OutLink:
 
 
 def _ready(sock: socket.socket, event: int, timeout: float) -> int:
-    """The poll events of ``sock`` (0 if none within ``timeout`` seconds); ``poll``, not
-    ``select``, so that any file descriptor number works."""
+    """``sock``'s poll events, 0 if none in ``timeout`` s (poll: any fd number works)."""
     poller = select.poll()
     poller.register(sock, event)
     got = poller.poll(int(timeout * 1000))
