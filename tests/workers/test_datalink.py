@@ -8,12 +8,24 @@ hands it to that link's receiver.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import socket
+import time
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from ppdl_nb.workers.transport.chan_wire import CHUNK
+from ppdl_nb.workers.transport.chan_wire import (
+    CHUNK,
+    KIND_WHOLE,
+    WHOLE_MAX,
+    AuthError,
+    open_whole,
+    seal_link,
+)
 from ppdl_nb.workers.transport.datalink import DataLinks, OutLink
 
 
@@ -30,10 +42,11 @@ def _link(links: DataLinks, got: list):
     return OutLink(links.endpoint, link_id, key), link_id, key
 
 
-def _pump_until(links: DataLinks, ready, tries: int = 50) -> bool:
-    for _ in range(tries):
-        if ready():
-            return True
+def _pump_until(links: DataLinks, ready, timeout: float = 10.0) -> bool:
+    """Read until ``ready()`` or ``timeout`` seconds pass (a big message takes many
+    reads, each returning as soon as something arrived)."""
+    deadline = time.monotonic() + timeout
+    while not ready() and time.monotonic() < deadline:
         links.pump(0.1)
     return ready()
 
@@ -47,6 +60,51 @@ def test_messages_arrive_whole_and_in_order_also_in_chunks(bob):
     assert _pump_until(bob, lambda: len(got) == 2)
     assert got == [[b"first", b""], [b"second", big]]
     out.close()
+
+
+def test_small_and_big_messages_keep_their_order_across_both_formats(bob):
+    got: list = []
+    out, _, _ = _link(bob, got)
+    sent = [[b"h", bytes(WHOLE_MAX - 1)],  # sealed whole
+            [b"h", bytes(WHOLE_MAX + 7)],  # head and chunks
+            [b"f"] * 300,  # too many frames to seal whole
+            [os.urandom(13), memoryview(os.urandom(24)), b""]]
+    for frames in sent:
+        out.send(frames)
+    assert _pump_until(bob, lambda: len(got) == len(sent))
+    assert got == [[bytes(f) for f in frames] for frames in sent]
+    out.close()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.binary(max_size=300), max_size=8), st.integers(0, 2**32))
+def test_a_message_sealed_whole_opens_to_its_frames_aligned(frames, seq):
+    aead = AESGCM(bytes(32))
+    (part,) = seal_link(aead, seq, frames)
+    assert part[0][5:6] == KIND_WHOLE
+    opened = open_whole(aead, part)
+    assert [bytes(f) for f in opened] == frames
+    assert all(_offset(f) % 8 == 0 for f in opened if len(f))  # int64 shares stay aligned
+
+
+def _offset(view: memoryview) -> int:
+    """Where ``view`` starts in the buffer it slices."""
+    base = ctypes.addressof(ctypes.c_char.from_buffer(view.obj))
+    return ctypes.addressof(ctypes.c_char.from_buffer(view)) - base
+
+
+def test_a_tampered_or_foreign_part_is_refused_as_whole():
+    aead = AESGCM(os.urandom(32))
+    head, body = next(seal_link(aead, 5, [b"share", bytes(16)]))
+    flipped = bytearray(body)
+    flipped[-1] ^= 1
+    with pytest.raises(AuthError):
+        open_whole(aead, [head, bytes(flipped)])
+    with pytest.raises(AuthError):
+        open_whole(AESGCM(os.urandom(32)), [head, body])
+    big_head, big_body = next(seal_link(aead, 6, [bytes(WHOLE_MAX + 1)]))
+    with pytest.raises(ValueError, match="not a message sealed whole"):
+        open_whole(aead, [big_head, big_body])
 
 
 def test_strangers_replays_and_wrong_keys_are_dropped_and_the_link_keeps_working(bob):

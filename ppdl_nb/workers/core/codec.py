@@ -59,6 +59,8 @@ DTYPES: dict[str, torch.dtype] = {
 }
 _DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 _ITEMSIZE = {d: d.itemsize for d in DTYPES.values()}
+# numpy's view of a dtype, where it has one: a tensor's bytes in one torch call each way
+_NUMPY = {d: np.dtype(n) for n, d in DTYPES.items() if n != "bfloat16"}
 
 _EXT_TENSOR, _EXT_TUPLE, _EXT_SLICE, _EXT_ELLIPSIS, _EXT_DTYPE, _EXT_REF = 1, 2, 3, 4, 5, 6
 _FIRST_USER_CODE = 16
@@ -97,12 +99,14 @@ def register_type(
 
 
 def _tensor_bytes(t: torch.Tensor) -> memoryview:
-    if type(t) is torch.Tensor and t.layout is torch.strided and t.device.type == "cpu" \
-            and not t.requires_grad and t.is_contiguous() and t.numel() \
-            and not t.is_conj() and not t.is_neg():  # the common case, in few steps
-        flat = t.reshape(-1)
-        if flat.stride(0) == 1:
-            return memoryview(flat.view(torch.uint8).numpy())
+    if type(t) is torch.Tensor and not t.requires_grad and t.dtype in _NUMPY:
+        try:  # the common case, in few torch calls (numpy() refuses a GPU, sparse,
+            array = t.numpy()  # conjugate or negative-bit tensor)
+        except (TypeError, RuntimeError):
+            pass
+        else:
+            if array.size and array.flags.c_contiguous:
+                return memoryview(array).cast("B")
     t = t.detach()
     if t.device.type != "cpu":
         t = t.cpu()
@@ -326,11 +330,11 @@ def _decode_tensor(meta: Any, views: list[memoryview], used: set[int], owned: bo
     if expected == 0:
         tensor = torch.empty(shape, dtype=dtype)
     else:
-        array = np.frombuffer(buf, dtype=np.uint8)
+        array = np.frombuffer(buf, dtype=_NUMPY.get(dtype, np.uint8))
         if not (owned and not buf.readonly):
             array = array.copy()  # never alias memory the sender (or anyone) still holds
-        raw = torch.from_numpy(array)
-        tensor = raw.view(dtype).reshape(shape)
+        tensor = (torch.from_numpy(array.reshape(shape)) if dtype in _NUMPY
+                  else torch.from_numpy(array).view(dtype).reshape(shape))
     if requires_grad:
         if not tensor.is_floating_point():
             raise CodecError("only floating-point tensors can require gradients")

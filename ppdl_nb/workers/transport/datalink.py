@@ -2,23 +2,21 @@
 
 Why: a round on the request channel costs a request, its reply and about four thread
 hand-offs per party (about a millisecond here for 8 bytes each way). A data link is a
-Unix stream socket from the sender to the receiver's listening socket: the sender's own
-thread seals and writes, no reply comes back, and the receiver's waiting thread reads
-and opens what arrives (:meth:`DataLinks.pump`), handing each message to whoever
-registered its link. One system call each way per round, no messaging library's I/O
-thread (ZeroMQ ``PUSH``/``PULL`` measured 20-40 us more per round). A write the socket's
-buffer cannot take goes on from the link's writer thread, so a routine never blocks on
-a peer that is itself writing.
+Unix stream socket to the receiver's listening socket: the sender's thread seals and
+writes (one system call; ZeroMQ ``PUSH``/``PULL`` measured 20-40 us more per round), the
+receiver's waiting thread reads and opens (:meth:`DataLinks.pump`) and hands each message
+to whoever registered its link. What the socket cannot take at once goes on from the
+link's writer thread, so a routine never blocks on a peer that is itself writing.
 
-Keys: the *sender* draws a fresh 32-byte AES-GCM key and a 16-byte link id per link and
-gives them to the receiver over the authenticated, encrypted channel (which tells the
-receiver who the sender is); each link carries one direction, so the sender's sequence
-number is a nonce used once per key, and the receiver refuses anything not sealed under
-the key of the link id it names, replayed or out of order (format: :mod:`.chan_wire`).
-On the socket: the link id once, then each sealed part as a 4-byte length, prefix and
-body. A worker listens in its private (0700) temp directory; a connection that names no
-link or breaks the framing is closed and counted, a part that fails authentication is
-dropped and counted.
+Keys: the *sender* draws a 32-byte AES-GCM key and a 16-byte link id per link and gives
+them to the receiver over the authenticated channel (which tells it who the sender is);
+a link carries one direction, so the sender's sequence number is a nonce used once per
+key, and the receiver refuses anything not sealed under the key of the link id it names,
+replayed or out of order. On the socket: the link id, then each sealed part (a round's
+few bytes sealed whole, :func:`.chan_wire.seal_link`) as a 4-byte length, prefix and
+body. A worker listens in its private (0700) directory; a connection that names no link
+or breaks the framing is closed and counted, a part that fails authentication dropped
+and counted.
 
 >>> import os
 >>> got = []
@@ -51,12 +49,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from ppdl_nb.workers.transport.chan_socket import private_endpoint
 from ppdl_nb.workers.transport.chan_wire import (
     KIND_REQUEST,
+    KIND_WHOLE,
     PREFIX_BYTES,
     TAG,
     AuthError,
     Inbound,
+    open_whole,
     parse_prefix,
-    seal_iter,
+    seal_link,
 )
 from ppdl_nb.workers.transport.keys import KEY_BYTES
 
@@ -261,8 +261,12 @@ def _open(link: _InLink, msg: list[Any]) -> list[Any] | None:
     """Add one sealed part to the link's current message; its frames once complete."""
     kind, seq, index = parse_prefix(msg[0])
     if link.inbound is None:
-        if index != 0 or kind != KIND_REQUEST or seq != link.next_seq:
+        if index != 0 or kind not in (KIND_REQUEST, KIND_WHOLE) or seq != link.next_seq:
             raise AuthError(f"expected message {link.next_seq} on this link")
+        if kind == KIND_WHOLE:
+            frames = open_whole(link.aead, msg)
+            link.next_seq += 1
+            return frames
         link.inbound = Inbound.open_head(link.aead, msg, max_bytes=MAX_MESSAGE_BYTES)
         link.next_seq += 1
     else:
@@ -308,10 +312,8 @@ class OutLink:
             try:
                 return bool(_ready(self._sock, select.POLLIN, 0)) and not \
                     self._sock.recv(1, socket.MSG_PEEK)
-            except BlockingIOError:
-                return False
-            except OSError:
-                return True
+            except OSError as exc:  # would block: still there; anything else: gone
+                return not isinstance(exc, BlockingIOError)
 
     def send(self, frames: Sequence[Any]) -> None:
         """Seal and send one message (a list of byte frames)."""
@@ -319,7 +321,7 @@ class OutLink:
             if self._error is not None:
                 raise ConnectionError(f"a data link failed: {self._error}")
             seq, self._seq = self._seq, self._seq + 1
-            for head, body in seal_iter(self._aead, KIND_REQUEST, seq, frames):
+            for head, body in seal_link(self._aead, seq, frames):
                 parts = [_LENGTH.pack(len(head) + len(body)), head, body]
                 self.bytes_sent += len(body)
                 if self._queue:
@@ -390,11 +392,9 @@ def _ready(sock: socket.socket, event: int, timeout: float) -> int:
 
 def _unsent(parts: list[bytes], sent: int) -> list[memoryview]:
     """What of ``parts`` is left after the first ``sent`` bytes went out."""
-    out = []
+    out, start = [], 0
     for p in parts:
-        if sent >= len(p):
-            sent -= len(p)
-            continue
-        out.append(memoryview(p)[sent:])
-        sent = 0
+        if start + len(p) > sent:
+            out.append(memoryview(p)[max(sent - start, 0):])
+        start += len(p)
     return out
