@@ -115,3 +115,27 @@ def test_unsendable_objects_are_refused_with_a_reason():
         encode({"f": print})
     with pytest.raises(CodecError, match="dtype"):
         encode(torch.zeros(2, dtype=torch.complex64))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: torch.arange(10)[3:7],  # a contiguous view with an offset
+    lambda: torch.randn(4, 1).expand(4, 3),  # zero strides
+    lambda: torch.randn(3)._neg_view(),  # the negative bit, which numpy() refuses
+    lambda: torch.tensor(7),  # 0-d
+    lambda: torch.zeros(0, 3),
+    lambda: torch.tensor([True, False, True]),
+    lambda: torch.randn(2, 2).bfloat16(),
+    lambda: torch.randn(3, requires_grad=True),
+], ids=["offset", "expanded", "neg-bit", "0-d", "empty", "bool", "bfloat16", "grad"])
+@pytest.mark.parametrize("owned", [False, True])
+def test_tensor_frames_round_trip_and_never_alias_the_sender(make, owned):
+    t = make()
+    frames = codec.encode_tensors(["head"], [t])
+    if owned:  # a receiver's own writable buffers, as a data link hands them over
+        frames = [bytearray(f) for f in frames]
+    head, (got,) = codec.decode_tensors(frames, owned=owned)
+    plain = t.detach().resolve_neg().clone()
+    assert head == ["head"] and got.dtype == t.dtype and torch.equal(got, plain)
+    if got.numel() and not owned:
+        got.view(-1)[0] = got.view(-1)[0].logical_not()  # the copy changes, the sender's not
+        assert torch.equal(t.detach().resolve_neg(), plain)
