@@ -330,11 +330,12 @@ def _decode_tensor(meta: Any, views: list[memoryview], used: set[int], owned: bo
     if expected == 0:
         tensor = torch.empty(shape, dtype=dtype)
     else:
-        array = np.frombuffer(buf, dtype=_NUMPY.get(dtype, np.uint8))
+        as_numpy = _NUMPY.get(dtype)  # None for bfloat16: read bytes, view them in torch
+        array = np.frombuffer(buf, dtype=np.uint8 if as_numpy is None else as_numpy)
         if not (owned and not buf.readonly):
             array = array.copy()  # never alias memory the sender (or anyone) still holds
-        tensor = (torch.from_numpy(array.reshape(shape)) if dtype in _NUMPY
-                  else torch.from_numpy(array).view(dtype).reshape(shape))
+        tensor = (torch.from_numpy(array).view(dtype).reshape(shape) if as_numpy is None
+                  else torch.from_numpy(array.reshape(shape)))
     if requires_grad:
         if not tensor.is_floating_point():
             raise CodecError("only floating-point tensors can require gradients")

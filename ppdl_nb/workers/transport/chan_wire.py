@@ -232,12 +232,13 @@ def open_whole(aead: AESGCM, msg: Sequence) -> list[memoryview]:
     view = memoryview(out)
     (count,) = _LEN.unpack_from(view)
     pos = 8 + 8 * count
+    if count > 255 or pos > len(view):
+        raise ValueError(f"message {seq} has inconsistent frame lengths")
     frames = []
-    for i in range(count if count <= 255 and pos <= len(view) else 0):
-        (n,) = _LEN.unpack_from(view, 8 + 8 * i)
+    for (n,) in _LEN.iter_unpack(view[8:pos]):
         frames.append(view[pos:pos + n])
         pos += n + (-n % 8)
-    if len(frames) != count or pos != len(view):
+    if pos != len(view):
         raise ValueError(f"message {seq} has inconsistent frame lengths")
     return frames
 
